@@ -1,0 +1,36 @@
+# The README's two commands: `make demo` and `make test`. Each builds .venv on its own.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := .demo
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,samples]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+demo: $(STAMP)
+	$(BIN)/python -m api.samples $(DEMO)/photos
+	$(BIN)/vlsearch index $(DEMO)/photos --library $(DEMO)/library --model offline
+	$(BIN)/vlsearch search "a cat" --library $(DEMO)/library --k 5
+	$(BIN)/vlsearch search "a cup of coffee" --library $(DEMO)/library --k 5
+	$(BIN)/vlsearch serve --library $(DEMO)/library
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.index_choice --out bench/results
+
+clean:
+	rm -rf $(DEMO) .pytest_cache
