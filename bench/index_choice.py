@@ -115,19 +115,14 @@ def make_mixture(
             z = rng.standard_normal((m, rank), dtype=np.float32) * spectrum
             iso = rng.standard_normal((m, dim), dtype=np.float32)
             out[lo : lo + m] = (
-                centres[label]
-                + noise * (z @ basis)
-                + (iso_noise / math.sqrt(dim)) * iso
-                + mean
+                centres[label] + noise * (z @ basis) + (iso_noise / math.sqrt(dim)) * iso + mean
             )
         return _normalise(out)
 
     return draw(n_db), draw(n_query)
 
 
-def load_npy(
-    path: Path, n_db: int, n_query: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def load_npy(path: Path, n_db: int, n_query: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Load real embeddings; a random held-out subset becomes the queries."""
     x = np.load(path).astype(np.float32, copy=False)
     perm = np.random.default_rng(seed).permutation(len(x))
@@ -143,10 +138,7 @@ def load_npy(
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean fraction of the true top-k ids found in the returned top-k."""
-    hits = sum(
-        len(set(f[f >= 0].tolist()) & set(t.tolist()))
-        for f, t in zip(found, truth, strict=True)
-    )
+    hits = sum(len(set(f[f >= 0].tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
     return hits / truth.size
 
 
@@ -207,9 +199,7 @@ def build_ivf(
 ) -> Built:
     n, dim = xb.shape
     nlist = round(factor * math.sqrt(n))
-    ivf = faiss.IndexIVFFlat(
-        faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT
-    )
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
     n_train = min(n, train_per_list * nlist)
     sample = np.random.default_rng(1).choice(n, size=n_train, replace=False)
     t0 = time.perf_counter()
@@ -236,9 +226,7 @@ def build_ivf(
     )
 
 
-def build_hnsw(
-    xb: np.ndarray, ids: np.ndarray, m: int, ef_construction: int, efs: list[int]
-) -> Built:
+def build_hnsw(xb: np.ndarray, ids: np.ndarray, m: int, ef_construction: int, efs: list[int]) -> Built:
     hnsw = faiss.IndexHNSWFlat(xb.shape[1], m, faiss.METRIC_INNER_PRODUCT)
     hnsw.hnsw.efConstruction = ef_construction
     index = faiss.IndexIDMap2(hnsw)
@@ -262,9 +250,7 @@ def build_hnsw(
     )
 
 
-def evaluate(
-    built: Built, xq: np.ndarray, truth: np.ndarray, n_single: int, target: float
-) -> Iterator[Row]:
+def evaluate(built: Built, xq: np.ndarray, truth: np.ndarray, n_single: int, target: float) -> Iterator[Row]:
     """Yield one Row per search setting; flags the smallest one reaching ``target``."""
     n = built.index.ntotal
     size = serialized_size(built.index)
@@ -365,53 +351,27 @@ def float_list(text: str) -> list[float]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None
-    )
-    p.add_argument(
-        "--sizes", type=int_list, default=[100_000, 300_000], help="database sizes"
-    )
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--sizes", type=int_list, default=[100_000, 300_000], help="database sizes")
     p.add_argument("--dim", type=int, default=512)
-    p.add_argument(
-        "--queries", type=int, default=1000, help="queries used for recall and batch"
-    )
-    p.add_argument(
-        "--latency-queries", type=int, default=300, help="one-query calls timed"
-    )
+    p.add_argument("--queries", type=int, default=1000, help="queries used for recall and batch")
+    p.add_argument("--latency-queries", type=int, default=300, help="one-query calls timed")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target-recall", type=float, default=0.95)
     p.add_argument("--clusters", type=int, default=2000, help="mixture components")
-    p.add_argument(
-        "--noise", type=float, default=0.7, help="low-rank within-cluster noise"
-    )
+    p.add_argument("--noise", type=float, default=0.7, help="low-rank within-cluster noise")
     p.add_argument("--iso-noise", type=float, default=0.3, help="isotropic noise norm")
-    p.add_argument(
-        "--rank", type=int, default=64, help="rank of the within-cluster noise"
-    )
-    p.add_argument(
-        "--mean-scale", type=float, default=1.0, help="shared mean direction norm"
-    )
-    p.add_argument(
-        "--npy", type=Path, help="use real (N, dim) embeddings instead of synthetic"
-    )
-    p.add_argument(
-        "--ivf-nlist-factors", type=float_list, default=[4.0], help="nlist = f*sqrt(n)"
-    )
-    p.add_argument(
-        "--ivf-train-per-list", type=int, default=64, help="k-means sample = this*nlist"
-    )
+    p.add_argument("--rank", type=int, default=64, help="rank of the within-cluster noise")
+    p.add_argument("--mean-scale", type=float, default=1.0, help="shared mean direction norm")
+    p.add_argument("--npy", type=Path, help="use real (N, dim) embeddings instead of synthetic")
+    p.add_argument("--ivf-nlist-factors", type=float_list, default=[4.0, 8.0], help="nlist = f*sqrt(n)")
+    p.add_argument("--ivf-train-per-list", type=int, default=64, help="k-means sample = this*nlist")
     p.add_argument("--nprobe", type=int_list, default=[1, 2, 4, 8, 16, 32, 64, 128])
     p.add_argument("--hnsw-m", type=int, default=32)
-    p.add_argument(
-        "--hnsw-efc", type=int_list, default=[40], help="efConstruction values"
-    )
-    p.add_argument(
-        "--ef-search", type=int_list, default=[16, 32, 64, 96, 128, 192, 256]
-    )
-    p.add_argument(
-        "--skip", default="", help="comma list of families to skip: flat,ivf,hnsw"
-    )
+    p.add_argument("--hnsw-efc", type=int_list, default=[40, 80], help="efConstruction values")
+    p.add_argument("--ef-search", type=int_list, default=[16, 32, 64, 96, 128, 192, 256])
+    p.add_argument("--skip", default="", help="comma list of families to skip: flat,ivf,hnsw")
     p.add_argument("--out", type=Path, help="directory for index_choice.json")
     return p.parse_args(argv)
 
@@ -422,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     skip = set(args.skip.split(","))
     n_max = max(args.sizes)
     t_start = time.perf_counter()
+    load_before = os.getloadavg()
 
     if args.npy is not None:
         xb_all, xq = load_npy(args.npy, n_max, args.queries, args.seed)
@@ -445,9 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     data_stats: dict[str, dict[str, float]] = {}
     for n in sorted(args.sizes):
         xb = xb_all[:n]
-        ids = np.arange(
-            1, n + 1, dtype=np.int64
-        )  # image ids, deliberately != row numbers
+        ids = np.arange(1, n + 1, dtype=np.int64)  # image ids, deliberately != row numbers
         truth_index = faiss.IndexFlatIP(xb.shape[1])
         truth_index.add(xb)
         sims, pos = truth_index.search(xq, K)
@@ -469,14 +428,11 @@ def main(argv: list[str] | None = None) -> None:
             ]
         if "hnsw" not in skip:
             builders += [
-                partial(build_hnsw, xb, ids, args.hnsw_m, efc, args.ef_search)
-                for efc in args.hnsw_efc
+                partial(build_hnsw, xb, ids, args.hnsw_m, efc, args.ef_search) for efc in args.hnsw_efc
             ]
         for make in builders:
             built = make()
-            for row in evaluate(
-                built, xq, truth, args.latency_queries, args.target_recall
-            ):
+            for row in evaluate(built, xq, truth, args.latency_queries, args.target_recall):
                 rows.append(row)
                 print(progress_line(row), flush=True)
             del built
@@ -500,14 +456,12 @@ def main(argv: list[str] | None = None) -> None:
             "data": data_desc,
             "data_stats": data_stats,
             "total_seconds": round(total_s, 1),
-            "args": {
-                k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-            },
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         }
         payload = {"meta": meta, "rows": [asdict(r) for r in rows]}
-        (args.out / "index_choice.json").write_text(
-            json.dumps(payload, indent=2) + "\n"
-        )
+        (args.out / "index_choice.json").write_text(json.dumps(payload, indent=2) + "\n")
 
 
 if __name__ == "__main__":

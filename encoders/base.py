@@ -1,0 +1,50 @@
+"""The one interface every image/text embedder offers: batches in, L2-normalised float32 rows out."""
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def pick_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+    return device
+
+
+def normalise(vectors: torch.Tensor) -> np.ndarray:
+    return torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy()
+
+
+class Encoder(ABC):
+    """Embeds images and texts into one space where inner product means similarity."""
+
+    name: str
+    dim: int
+    device: str
+
+    @property
+    @abstractmethod
+    def preprocess(self) -> Callable[[Image.Image], torch.Tensor]:
+        """PIL RGB image -> model input tensor; runs in decoding worker processes."""
+
+    @abstractmethod
+    def encode_image_tensors(self, batch: torch.Tensor) -> np.ndarray:
+        """A stacked batch of `preprocess` outputs -> (n, dim) normalised vectors."""
+
+    @abstractmethod
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> (n, dim) normalised vectors."""
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.empty((0, self.dim), dtype=np.float32)
+        return self.encode_image_tensors(torch.stack([self.preprocess(im.convert("RGB")) for im in images]))
+
+    def autocast(self) -> torch.autocast:
+        """fp16 on a GPU, full precision on the CPU (where fp16 is slower, not faster)."""
+        return torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.device.startswith("cuda"))

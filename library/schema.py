@@ -1,0 +1,82 @@
+"""SQLAlchemy models of a library. Every change here needs an Alembic migration in migrations/versions."""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ImageRecord(Base):
+    """One file seen by the indexer: decoded fine (status ok) or not (status error, with the reason)."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mtime: Mapped[float] = mapped_column(Float)
+    # Pixel size as stored in the file, and as shown once EXIF orientation is applied.
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    display_width: Mapped[int | None] = mapped_column(Integer)
+    display_height: Mapped[int | None] = mapped_column(Integer)
+    orientation: Mapped[int | None] = mapped_column(Integer)
+    format: Mapped[str | None] = mapped_column(String(16))
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    camera_make: Mapped[str | None] = mapped_column(String(128))
+    camera_model: Mapped[str | None] = mapped_column(String(128))
+    thumbnail: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(8), index=True, default="ok")
+    error: Mapped[str | None] = mapped_column(Text)
+    indexed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    embeddings: Mapped[list["Embedding"]] = relationship(
+        back_populates="image", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    @property
+    def camera(self) -> str | None:
+        parts = [p for p in (self.camera_make, self.camera_model) if p]
+        return " ".join(parts) or None
+
+
+class ModelRecord(Base):
+    """A model whose vectors this library holds. `generation` changes with every change to those vectors,
+    so a FAISS file saved at another generation is known to be stale."""
+
+    __tablename__ = "models"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Embedding(Base):
+    """An image's vector under one model, L2-normalised float16: the source every FAISS index is built from."""
+
+    __tablename__ = "embeddings"
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(ForeignKey("models.name", ondelete="CASCADE"), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+    image: Mapped[ImageRecord] = relationship(back_populates="embeddings")
+
+
+class Root(Base):
+    """A folder the user asked to index: pruning and (later) file serving stay inside these."""
+
+    __tablename__ = "roots"
+
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    added_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

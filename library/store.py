@@ -1,0 +1,251 @@
+"""A library is a directory: library.db (SQLite, WAL), one FAISS file per model, thumbs/."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from library import migrate
+from library.schema import Embedding, ImageRecord, ModelRecord
+from library.vectors import IndexMeta, VectorIndex
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "library.db"
+VECTOR_DIR = "vectors"
+
+
+class LibraryError(Exception):
+    """A library cannot do what was asked; the message says what to change."""
+
+
+class ModelMismatchError(LibraryError):
+    """The library holds no vectors from the model a query was encoded with."""
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    name: str
+    dim: int
+    vectors: int
+
+
+@dataclass(frozen=True)
+class LibraryStats:
+    root: Path
+    images: int
+    errors: int
+    models: list[ModelStats]
+    disk_bytes: int
+    schema_revision: str | None
+
+
+def encode_vector(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype=np.float16).tobytes()
+
+
+def decode_vectors(blobs: list[bytes], dim: int) -> np.ndarray:
+    if not blobs:
+        return np.empty((0, dim), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), dim).astype(np.float32)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class Library:
+    """Rows and vectors of one image collection. SQLite is the truth; FAISS files are rebuilt from it."""
+
+    def __init__(self, root: Path, engine: Engine) -> None:
+        self.root = root
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._indexes: dict[str, tuple[int, VectorIndex]] = {}
+
+    @classmethod
+    def open(cls, root: Path | str, create: bool = True) -> Library:
+        """Open (or create) the library at `root`, applying any pending schema migration."""
+        root = Path(root).expanduser().resolve()
+        db = root / DB_NAME
+        if not db.exists():
+            if not create:
+                raise LibraryError(f"no library at {root} (no {DB_NAME}); index a folder into it first")
+            root.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(f"sqlite:///{db}")
+        event.listen(engine, "connect", _sqlite_pragmas)
+        before, after = migrate.upgrade(engine)
+        if before != after:
+            log.info("library %s: schema migrated from %s to %s", root, before or "empty", after)
+        return cls(root, engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: committed when the block ends, rolled back if it raises."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # -- models -----------------------------------------------------------------------------------
+
+    def models(self) -> list[ModelRecord]:
+        with self.session() as s:
+            return list(s.scalars(select(ModelRecord).order_by(ModelRecord.created_at)))
+
+    def default_model(self) -> str | None:
+        """The model whose vectors most images have: what a query uses when none is named."""
+        with self.session() as s:
+            row = s.execute(
+                select(Embedding.model, func.count())
+                .group_by(Embedding.model)
+                .order_by(func.count().desc())
+                .limit(1)
+            ).first()
+            if row:
+                return row[0]
+            first = s.scalars(select(ModelRecord.name).order_by(ModelRecord.created_at)).first()
+            return first
+
+    def ensure_model(self, name: str, dim: int) -> None:
+        with self.session() as s:
+            rec = s.get(ModelRecord, name)
+            if rec is None:
+                s.add(ModelRecord(name=name, dim=dim, generation=0))
+            elif rec.dim != dim:
+                raise LibraryError(
+                    f"model {name!r} is recorded in {self.root} with dimension {rec.dim}, "
+                    f"but the loaded weights give {dim}; use the weights the library was indexed with"
+                )
+
+    def require_model(self, name: str) -> ModelRecord:
+        """The record of a model this library has vectors for, or an error naming the ones it has."""
+        with self.session() as s:
+            rec = s.get(ModelRecord, name)
+            if rec is not None:
+                return rec
+            have = [m.name for m in s.scalars(select(ModelRecord))]
+        if not have:
+            raise ModelMismatchError(f"library {self.root} holds no vectors yet; run `vlsearch index` first")
+        raise ModelMismatchError(
+            f"library {self.root} has vectors from {', '.join(map(repr, have))}, not from {name!r}. "
+            f"Search with --model {have[0]}, or run `vlsearch index --model {name}` to add vectors for it."
+        )
+
+    @staticmethod
+    def bump_generation(session: Session, model: str) -> None:
+        """Call inside every transaction that changes `model`'s vectors."""
+        session.execute(
+            update(ModelRecord).where(ModelRecord.name == model).values(generation=ModelRecord.generation + 1)
+        )
+
+    # -- vectors ----------------------------------------------------------------------------------
+
+    def index_path(self, model: str) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_") or "model"
+        return self.root / VECTOR_DIR / f"{slug}.faiss"
+
+    def load_vectors(self, model: str, ids: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, float32 vectors) of `model` from SQLite, for all images or for the given ids."""
+        rec = self.require_model(model)
+        out_ids: list[int] = []
+        blobs: list[bytes] = []
+        with self.session() as s:
+            query = select(Embedding.image_id, Embedding.vector).where(Embedding.model == model)
+            if ids is None:
+                chunks: list[list[int] | None] = [None]
+            else:
+                chunks = [ids[i : i + 30_000] for i in range(0, len(ids), 30_000)]
+            for chunk in chunks:
+                q = query if chunk is None else query.where(Embedding.image_id.in_(chunk))
+                for image_id, blob in s.execute(q.order_by(Embedding.image_id)):
+                    out_ids.append(image_id)
+                    blobs.append(blob)
+        return np.asarray(out_ids, dtype=np.int64), decode_vectors(blobs, rec.dim)
+
+    def vector_index(self, model: str) -> VectorIndex:
+        """The FAISS index of `model`, current with SQLite: from memory, from its file, or rebuilt."""
+        rec = self.require_model(model)
+        cached = self._indexes.get(model)
+        if cached and cached[0] == rec.generation:
+            return cached[1]
+        path = self.index_path(model)
+        count = self.vector_count(model)
+        index = None
+        if path.exists():
+            try:
+                loaded, meta = VectorIndex.load(path, rec.dim)
+                if meta.generation == rec.generation and meta.count == count and meta.model == model:
+                    index = loaded
+                else:
+                    log.warning("%s is stale (generation %s, library at %s); rebuilding it",
+                                path, meta.generation, rec.generation)
+            except Exception as exc:  # a corrupt or truncated cache file is rebuilt, never fatal
+                log.warning("cannot read %s (%s); rebuilding it from %s", path, exc, DB_NAME)
+        elif count:
+            log.warning("%s is missing; rebuilding it from %s", path, DB_NAME)
+        if index is None:
+            index = self.rebuild_index(model)
+        else:
+            self._indexes[model] = (rec.generation, index)
+        return index
+
+    def rebuild_index(self, model: str, kind: str = "auto") -> VectorIndex:
+        """Build `model`'s FAISS index from SQLite and save it."""
+        rec = self.require_model(model)
+        ids, vectors = self.load_vectors(model)
+        index = VectorIndex.build(ids, vectors, rec.dim, kind)
+        self.save_index(model, index, rec.generation)
+        return index
+
+    def apply_to_index(self, model: str, index: VectorIndex, upserts: list[int], removed: list[int]) -> None:
+        """Bring an index that was current before a run up to date with that run's changes, and save it."""
+        rec = self.require_model(model)
+        if not index.can_remove and (removed or upserts):
+            self.rebuild_index(model, index.kind)
+            return
+        index.remove(np.asarray(sorted(set(upserts) | set(removed)), dtype=np.int64))
+        ids, vectors = self.load_vectors(model, sorted(set(upserts)))
+        index.add(ids, vectors)
+        if index.ntotal != self.vector_count(model):
+            log.warning("index of %s disagrees with %s after update; rebuilding it", model, DB_NAME)
+            self.rebuild_index(model, index.kind)
+            return
+        self.save_index(model, index, rec.generation)
+
+    def save_index(self, model: str, index: VectorIndex, generation: int) -> None:
+        index_meta = IndexMeta(model=model, generation=generation, count=index.ntotal, kind=index.kind)
+        index.save(self.index_path(model), index_meta)
+        self._indexes[model] = (generation, index)
+
+    def vector_count(self, model: str) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(Embedding).where(Embedding.model == model)) or 0
+
+    # -- overview ---------------------------------------------------------------------------------
+
+    def stats(self) -> LibraryStats:
+        with self.session() as s:
+            images = s.scalar(select(func.count()).where(ImageRecord.status == "ok")) or 0
+            errors = s.scalar(select(func.count()).where(ImageRecord.status == "error")) or 0
+            counts = dict(s.execute(select(Embedding.model, func.count()).group_by(Embedding.model)).all())
+            models = [
+                ModelStats(m.name, m.dim, counts.get(m.name, 0))
+                for m in s.scalars(select(ModelRecord).order_by(ModelRecord.created_at))
+            ]
+        disk = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        return LibraryStats(self.root, images, errors, models, disk, migrate.current_revision(self.engine))
