@@ -1,7 +1,7 @@
 """initial schema: images, models, embeddings, roots
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-22 04:21:07.512880
 """
 
