@@ -1,0 +1,153 @@
+"""Safe decoding: any file either becomes an upright RGB image with its metadata, or a DecodeError
+that says why. Nothing a file contains may crash the indexer or exhaust its memory."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+try:  # HEIC/HEIF (iPhone photos) when the optional pillow-heif is installed
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    IMAGE_EXTENSIONS |= {".heic", ".heif"}
+except ImportError:
+    pass
+
+# A 100-megapixel medium-format photo fits; a decompression bomb (a tiny file claiming gigapixels) does not.
+DEFAULT_MAX_PIXELS = 128_000_000
+
+_EXIF_IFD = 0x8769
+_TAG_ORIENTATION = 274
+_TAG_MAKE = 271
+_TAG_MODEL = 272
+_TAG_DATETIME = 306
+_TAG_DATETIME_ORIGINAL = 36867
+
+
+class DecodeError(Exception):
+    """A file that is not a usable image; the message is stored with the file's row."""
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    width: int
+    height: int
+    display_width: int
+    display_height: int
+    orientation: int | None
+    format: str | None
+    taken_at: datetime | None
+    camera_make: str | None
+    camera_model: str | None
+
+
+def decode_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, ImageMeta]:
+    """Decode one image file's bytes into (upright RGB image, metadata)."""
+    if not data:
+        raise DecodeError("empty file (0 bytes)")
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width < 1 or height < 1:
+                raise DecodeError(f"image has no pixels ({width}x{height})")
+            if width * height > max_pixels:
+                raise _too_big(width, height, max_pixels)
+            meta_exif = _exif(image)
+            image.seek(0)  # animated GIF/WebP/APNG: the first frame stands for the file
+            image.load()
+            upright = ImageOps.exif_transpose(image) or image
+            rgb = to_rgb(upright)
+        except DecodeError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _too_big(*image.size, max_pixels) from None
+        except UnidentifiedImageError:
+            raise DecodeError("not an image Pillow can read (unknown format, or not an image at all)") from None
+        except OSError as exc:
+            raise DecodeError(f"truncated or corrupt image data: {exc}") from None
+        except (ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, MemoryError) as exc:
+            raise DecodeError(f"corrupt image: {type(exc).__name__}: {exc}") from None
+    orientation, taken_at, make, model = meta_exif
+    meta = ImageMeta(
+        width=width,
+        height=height,
+        display_width=rgb.width,
+        display_height=rgb.height,
+        orientation=orientation,
+        format=image.format,
+        taken_at=taken_at,
+        camera_make=make,
+        camera_model=model,
+    )
+    return rgb, meta
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode: 16-bit and float scaled (not clipped), transparency flattened on white."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16"):
+            arr = arr / 257.0
+        else:
+            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+            arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode in ("P", "PA"):
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if mode == "RGB" else image.convert("RGB")
+
+
+def _too_big(width: int, height: int, max_pixels: int) -> DecodeError:
+    return DecodeError(
+        f"{width}x{height} is {width * height / 1e6:.0f} megapixels, over the {max_pixels / 1e6:.0f} MP limit "
+        "(a decompression bomb, or a very large scan: raise --max-pixels to index it)"
+    )
+
+
+def _exif(image: Image.Image) -> tuple[int | None, datetime | None, str | None, str | None]:
+    """(orientation, taken-at, camera make, camera model); broken EXIF reads as absent, never as an error."""
+    try:
+        exif = image.getexif()
+        orientation = exif.get(_TAG_ORIENTATION)
+        sub = exif.get_ifd(_EXIF_IFD)
+        taken = _parse_exif_date(sub.get(_TAG_DATETIME_ORIGINAL) or exif.get(_TAG_DATETIME))
+        return (
+            int(orientation) if isinstance(orientation, int) and 1 <= orientation <= 8 else None,
+            taken,
+            _clean(exif.get(_TAG_MAKE)),
+            _clean(exif.get(_TAG_MODEL)),
+        )
+    except Exception:  # EXIF is untrusted bytes; a malformed block must not cost us the image
+        return None, None, None, None
+
+
+def _parse_exif_date(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value.strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+
+
+def _clean(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    text = value.replace("\x00", "").strip()
+    return text[:128] or None

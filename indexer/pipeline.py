@@ -1,0 +1,349 @@
+"""discover -> plan -> decode (worker processes) -> embed (batched) -> write (one transaction per batch).
+
+Each batch commits its rows and vectors together, so a run killed at any point keeps what it finished and
+the next run resumes from there; the FAISS index is brought up to date at the end (or rebuilt on open).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from PIL import Image
+from sqlalchemy import delete, func, select
+from torch.utils.data import DataLoader, Dataset
+
+from encoders import Encoder
+from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageMeta, decode_bytes
+from indexer.discover import discover
+from library import Embedding, ImageRecord, Library, Root
+from library.schema import utcnow
+from library.store import encode_vector
+from library.thumbs import write_thumbnail
+
+log = logging.getLogger(__name__)
+
+
+class ProgressHook(Protocol):
+    """What the CLI's progress bar offers the indexer (which never prints)."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+
+@dataclass
+class IndexReport:
+    """What one run did, for the summary line and for tests."""
+
+    seen: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    reused: int = 0
+    moved: int = 0
+    errors: int = 0
+    removed: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        done = self.embedded + self.reused + self.moved + self.errors
+        return done / self.seconds if self.seconds else 0.0
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    path: str
+    size: int
+    mtime: float
+    image_id: int | None  # the row this file already has, if any
+
+
+@dataclass
+class Decoded:
+    item: WorkItem
+    sha256: str | None = None
+    meta: ImageMeta | None = None
+    thumbnail: str | None = None
+    error: str | None = None
+    slot: int | None = None  # row in the batch tensor
+
+
+@dataclass
+class Batch:
+    records: list[Decoded]
+    pixels: torch.Tensor | None
+
+
+class DecodeDataset(Dataset):
+    """Reads, hashes, decodes, thumbnails and preprocesses one file; runs inside DataLoader workers."""
+
+    def __init__(self, items: list[WorkItem], preprocess, library_root: Path, max_pixels: int) -> None:
+        self.items = items
+        self.preprocess = preprocess
+        self.library_root = library_root
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[Decoded, torch.Tensor | None]:
+        item = self.items[i]
+        try:
+            data = Path(item.path).read_bytes()
+        except OSError as exc:
+            return Decoded(item, error=f"cannot read file: {exc.strerror or exc}"), None
+        sha = hashlib.sha256(data).hexdigest()
+        try:
+            image, meta = decode_bytes(data, self.max_pixels)
+            thumb = write_thumbnail(image, self.library_root, sha)
+            pixels = self.preprocess(image)
+        except DecodeError as exc:
+            return Decoded(item, sha256=sha, error=str(exc)), None
+        except Exception as exc:  # a decoder bug on one file must not end the run
+            return Decoded(item, sha256=sha, error=f"decoding failed: {type(exc).__name__}: {exc}"), None
+        return Decoded(item, sha256=sha, meta=meta, thumbnail=thumb), pixels
+
+
+def collate(samples: list[tuple[Decoded, torch.Tensor | None]]) -> Batch:
+    tensors = []
+    for record, pixels in samples:
+        if pixels is not None:
+            record.slot = len(tensors)
+            tensors.append(pixels)
+    return Batch([r for r, _ in samples], torch.stack(tensors) if tensors else None)
+
+
+def _worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # decoding workers share the cores with the model; one thread each
+
+
+class Indexer:
+    """Indexes folders and files into a library with one encoder, incrementally and resumably."""
+
+    def __init__(
+        self,
+        library: Library,
+        encoder: Encoder,
+        *,
+        batch_size: int = 32,
+        workers: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        prune: bool = True,
+        progress: ProgressHook | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        self.library = library
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.workers = min(4, os.cpu_count() or 1) if workers is None else workers
+        self.max_pixels = max_pixels
+        self.prune = prune
+        self.progress = progress
+        self.model = encoder.name
+
+    def run(self, paths: Iterable[Path | str]) -> IndexReport:
+        started = time.perf_counter()
+        report = IndexReport()
+        roots = [Path(p).expanduser().resolve() for p in paths]
+        self.library.ensure_model(self.model, self.encoder.dim)
+        index = self.library.vector_index(self.model)  # current before we start: deltas apply to it
+        files = {str(p): p for p in discover(roots, exclude=self.library.root)}
+        report.seen = len(files)
+        folders = [r for r in roots if r.is_dir()]
+        self._remember_roots(folders)
+        work = self._plan(files, roots, report)
+        upserts: list[int] = []
+        if self.progress:
+            self.progress.start(len(work))
+        if work:
+            loader = DataLoader(
+                DecodeDataset(work, self.encoder.preprocess, self.library.root, self.max_pixels),
+                batch_size=self.batch_size,
+                num_workers=self.workers,
+                collate_fn=collate,
+                worker_init_fn=_worker_init if self.workers else None,
+                prefetch_factor=4 if self.workers else None,
+                persistent_workers=False,
+            )
+            for batch in loader:
+                upserts.extend(self._write_batch(batch, report))
+                if self.progress:
+                    self.progress.advance(len(batch.records))
+        removed = self._prune(files, folders, report) if self.prune else []
+        if upserts or removed:
+            self.library.apply_to_index(self.model, index, upserts, removed)
+        report.seconds = time.perf_counter() - started
+        log.info(
+            "indexed %d files: %d embedded, %d reused, %d moved, %d unchanged, %d errors, %d removed in %.1fs",
+            report.seen, report.embedded, report.reused, report.moved, report.unchanged, report.errors,
+            report.removed, report.seconds,
+        )
+        return report
+
+    def _remember_roots(self, folders: list[Path]) -> None:
+        with self.library.session() as s:
+            for folder in folders:
+                if s.get(Root, str(folder)) is None:
+                    s.add(Root(path=str(folder)))
+
+    def _plan(self, files: dict[str, Path], roots: list[Path], report: IndexReport) -> list[WorkItem]:
+        """Which files need decoding: new, changed (size or mtime), or lacking this model's vector."""
+        known: dict[str, tuple[int, int, float, str, bool]] = {}
+        has_vector = select(Embedding.image_id).where(Embedding.model == self.model)
+        with self.library.session() as s:
+            rows = s.execute(
+                select(
+                    ImageRecord.path, ImageRecord.id, ImageRecord.size, ImageRecord.mtime, ImageRecord.status,
+                    ImageRecord.id.in_(has_vector),
+                ).where(_under_any(roots))
+            )
+            for path, image_id, size, mtime, status, embedded in rows:
+                known[path] = (image_id, size, mtime, status, bool(embedded))
+        work = []
+        for path_str, path in files.items():
+            try:
+                st = path.stat()
+            except OSError as exc:
+                log.warning("cannot stat %s: %s", path, exc)
+                continue
+            row = known.get(path_str)
+            if row is not None:
+                image_id, size, mtime, status, embedded = row
+                if size == st.st_size and mtime == st.st_mtime and (status == "error" or embedded):
+                    report.unchanged += 1
+                    continue
+                work.append(WorkItem(path_str, st.st_size, st.st_mtime, image_id))
+            else:
+                work.append(WorkItem(path_str, st.st_size, st.st_mtime, None))
+        return work
+
+    def _write_batch(self, batch: Batch, report: IndexReport) -> list[int]:
+        """Commit one batch: rows, vectors (embedded now or reused by content hash) and errors together."""
+        to_embed: list[tuple[Decoded, ImageRecord]] = []
+        changed: list[int] = []
+        with self.library.session() as s:
+            for record in batch.records:
+                item = record.item
+                row = s.get(ImageRecord, item.image_id) if item.image_id else None
+                if record.error is not None:
+                    row = row or ImageRecord(path=item.path)
+                    _fill(row, record)
+                    row.status, row.error = "error", record.error
+                    row.embeddings.clear()
+                    s.add(row)
+                    s.flush()
+                    changed.append(row.id)
+                    report.errors += 1
+                    report.failures.append((item.path, record.error))
+                    continue
+                source = self._same_content(s, record.sha256, item.path)
+                if row is None and source is not None and not os.path.exists(source.path):
+                    source.path = item.path  # moved: the row follows the file, vectors and all
+                    _fill(source, record)
+                    report.moved += 1
+                    continue
+                row = row or ImageRecord(path=item.path)
+                _fill(row, record)
+                row.status, row.error = "ok", None
+                s.add(row)
+                s.flush()
+                changed.append(row.id)
+                vector = next((e.vector for e in source.embeddings if e.model == self.model), None) if source else None
+                if vector is not None:
+                    _set_vector(s, row.id, self.model, vector)
+                    report.reused += 1
+                else:
+                    to_embed.append((record, row))
+            if to_embed:
+                assert batch.pixels is not None
+                slots = torch.tensor([record.slot for record, _ in to_embed])
+                vectors = self.encoder.encode_image_tensors(batch.pixels.index_select(0, slots))
+                for (_, row), vector in zip(to_embed, vectors, strict=True):
+                    _set_vector(s, row.id, self.model, encode_vector(vector))
+                report.embedded += len(to_embed)
+            if changed:
+                Library.bump_generation(s, self.model)
+        return changed
+
+    def _same_content(self, s, sha256: str | None, path: str) -> ImageRecord | None:
+        """An ok row with the same bytes and a vector from this model, preferring one whose file is gone."""
+        if sha256 is None:
+            return None
+        rows = s.scalars(
+            select(ImageRecord)
+            .join(Embedding)
+            .where(ImageRecord.sha256 == sha256, ImageRecord.status == "ok", ImageRecord.path != path,
+                   Embedding.model == self.model)
+        ).all()
+        gone = [r for r in rows if not os.path.exists(r.path)]
+        return (gone or rows or [None])[0]
+
+    def _prune(self, files: dict[str, Path], folders: list[Path], report: IndexReport) -> list[int]:
+        """Forget files that vanished from the folders just walked (moved ones were already claimed)."""
+        if not folders:
+            return []
+        with self.library.session() as s:
+            rows = s.execute(select(ImageRecord.id, ImageRecord.path).where(_under_any(folders))).all()
+            gone = [image_id for image_id, path in rows if path not in files and not os.path.exists(path)]
+            for start in range(0, len(gone), 10_000):
+                s.execute(delete(ImageRecord).where(ImageRecord.id.in_(gone[start : start + 10_000])))
+            if gone:
+                Library.bump_generation(s, self.model)
+        report.removed = len(gone)
+        return gone
+
+
+def _under_any(roots: list[Path]):
+    """SQL: the path is one of `roots` or lies below one (no LIKE, so % and _ in names are safe)."""
+    from sqlalchemy import or_
+
+    clauses = []
+    for root in roots:
+        prefix = str(root).rstrip("/") + "/"
+        clauses.append(ImageRecord.path == str(root))
+        clauses.append(func.substr(ImageRecord.path, 1, len(prefix)) == prefix)
+    return or_(*clauses) if clauses else ImageRecord.id.is_(None)
+
+
+def _fill(row: ImageRecord, record: Decoded) -> None:
+    item, meta = record.item, record.meta
+    row.size, row.mtime, row.sha256 = item.size, item.mtime, record.sha256
+    row.indexed_at = utcnow()
+    if record.thumbnail:
+        row.thumbnail = record.thumbnail
+    if meta is not None:
+        row.width, row.height = meta.width, meta.height
+        row.display_width, row.display_height = meta.display_width, meta.display_height
+        row.orientation, row.format, row.taken_at = meta.orientation, meta.format, meta.taken_at
+        row.camera_make, row.camera_model = meta.camera_make, meta.camera_model
+
+
+def _set_vector(s, image_id: int, model: str, vector: bytes) -> None:
+    existing = s.get(Embedding, (image_id, model))
+    if existing is None:
+        s.add(Embedding(image_id=image_id, model=model, vector=vector))
+    else:
+        existing.vector = vector
+
+
+def decode_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode a query image the same safe way the indexer does (raises DecodeError with the reason)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DecodeError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    image, _ = decode_bytes(data, max_pixels)
+    return image
+
+
+

@@ -1,0 +1,126 @@
+"""query -> encode -> FAISS top-k -> filter in SQL (widening until k survive) -> hydrate."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, or_, select
+
+from encoders import Encoder
+from library import ImageRecord, Library
+from search.query import Filters, SearchHit, SearchQuery
+
+FIRST_FETCH = 4  # over-fetch factor for the first FAISS call when filters may drop candidates
+
+
+class SearchEngine:
+    """Answers text, image and combined queries over one library with the encoder its vectors came from."""
+
+    def __init__(self, library: Library, encoder: Encoder) -> None:
+        library.require_model(encoder.name)  # a library queried with another model's vectors is an error
+        self.library = library
+        self.encoder = encoder
+
+    def query_vector(self, query: SearchQuery) -> np.ndarray:
+        parts: list[np.ndarray] = []
+        if query.text and query.text.strip():
+            parts.append(query.text_weight * self.encoder.encode_texts([query.text])[0])
+        if query.image is not None:
+            parts.append(query.image_weight * self.encoder.encode_images([query.image])[0])
+        if query.image_id is not None:
+            parts.append(query.image_weight * self.stored_vector(query.image_id))
+        vector = np.sum(parts, axis=0)
+        if query.negatives:
+            vector = vector - query.negative_weight * self.encoder.encode_texts(list(query.negatives)).sum(axis=0)
+        norm = float(np.linalg.norm(vector))
+        if norm == 0:
+            raise ValueError("the query's parts cancel out; change the weights or the negative terms")
+        return (vector / norm).astype(np.float32)
+
+    def stored_vector(self, image_id: int) -> np.ndarray:
+        ids, vectors = self.library.load_vectors(self.encoder.name, [image_id])
+        if not len(ids):
+            raise LookupError(f"image {image_id} is not in the library (or has no vector from {self.encoder.name})")
+        return vectors[0]
+
+    def search(self, query: SearchQuery) -> list[SearchHit]:
+        vector = self.query_vector(query)
+        exclude = {query.image_id} if query.image_id is not None else set()
+        hits = self._nearest(vector, query.k, query.filters, exclude)
+        if query.sort == "date":
+            hits.sort(key=lambda h: h.taken_at or datetime.min, reverse=True)
+        return hits
+
+    def similar(self, target: int | str | Path, k: int = 20, filters: Filters | None = None) -> list[SearchHit]:
+        """Images like an indexed image (by id or path) or like any image file."""
+        image_id = target if isinstance(target, int) else self._id_of_path(Path(target))
+        if image_id is not None:
+            return self.search(SearchQuery(image_id=image_id, k=k, filters=filters or Filters()))
+        from indexer import decode_image
+
+        return self.search(SearchQuery(image=decode_image(Path(target)), k=k, filters=filters or Filters()))
+
+    def _id_of_path(self, path: Path) -> int | None:
+        with self.library.session() as s:
+            return s.scalar(select(ImageRecord.id).where(ImageRecord.path == str(path.expanduser().resolve())))
+
+    def _nearest(self, vector: np.ndarray, k: int, filters: Filters, exclude: set[int]) -> list[SearchHit]:
+        index = self.library.vector_index(self.encoder.name)
+        total = index.ntotal
+        fetch = k + len(exclude) if filters.empty else (k + len(exclude)) * FIRST_FETCH
+        while True:
+            scores, ids = index.search(vector[None, :], min(fetch, total))
+            pairs = [(int(i), float(sc)) for i, sc in zip(ids[0], scores[0], strict=True) if i >= 0]
+            pairs = [(i, sc) for i, sc in pairs if i not in exclude]
+            if filters.min_score is not None:
+                pairs = [(i, sc) for i, sc in pairs if sc >= filters.min_score]
+            hits = self._hydrate(pairs, filters)
+            below_min = filters.min_score is not None and len(pairs) < min(fetch, total) - len(exclude)
+            if len(hits) >= k or fetch >= total or below_min:
+                return hits[:k]
+            fetch *= 4
+
+    def _hydrate(self, pairs: list[tuple[int, float]], filters: Filters) -> list[SearchHit]:
+        if not pairs:
+            return []
+        score = dict(pairs)
+        stmt = select(ImageRecord).where(ImageRecord.id.in_(list(score)), ImageRecord.status == "ok")
+        if filters.path_prefix:
+            prefix = str(Path(filters.path_prefix).expanduser().resolve())
+            folder = prefix.rstrip("/") + "/"
+            stmt = stmt.where(
+                or_(ImageRecord.path == prefix, func.substr(ImageRecord.path, 1, len(folder)) == folder)
+            )
+        if filters.after:
+            stmt = stmt.where(ImageRecord.taken_at >= filters.after)
+        if filters.before:
+            stmt = stmt.where(ImageRecord.taken_at < filters.before)
+        if filters.camera:
+            pattern = f"%{filters.camera.lower()}%"
+            stmt = stmt.where(
+                or_(
+                    func.lower(ImageRecord.camera_make).like(pattern),
+                    func.lower(ImageRecord.camera_model).like(pattern),
+                    func.lower(func.coalesce(ImageRecord.camera_make, "") + " "
+                               + func.coalesce(ImageRecord.camera_model, "")).like(pattern),
+                )
+            )
+        with self.library.session() as s:
+            rows = s.scalars(stmt).all()
+        hits = [
+            SearchHit(
+                id=r.id,
+                path=r.path,
+                score=score[r.id],
+                width=r.display_width,
+                height=r.display_height,
+                taken_at=r.taken_at,
+                camera=r.camera,
+                thumbnail=str(self.library.root / r.thumbnail) if r.thumbnail else None,
+            )
+            for r in rows
+        ]
+        hits.sort(key=lambda h: -h.score)
+        return hits

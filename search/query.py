@@ -1,0 +1,71 @@
+"""What a search asks for: what to look for (text, image, negatives, weights) and where (filters)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Conditions a hit must meet, applied in SQL together with the vector search."""
+
+    path_prefix: str | None = None
+    after: datetime | None = None
+    before: datetime | None = None
+    camera: str | None = None
+    min_score: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.path_prefix or self.after or self.before or self.camera)
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """Text, an image, or both; their vectors are weighted, summed, minus the negatives, and normalised."""
+
+    text: str | None = None
+    image: Image.Image | None = None
+    image_id: int | None = None  # an indexed image: its stored vector is used, and it is left out of the hits
+    negatives: tuple[str, ...] = ()
+    text_weight: float = 1.0
+    image_weight: float = 1.0
+    negative_weight: float = 0.5
+    k: int = 20
+    filters: Filters = field(default_factory=Filters)
+    sort: str = "score"  # or "date": the top k by score, shown newest first
+
+    def __post_init__(self) -> None:
+        if not (self.text and self.text.strip()) and self.image is None and self.image_id is None:
+            raise ValueError("a search needs text, an image, or both")
+        if self.k < 1:
+            raise ValueError("k must be at least 1")
+        if self.sort not in ("score", "date"):
+            raise ValueError(f"sort must be 'score' or 'date', not {self.sort!r}")
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: int
+    path: str
+    score: float
+    width: int | None
+    height: int | None
+    taken_at: datetime | None
+    camera: str | None
+    thumbnail: str | None
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "score": round(self.score, 6),
+            "width": self.width,
+            "height": self.height,
+            "taken_at": self.taken_at.isoformat() if self.taken_at else None,
+            "camera": self.camera,
+            "thumbnail": self.thumbnail,
+        }
