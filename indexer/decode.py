@@ -69,8 +69,11 @@ def decode_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Ima
             rgb = to_rgb(upright)
         except DecodeError:
             raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise _too_big(*image.size, max_pixels) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DecodeError(
+                f"over the {max_pixels / 1e6:.0f} megapixels limit ({exc}): a decompression bomb, or a very large "
+                "scan: raise --max-pixels to index it"
+            ) from None
         except UnidentifiedImageError:
             raise DecodeError("not an image Pillow can read (unknown format, or not an image at all)") from None
         except OSError as exc:

@@ -1,0 +1,26 @@
+import logging
+from pathlib import Path
+
+import pytest
+
+from encoders import load_encoder
+from library import Library
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder():
+    """A tiny open_clip model with random weights: the real loading and inference code, small shapes."""
+    return load_encoder("tiny-random", device="cpu")
+
+
+@pytest.fixture
+def library(tmp_path: Path):
+    lib = Library.open(tmp_path / "library")
+    yield lib
+    lib.close()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_libraries():
+    for name in ("alembic", "faiss"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,179 @@
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select, text
+
+from indexer import Indexer
+from library import Embedding, ImageRecord
+from tests.photos import broken_corpus, odd_but_valid, write_photo, write_photos
+
+
+def run(library, encoder, *paths, **kwargs):
+    return Indexer(library, encoder, batch_size=kwargs.pop("batch_size", 8), workers=kwargs.pop("workers", 0),
+                   **kwargs).run(list(paths))
+
+
+def rows(library):
+    with library.session() as s:
+        return {r.path: r for r in s.scalars(select(ImageRecord))}
+
+
+def vector_ids(library, model):
+    with library.session() as s:
+        return sorted(s.scalars(select(Embedding.image_id).where(Embedding.model == model)))
+
+
+def assert_index_matches_sqlite(library, model):
+    index = library.vector_index(model)
+    assert sorted(index.ids().tolist()) == vector_ids(library, model)
+
+
+def test_first_run_indexes_everything_and_second_run_embeds_nothing(library, tiny_encoder, tmp_path):
+    photos = write_photos(tmp_path / "photos", 12)
+    first = run(library, tiny_encoder, tmp_path / "photos")
+    assert (first.seen, first.embedded, first.errors) == (12, 12, 0)
+    assert set(rows(library)) == {str(p) for p in photos}
+    assert_index_matches_sqlite(library, tiny_encoder.name)
+
+    second = run(library, tiny_encoder, tmp_path / "photos")
+    assert (second.embedded, second.unchanged, second.reused, second.moved) == (0, 12, 0, 0)
+
+
+def test_uses_worker_processes_for_decoding(library, tiny_encoder, tmp_path):
+    write_photos(tmp_path / "photos", 10)
+    report = run(library, tiny_encoder, tmp_path / "photos", workers=2, batch_size=3)
+    assert report.embedded == 10
+    assert_index_matches_sqlite(library, tiny_encoder.name)
+
+
+def test_changed_file_is_embedded_again_keeping_its_id(library, tiny_encoder, tmp_path):
+    photo = write_photos(tmp_path / "photos", 3)[0]
+    run(library, tiny_encoder, tmp_path / "photos")
+    before = rows(library)[str(photo)]
+    old_vector = library.load_vectors(tiny_encoder.name, [before.id])[1][0]
+    write_photo(photo, seed=999)
+    os.utime(photo, (1_700_000_000, 1_700_000_000))
+    report = run(library, tiny_encoder, tmp_path / "photos")
+    assert (report.embedded, report.unchanged) == (1, 2)
+    after = rows(library)[str(photo)]
+    assert after.id == before.id and after.sha256 != before.sha256
+    assert not np.allclose(library.load_vectors(tiny_encoder.name, [after.id])[1][0], old_vector)
+    assert_index_matches_sqlite(library, tiny_encoder.name)
+
+
+def test_moved_file_keeps_its_row_and_vector_without_embedding(library, tiny_encoder, tmp_path):
+    photos = write_photos(tmp_path / "photos", 4)
+    run(library, tiny_encoder, tmp_path / "photos")
+    old = rows(library)[str(photos[0])]
+    new_path = tmp_path / "photos" / "sub" / "renamed.jpg"
+    new_path.parent.mkdir()
+    shutil.move(photos[0], new_path)
+    report = run(library, tiny_encoder, tmp_path / "photos")
+    assert (report.moved, report.embedded, report.removed) == (1, 0, 0)
+    moved = rows(library)[str(new_path)]
+    assert moved.id == old.id and str(photos[0]) not in rows(library)
+    assert_index_matches_sqlite(library, tiny_encoder.name)
+
+
+def test_copy_of_an_indexed_file_reuses_its_vector(library, tiny_encoder, tmp_path):
+    photos = write_photos(tmp_path / "photos", 2)
+    run(library, tiny_encoder, tmp_path / "photos")
+    shutil.copy(photos[1], tmp_path / "photos" / "copy.jpg")
+    report = run(library, tiny_encoder, tmp_path / "photos")
+    assert (report.reused, report.embedded) == (1, 0)
+    r = rows(library)
+    a, b = r[str(photos[1])].id, r[str(tmp_path / "photos" / "copy.jpg")].id
+    vectors = library.load_vectors(tiny_encoder.name, [a, b])[1]
+    np.testing.assert_array_equal(vectors[0], vectors[1])
+
+
+def test_deleted_files_are_pruned_and_leave_the_faiss_index(library, tiny_encoder, tmp_path):
+    photos = write_photos(tmp_path / "photos", 5)
+    run(library, tiny_encoder, tmp_path / "photos")
+    gone_id = rows(library)[str(photos[2])].id
+    photos[2].unlink()
+    report = run(library, tiny_encoder, tmp_path / "photos")
+    assert report.removed == 1
+    assert str(photos[2]) not in rows(library)
+    assert gone_id not in library.vector_index(tiny_encoder.name).ids().tolist()
+    assert_index_matches_sqlite(library, tiny_encoder.name)
+
+
+def test_no_prune_keeps_rows_of_vanished_files(library, tiny_encoder, tmp_path):
+    photos = write_photos(tmp_path / "photos", 3)
+    run(library, tiny_encoder, tmp_path / "photos")
+    photos[0].unlink()
+    report = run(library, tiny_encoder, tmp_path / "photos", prune=False)
+    assert report.removed == 0 and str(photos[0]) in rows(library)
+
+
+def test_broken_files_are_recorded_with_reasons_and_the_run_goes_on(library, tiny_encoder, tmp_path):
+    broken = broken_corpus(tmp_path / "photos" / "broken")
+    good = write_photos(tmp_path / "photos", 3)
+    report = run(library, tiny_encoder, tmp_path / "photos")
+    assert report.errors == len(broken) and report.embedded == len(good)
+    r = rows(library)
+    reasons = {kind: r[str(path)].error for kind, path in broken.items()}
+    assert all(r[str(path)].status == "error" for path in broken.values())
+    assert "empty" in reasons["zero-byte"]
+    assert "truncated" in reasons["truncated jpeg"]
+    assert "not an image" in reasons["text named jpg"] and "not an image" in reasons["html named png"]
+    assert "megapixels" in reasons["decompression bomb"]
+    assert vector_ids(library, tiny_encoder.name) == sorted(r[str(p)].id for p in good)
+    # Errors are remembered: an unchanged broken file is not retried.
+    again = run(library, tiny_encoder, tmp_path / "photos")
+    assert (again.errors, again.embedded, again.unchanged) == (0, 0, len(broken) + len(good))
+
+
+def test_awkward_image_modes_decode_upright(library, tiny_encoder, tmp_path):
+    odd = odd_but_valid(tmp_path / "photos")
+    report = run(library, tiny_encoder, tmp_path / "photos")
+    assert report.errors == 0, report.failures
+    r = rows(library)
+    for name, (path, (width, height)) in odd.items():
+        row = r[str(path)]
+        assert row.status == "ok", name
+        assert (row.display_width, row.display_height) == (width, height), name
+        assert (library.root / row.thumbnail).is_file(), name
+    assert r[str(odd["exif orientation 6"][0])].orientation == 6
+    assert (r[str(odd["exif orientation 6"][0])].width, r[str(odd["exif orientation 6"][0])].height) == (120, 80)
+
+
+def test_exif_date_and_camera_are_stored(library, tiny_encoder, tmp_path):
+    path = write_photo(tmp_path / "p" / "a.jpg", seed=5, taken=datetime(2021, 7, 4, 12, 30), make="Canon",
+                       model="EOS R5")
+    run(library, tiny_encoder, tmp_path / "p")
+    row = rows(library)[str(path)]
+    assert row.taken_at == datetime(2021, 7, 4, 12, 30)
+    assert (row.camera_make, row.camera_model, row.format) == ("Canon", "EOS R5", "JPEG")
+
+
+def test_library_folder_inside_the_indexed_folder_is_not_indexed(tiny_encoder, tmp_path):
+    from library import Library
+
+    write_photos(tmp_path, 2)
+    lib = Library.open(tmp_path / "lib")
+    report = run(lib, tiny_encoder, tmp_path)
+    assert report.seen == 2  # not the thumbnails the run itself writes under lib/thumbs
+    assert run(lib, tiny_encoder, tmp_path).seen == 2
+
+
+def test_missing_path_is_a_clear_error(library, tiny_encoder, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        run(library, tiny_encoder, tmp_path / "nope")
+
+
+def test_sqlite_is_in_wal_mode_with_foreign_keys(library, tiny_encoder, tmp_path):
+    write_photos(tmp_path / "p", 2)
+    run(library, tiny_encoder, tmp_path / "p")
+    with library.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    with library.session() as s:
+        s.execute(text("DELETE FROM images"))
+    with library.session() as s:
+        assert s.scalar(select(func.count()).select_from(Embedding)) == 0
