@@ -28,8 +28,8 @@ models_app = typer.Typer(help="The models vlsearch can embed with, and fetching 
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 LibraryOpt = Annotated[
     Path,
@@ -183,7 +183,12 @@ def print_hits(hits, as_json: bool) -> None:
     if not hits:
         console.print("no matches")
         return
-    table = Table("#", "score", "id", "path", "size", "taken", box=None, header_style="bold")
+    table = Table(box=None, header_style="bold")
+    for column in ("#", "score", "id"):
+        table.add_column(column, justify="right")
+    table.add_column("path", overflow="fold")  # the whole path, wrapped, never cut short
+    table.add_column("size")
+    table.add_column("taken")
     for rank, h in enumerate(hits, 1):
         size = f"{h.width}×{h.height}" if h.width else ""
         taken = h.taken_at.strftime("%Y-%m-%d") if h.taken_at else ""

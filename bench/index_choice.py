@@ -114,9 +114,7 @@ def make_mixture(
             label = rng.choice(n_clusters, size=m, p=weights)
             z = rng.standard_normal((m, rank), dtype=np.float32) * spectrum
             iso = rng.standard_normal((m, dim), dtype=np.float32)
-            out[lo : lo + m] = (
-                centres[label] + noise * (z @ basis) + (iso_noise / math.sqrt(dim)) * iso + mean
-            )
+            out[lo : lo + m] = centres[label] + noise * (z @ basis) + (iso_noise / math.sqrt(dim)) * iso + mean
         return _normalise(out)
 
     return draw(n_db), draw(n_query)
@@ -142,25 +140,35 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / truth.size
 
 
-def time_batch(index: faiss.Index, xq: np.ndarray) -> tuple[float, np.ndarray]:
-    """Search all queries in one call; returns (seconds, ids)."""
+def time_batch(index: faiss.Index, xq: np.ndarray, repeats: int) -> tuple[float, np.ndarray]:
+    """Search all queries in one call; returns (median seconds over repeats, ids)."""
     index.search(xq[:16], K)  # warm-up
-    t0 = time.perf_counter()
-    _, ids = index.search(xq, K)
-    return time.perf_counter() - t0, ids
+    times = []
+    ids = np.empty(0)
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _, ids = index.search(xq, K)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), ids
 
 
-def time_single(index: faiss.Index, xq: np.ndarray, n: int) -> np.ndarray:
-    """Per-query latencies in ms for ``n`` one-query search calls."""
+def time_single(index: faiss.Index, xq: np.ndarray, n: int, repeats: int) -> np.ndarray:
+    """Latency in ms of ``n`` one-query search calls.
+
+    Each query is timed ``repeats`` times (in separate passes) and its median is
+    kept, so percentiles describe query-to-query variation rather than bursts of
+    unrelated load on a small shared machine.
+    """
     for i in range(min(10, len(xq))):  # warm-up
         index.search(xq[i : i + 1], K)
-    lat = np.empty(n)
-    for i in range(n):
-        q = xq[i % len(xq)][None, :]
-        t0 = time.perf_counter()
-        index.search(q, K)
-        lat[i] = time.perf_counter() - t0
-    return lat * 1e3
+    lat = np.empty((repeats, n))
+    for r in range(repeats):
+        for i in range(n):
+            q = xq[i % len(xq)][None, :]
+            t0 = time.perf_counter()
+            index.search(q, K)
+            lat[r, i] = time.perf_counter() - t0
+    return np.median(lat, axis=0) * 1e3
 
 
 def serialized_size(index: faiss.Index) -> int:
@@ -250,7 +258,9 @@ def build_hnsw(xb: np.ndarray, ids: np.ndarray, m: int, ef_construction: int, ef
     )
 
 
-def evaluate(built: Built, xq: np.ndarray, truth: np.ndarray, n_single: int, target: float) -> Iterator[Row]:
+def evaluate(
+    built: Built, xq: np.ndarray, truth: np.ndarray, n_single: int, repeats: int, target: float
+) -> Iterator[Row]:
     """Yield one Row per search setting; flags the smallest one reaching ``target``."""
     n = built.index.ntotal
     size = serialized_size(built.index)
@@ -263,8 +273,8 @@ def evaluate(built: Built, xq: np.ndarray, truth: np.ndarray, n_single: int, tar
             built.set_param(value)
             params[built.sweep_name] = value
             search = f"{built.sweep_name}={value}"
-        batch_s, found = time_batch(built.index, xq)
-        lat = time_single(built.index, xq, n_single)
+        batch_s, found = time_batch(built.index, xq, repeats)
+        lat = time_single(built.index, xq, n_single, repeats)
         rec = recall_at_k(found, truth)
         chosen = value is not None and not chosen_done and rec >= target
         chosen_done = chosen_done or chosen
@@ -356,6 +366,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--queries", type=int, default=1000, help="queries used for recall and batch")
     p.add_argument("--latency-queries", type=int, default=300, help="one-query calls timed")
+    p.add_argument("--repeats", type=int, default=3, help="timing passes; the median is kept")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target-recall", type=float, default=0.95)
@@ -423,16 +434,13 @@ def main(argv: list[str] | None = None) -> None:
             builders.append(partial(build_flat, xb, ids))
         if "ivf" not in skip:
             builders += [
-                partial(build_ivf, xb, ids, f, args.ivf_train_per_list, args.nprobe)
-                for f in args.ivf_nlist_factors
+                partial(build_ivf, xb, ids, f, args.ivf_train_per_list, args.nprobe) for f in args.ivf_nlist_factors
             ]
         if "hnsw" not in skip:
-            builders += [
-                partial(build_hnsw, xb, ids, args.hnsw_m, efc, args.ef_search) for efc in args.hnsw_efc
-            ]
+            builders += [partial(build_hnsw, xb, ids, args.hnsw_m, efc, args.ef_search) for efc in args.hnsw_efc]
         for make in builders:
             built = make()
-            for row in evaluate(built, xq, truth, args.latency_queries, args.target_recall):
+            for row in evaluate(built, xq, truth, args.latency_queries, args.repeats, args.target_recall):
                 rows.append(row)
                 print(progress_line(row), flush=True)
             del built

@@ -1,7 +1,6 @@
 import os
 import shutil
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,0 +1,107 @@
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from api.cli import app
+from tests.photos import broken_corpus, write_photos
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLSEARCH_LIBRARY", str(tmp_path / "lib"))
+    monkeypatch.setenv("VLSEARCH_MODEL_DIR", str(tmp_path / "models"))
+    return tmp_path
+
+
+def cli(*args):
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_index_search_similar_status_round_trip(env):
+    write_photos(env / "photos", 6)
+    broken_corpus(env / "photos" / "bad")
+    code, out = cli("index", str(env / "photos"), "--model", "tiny-random", "--workers", "0")
+    assert code == 0, out
+    assert "6 embedded" in out and "6 errors" in out and "empty file" in out
+
+    code, out = cli("search", "a photo", "--k", "3", "--json")
+    assert code == 0, out
+    hits = json.loads(out)
+    assert len(hits) == 3 and {"id", "path", "score", "width", "height", "taken_at", "thumbnail"} <= set(hits[0])
+
+    code, out = cli("similar", str(env / "photos" / "photo_0002.jpg"), "--k", "2", "--json")
+    assert code == 0, out
+    assert str(env / "photos" / "photo_0002.jpg") not in [h["path"] for h in json.loads(out)]
+
+    code, out = cli("search", "--image", str(env / "photos" / "photo_0004.jpg"), "--k", "1")
+    assert code == 0 and "photo_0004.jpg" in out
+
+    code, out = cli("status", "--json")
+    status = json.loads(out)
+    assert (status["images"], status["errors"]) == (6, 6)
+    assert status["models"] == [{"name": "tiny-random", "dim": 32, "vectors": 6}]
+
+    code, out = cli("index", str(env / "photos"))  # the library's own model is the default on re-runs
+    assert code == 0 and "0 embedded" in out and "12 unchanged" in out
+
+    code, out = cli("reindex", "--index", "flat")
+    assert code == 0 and "6 vectors, flat index" in out
+
+
+def test_errors_say_what_to_change(env):
+    code, out = cli("search", "cat")
+    assert code == 2 and "index a folder into it first" in out
+    code, out = cli("index", str(env / "does-not-exist"), "--model", "tiny-random")
+    assert code == 2 and "no such file or folder" in out
+    write_photos(env / "photos", 2)
+    cli("index", str(env / "photos"), "--model", "tiny-random", "--workers", "0")
+    code, out = cli("search", "cat", "--model", "offline")
+    assert code == 2 and "--model tiny-random" in out
+    code, out = cli("search", "cat", "--after", "last tuesday")
+    assert code == 2 and "2024-05-31" in out
+    code, out = cli("search", "--image", str(env / "photos"))
+    assert code == 2 and "cannot read" in out
+    code, out = cli("search")
+    assert code == 2 and "give words" in out
+
+
+def test_clip_weights_unavailable_offline_explains_how_to_get_them(env, monkeypatch):
+    import encoders.registry
+
+    monkeypatch.setattr(encoders.registry, "hub_reachable", lambda timeout=3.0: False)
+    code, out = cli("models", "pull", "ViT-B-32")
+    assert code == 2
+    assert "vlsearch models pull ViT-B-32/laion2b_s34b_b79k" in out and "--model-dir" in out
+
+
+def test_local_weights_file_is_loaded(env):
+    from encoders import load_encoder
+
+    tiny = load_encoder("tiny-random", device="cpu")
+    weights = env / "tiny.pt"
+    torch.save(tiny.model.state_dict(), weights)
+    write_photos(env / "photos", 3)
+    code, out = cli("index", str(env / "photos"), "--model", "vlsearch-tiny", "--weights", str(weights),
+                    "--workers", "0")
+    assert code == 0, out
+    assert "vlsearch-tiny/tiny.pt" in out
+
+
+def test_models_list_marks_the_offline_fallback(env):
+    code, out = cli("models", "list")
+    assert code == 0
+    assert "ViT-B-32" in out and "FALLBACK, weaker than CLIP" in out and "tiny-random" in out
+
+
+def test_help_explains_every_command():
+    code, out = cli("--help")
+    assert code == 0
+    for command in ("index", "search", "similar", "status", "reindex", "db", "models", "serve"):
+        assert command in out
+    code, out = cli("search", "--help")
+    assert "--not" in out and "--min-score" in out and "--camera" in out

@@ -1,0 +1,155 @@
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from indexer import Indexer
+from library import Embedding, ImageRecord, Library, VectorIndex, migrate
+from tests.photos import write_photos
+
+
+def index(lib, encoder, folder):
+    return Indexer(lib, encoder, batch_size=4, workers=0).run([folder])
+
+
+def test_new_library_is_migrated_to_head(tmp_path):
+    lib = Library.open(tmp_path / "lib")
+    assert migrate.current_revision(lib.engine) == migrate.head_revision(lib.engine) is not None
+    assert (tmp_path / "lib" / "library.db").is_file()
+
+
+def test_opening_a_missing_library_without_create_says_what_to_do(tmp_path):
+    with pytest.raises(Exception, match="index a folder into it first"):
+        Library.open(tmp_path / "nothing", create=False)
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt", "stale", "truncated"])
+def test_damaged_faiss_file_is_rebuilt_from_sqlite(tmp_path, tiny_encoder, damage, caplog):
+    lib = Library.open(tmp_path / "lib")
+    write_photos(tmp_path / "p", 6)
+    index(lib, tiny_encoder, tmp_path / "p")
+    model = tiny_encoder.name
+    path = lib.index_path(model)
+    expected = sorted(lib.load_vectors(model)[0].tolist())
+    lib.close()
+    if damage == "missing":
+        path.unlink()
+    elif damage == "corrupt":
+        path.write_bytes(b"not a faiss index at all")
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    else:  # stale: vectors deleted behind the index's back
+        with sqlite3.connect(tmp_path / "lib" / "library.db") as conn:
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("DELETE FROM images WHERE id = (SELECT min(id) FROM images)")
+            conn.execute("UPDATE models SET generation = generation + 1")
+        expected = expected[1:]
+    reopened = Library.open(tmp_path / "lib")
+    with caplog.at_level(logging.WARNING, logger="library.store"):
+        rebuilt = reopened.vector_index(model)
+    assert sorted(rebuilt.ids().tolist()) == expected
+    assert "rebuilding" in caplog.text
+    # ... and saved again, so the next open reads it without a rebuild.
+    caplog.clear()
+    again = Library.open(tmp_path / "lib")
+    with caplog.at_level(logging.WARNING, logger="library.store"):
+        assert sorted(again.vector_index(model).ids().tolist()) == expected
+    assert "rebuilding" not in caplog.text
+
+
+def test_index_save_is_atomic_and_leaves_no_temp_files(tmp_path, tiny_encoder):
+    lib = Library.open(tmp_path / "lib")
+    write_photos(tmp_path / "p", 3)
+    index(lib, tiny_encoder, tmp_path / "p")
+    files = sorted(p.name for p in lib.index_path(tiny_encoder.name).parent.iterdir())
+    assert files == ["tiny-random.faiss", "tiny-random.json"]
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_every_index_kind_finds_exact_matches(kind):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(2000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(100, 2100)
+    index = VectorIndex.build(ids, vectors, 32, kind)
+    scores, found = index.search(vectors[:20], 1)
+    assert (found[:, 0] == ids[:20]).mean() >= 0.95
+    assert sorted(index.ids().tolist()) == ids.tolist()
+
+
+def test_reindex_chooses_the_requested_kind(tmp_path, tiny_encoder):
+    lib = Library.open(tmp_path / "lib")
+    write_photos(tmp_path / "p", 5)
+    index(lib, tiny_encoder, tmp_path / "p")
+    rebuilt = lib.rebuild_index(tiny_encoder.name, "hnsw")
+    assert rebuilt.kind == "hnsw" and rebuilt.ntotal == 5
+    assert Library.open(tmp_path / "lib").vector_index(tiny_encoder.name).kind == "hnsw"
+
+
+def test_killed_indexer_loses_nothing_and_resumes(tmp_path):
+    """SIGKILL a real `vlsearch index` mid-run: committed batches stay, SQLite and FAISS agree, a rerun finishes."""
+    photos = write_photos(tmp_path / "photos", 300)
+    lib_dir = tmp_path / "lib"
+    cmd = [sys.executable, "-m", "api.cli", "index", str(tmp_path / "photos"), "--library", str(lib_dir),
+           "--model", "tiny-random", "--batch-size", "2", "--workers", "0", "--device", "cpu"]
+    env = {**os.environ, "VLSEARCH_MODEL_DIR": str(tmp_path / "models")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    db = lib_dir / "library.db"
+    deadline = time.monotonic() + 120
+    committed = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+                    committed = conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+            except sqlite3.OperationalError:
+                committed = 0
+            if committed >= 20:
+                break
+        time.sleep(0.02)
+    assert proc.poll() is None, f"indexer ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    lib = Library.open(lib_dir)
+    with lib.session() as s:
+        done = s.scalar(select(ImageRecord.id).order_by(ImageRecord.id.desc()).limit(1))
+        embedded = s.scalars(select(Embedding.image_id)).all()
+    assert 0 < len(embedded) < len(photos) and done is not None
+    index = lib.vector_index("tiny-random")  # stale or missing after the kill: rebuilt, never an error
+    assert sorted(index.ids().tolist()) == sorted(embedded)
+
+    from encoders import load_encoder
+
+    report = Indexer(lib, load_encoder("tiny-random", device="cpu"), batch_size=16, workers=0).run(
+        [tmp_path / "photos"]
+    )
+    assert report.embedded + report.unchanged == len(photos)
+    assert report.unchanged == len(embedded)
+    with lib.session() as s:
+        paths = s.scalars(select(ImageRecord.path)).all()
+        vectors = s.scalars(select(Embedding.image_id)).all()
+    assert sorted(paths) == sorted(str(p) for p in photos)  # every image exactly once
+    assert len(vectors) == len(set(vectors)) == len(photos)
+    assert sorted(lib.vector_index("tiny-random").ids().tolist()) == sorted(vectors)
+
+
+def test_two_libraries_do_not_share_state(tmp_path, tiny_encoder):
+    write_photos(tmp_path / "a", 2)
+    write_photos(tmp_path / "b", 3, start=10)
+    a, b = Library.open(tmp_path / "la"), Library.open(tmp_path / "lb")
+    index(a, tiny_encoder, tmp_path / "a")
+    index(b, tiny_encoder, tmp_path / "b")
+    assert a.vector_index(tiny_encoder.name).ntotal == 2
+    assert b.vector_index(tiny_encoder.name).ntotal == 3
+    assert Path(a.stats().root) != Path(b.stats().root)

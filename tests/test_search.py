@@ -1,0 +1,154 @@
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from indexer import Indexer
+from library import Library, ModelMismatchError
+from search import Filters, SearchEngine, SearchQuery
+from tests.photos import picture, write_photo, write_photos
+
+
+@pytest.fixture
+def indexed(tmp_path, tiny_encoder):
+    """30 photos: 10 under trips/ from a Canon in 2020, 10 under home/ from a Pixel in 2023, 10 undated."""
+    for i in range(10):
+        write_photo(tmp_path / "photos" / "trips" / f"t{i}.jpg", seed=i, taken=datetime(2020, 1, 1 + i),
+                    make="Canon", model="EOS R5")
+        write_photo(tmp_path / "photos" / "home" / f"h{i}.jpg", seed=100 + i, taken=datetime(2023, 6, 1 + i),
+                    make="Google", model="Pixel 7")
+    write_photos(tmp_path / "photos" / "misc", 10, start=200)
+    lib = Library.open(tmp_path / "lib")
+    Indexer(lib, tiny_encoder, batch_size=16, workers=0).run([tmp_path / "photos"])
+    return lib, SearchEngine(lib, tiny_encoder), tmp_path / "photos"
+
+
+def ranking(hits):
+    return [h.id for h in hits]
+
+
+def test_image_query_finds_the_same_image_first(indexed):
+    _, engine, photos = indexed
+    hits = engine.search(SearchQuery(image=picture(3), k=5))
+    assert hits[0].path == str(photos / "trips" / "t3.jpg")
+    assert hits[0].score == pytest.approx(1.0, abs=0.01)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_hits_carry_what_a_result_list_shows(indexed):
+    lib, engine, photos = indexed
+    hit = engine.search(SearchQuery(image=picture(3), k=1))[0]
+    assert (hit.width, hit.height, hit.taken_at, hit.camera) == (96, 72, datetime(2020, 1, 4), "Canon EOS R5")
+    assert hit.thumbnail and hit.thumbnail.startswith(str(lib.root))
+
+
+def test_similar_by_id_leaves_out_the_image_itself(indexed):
+    _, engine, photos = indexed
+    target = engine.search(SearchQuery(image=picture(3), k=1))[0]
+    hits = engine.similar(target.id, k=5)
+    assert len(hits) == 5 and target.id not in ranking(hits)
+    by_path = engine.similar(photos / "trips" / "t3.jpg", k=5)
+    assert ranking(by_path) == ranking(hits)
+
+
+def test_similar_to_an_unindexed_file_encodes_it(indexed, tmp_path):
+    _, engine, photos = indexed
+    outside = write_photo(tmp_path / "outside.png", seed=104)
+    assert engine.similar(outside, k=1)[0].path == str(photos / "home" / "h4.jpg")
+
+
+def test_filters_apply_with_the_vector_search(indexed):
+    _, engine, photos = indexed
+    q = dict(text="a photo", k=30)
+    in_trips = engine.search(SearchQuery(**q, filters=Filters(path_prefix=str(photos / "trips"))))
+    assert len(in_trips) == 10 and all("/trips/" in h.path for h in in_trips)
+    recent = engine.search(SearchQuery(**q, filters=Filters(after=datetime(2023, 1, 1))))
+    assert len(recent) == 10 and all(h.taken_at >= datetime(2023, 1, 1) for h in recent)
+    early = engine.search(SearchQuery(**q, filters=Filters(before=datetime(2020, 1, 5))))
+    assert sorted(h.taken_at.day for h in early) == [1, 2, 3, 4]
+    pixel = engine.search(SearchQuery(**q, filters=Filters(camera="pixel")))
+    assert len(pixel) == 10 and all(h.camera == "Google Pixel 7" for h in pixel)
+    both = engine.search(SearchQuery(**q, filters=Filters(camera="canon", after=datetime(2020, 1, 8))))
+    assert len(both) == 3
+
+
+def test_narrow_filter_still_fills_k_by_widening_the_candidate_set(indexed):
+    _, engine, photos = indexed
+    hits = engine.search(SearchQuery(text="x", k=2, filters=Filters(path_prefix=str(photos / "misc"))))
+    assert len(hits) == 2 and all("/misc/" in h.path for h in hits)
+    unfiltered = engine.search(SearchQuery(text="x", k=30))
+    expected = [h.id for h in unfiltered if "/misc/" in h.path][:2]
+    assert ranking(hits) == expected
+
+
+def test_path_prefix_does_not_match_sibling_folders(indexed):
+    _, engine, photos = indexed
+    hits = engine.search(SearchQuery(text="x", k=30, filters=Filters(path_prefix=str(photos / "tri"))))
+    assert hits == []
+
+
+def test_min_score_and_sort_by_date(indexed):
+    _, engine, _ = indexed
+    top = engine.search(SearchQuery(image=picture(105), k=30))
+    cut = top[5].score
+    kept = engine.search(SearchQuery(image=picture(105), k=30, filters=Filters(min_score=cut)))
+    assert ranking(kept) == ranking(top[:6])
+    dated = engine.search(SearchQuery(image=picture(105), k=8, sort="date"))
+    assert set(ranking(dated)) == set(ranking(top[:8]))
+    dates = [h.taken_at or datetime.min for h in dated]
+    assert dates == sorted(dates, reverse=True)
+
+
+def test_combined_and_negative_queries_follow_the_weighted_sum(indexed, tiny_encoder):
+    lib, engine, _ = indexed
+    ids, vectors = lib.load_vectors(tiny_encoder.name)
+    t = tiny_encoder.encode_texts(["a red square"])[0]
+    i = tiny_encoder.encode_images([picture(7)])[0]
+    n = tiny_encoder.encode_texts(["a blue circle"])[0]
+
+    def expected(vec, k=10):
+        vec = vec / np.linalg.norm(vec)
+        return ids[np.argsort(-(vectors @ vec))][:k].tolist()
+
+    text_only = ranking(engine.search(SearchQuery(text="a red square", k=10)))
+    combined = ranking(engine.search(SearchQuery(text="a red square", image=picture(7), k=10, image_weight=2.0)))
+    negative = ranking(engine.search(SearchQuery(text="a red square", negatives=("a blue circle",), k=10,
+                                                 negative_weight=0.8)))
+    assert text_only == expected(t)
+    assert combined == expected(t + 2.0 * i)
+    assert negative == expected(t - 0.8 * n)
+    assert combined != text_only and negative != text_only
+    # The image most like the negative term drops.
+    closest_to_negative = int(ids[np.argmax(vectors @ n)])
+    full = ranking(engine.search(SearchQuery(text="a red square", k=30)))
+    pushed = ranking(engine.search(SearchQuery(text="a red square", negatives=("a blue circle",), k=30,
+                                               negative_weight=0.8)))
+    assert pushed.index(closest_to_negative) > full.index(closest_to_negative)
+
+
+def test_image_weight_decides_what_a_combined_query_favours(indexed):
+    _, engine, photos = indexed
+    heavy_image = engine.search(SearchQuery(text="anything", image=picture(108), image_weight=10.0, k=1))
+    assert heavy_image[0].path == str(photos / "home" / "h8.jpg")
+
+
+def test_searching_with_another_model_is_a_clear_error(indexed, tmp_path):
+    lib, _, _ = indexed
+    from encoders.clip import ClipEncoder
+
+    renamed = ClipEncoder("some-other-model/v1", "vlsearch-tiny", None, "cpu")
+    with pytest.raises(ModelMismatchError, match=r"vectors from 'tiny-random'.*--model tiny-random"):
+        SearchEngine(lib, renamed)
+
+
+def test_query_validation():
+    with pytest.raises(ValueError, match="needs text, an image"):
+        SearchQuery()
+    with pytest.raises(ValueError, match="sort"):
+        SearchQuery(text="x", sort="size")
+
+
+def test_empty_library_returns_no_hits(tmp_path, tiny_encoder):
+    lib = Library.open(tmp_path / "lib")
+    lib.ensure_model(tiny_encoder.name, tiny_encoder.dim)
+    assert SearchEngine(lib, tiny_encoder).search(SearchQuery(text="cat")) == []
