@@ -1,0 +1,37 @@
+import logging
+
+import numpy as np
+import pytest
+
+import encoders.registry
+from encoders import WeightsUnavailable, load_encoder
+from tests.photos import picture
+
+
+def test_tiny_random_is_deterministic_and_normalised():
+    a = load_encoder("tiny-random", device="cpu")
+    b = load_encoder("tiny-random", device="cpu")
+    va, vb = a.encode_images([picture(1), picture(2)]), b.encode_images([picture(1), picture(2)])
+    np.testing.assert_allclose(va, vb, atol=1e-6)
+    assert va.shape == (2, a.dim) and va.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a.encode_texts(["x", "a longer text"]), axis=1), 1.0, atol=1e-5)
+
+
+def test_unknown_model_names_the_choices():
+    with pytest.raises(ValueError, match="tiny-random"):
+        load_encoder("no-such-model", device="cpu")
+
+
+def test_missing_clip_weights_offline_raise_with_instructions(monkeypatch, tmp_path):
+    monkeypatch.setattr(encoders.registry, "hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(WeightsUnavailable, match=r"vlsearch models pull ViT-B-32/laion2b_s34b_b79k"):
+        load_encoder("ViT-B-32", model_dir=tmp_path, device="cpu")
+
+
+def test_auto_falls_back_to_offline_with_a_warning(monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(encoders.registry, "hub_reachable", lambda timeout=3.0: False)
+    with caplog.at_level(logging.WARNING, logger="encoders.registry"):
+        encoder = load_encoder("auto", model_dir=tmp_path, device="cpu")
+    assert encoder.name == "offline" and encoder.dim == 384
+    assert "Falling back to the `offline` model" in caplog.text
+    assert list(tmp_path.glob("offline-classes-*.npy")), "class-name vectors are cached in the model dir"
