@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from library import migrate
 from library.schema import Embedding, ImageRecord, ModelRecord
-from library.vectors import IndexMeta, VectorIndex
+from library.vectors import FLAT_LIMIT, IndexMeta, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +217,9 @@ class Library:
         rec = self.require_model(model)
         if not index.can_remove and (removed or upserts):
             self.rebuild_index(model, index.kind)
+            return
+        if index.kind == "flat" and index.ntotal + len(upserts) >= FLAT_LIMIT:
+            self.rebuild_index(model, "auto")  # grown past exact search: switch to the approximate index
             return
         index.remove(np.asarray(sorted(set(upserts) | set(removed)), dtype=np.int64))
         ids, vectors = self.load_vectors(model, sorted(set(upserts)))

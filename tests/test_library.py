@@ -153,3 +153,19 @@ def test_two_libraries_do_not_share_state(tmp_path, tiny_encoder):
     assert a.vector_index(tiny_encoder.name).ntotal == 2
     assert b.vector_index(tiny_encoder.name).ntotal == 3
     assert Path(a.stats().root) != Path(b.stats().root)
+
+
+def test_growing_past_the_flat_limit_switches_to_the_approximate_index(tmp_path, tiny_encoder, monkeypatch):
+    import library.store
+    import library.vectors
+
+    monkeypatch.setattr(library.store, "FLAT_LIMIT", 8)
+    monkeypatch.setattr(library.vectors, "FLAT_LIMIT", 8)
+    lib = Library.open(tmp_path / "lib")
+    write_photos(tmp_path / "p", 6)
+    index(lib, tiny_encoder, tmp_path / "p")
+    assert lib.vector_index(tiny_encoder.name).kind == "flat"
+    write_photos(tmp_path / "p", 4, start=6)
+    index(lib, tiny_encoder, tmp_path / "p")
+    grown = Library.open(tmp_path / "lib").vector_index(tiny_encoder.name)
+    assert grown.kind != "flat" and grown.ntotal == 10
