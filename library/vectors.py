@@ -14,12 +14,13 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Measured in bench/results/index_choice.md: exact search answers in ~12 ms at 100k vectors (and ~84 ms at
-# 300k) on a 2-core CPU; above that IVF-Flat with 8*sqrt(n) lists and nprobe 16 keeps recall@10 >= 0.96 at
-# ~0.2 ms a query, and unlike HNSW it can remove vectors, so re-runs update it instead of rebuilding it.
+# Measured in bench/results/index_choice.md (2-core CPU): exact search answers in ~11 ms at 100k vectors and
+# ~34 ms at 300k. Above 100k, IVF-Flat with 4*sqrt(n) lists and nprobe 32 keeps recall@10 >= 0.95 at ~1 ms a
+# query and trains in 7 s (100k) to 25 s (300k); unlike HNSW it can remove vectors, so re-runs update it in place.
+# (8*sqrt(n) lists answer in ~0.3 ms but train 3x longer, and a stale index is rebuilt while the user waits.)
 FLAT_LIMIT = 100_000
-IVF_LISTS_PER_SQRT_N = 8
-IVF_NPROBE = 16
+IVF_LISTS_PER_SQRT_N = 4
+IVF_NPROBE = 32
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 
 
