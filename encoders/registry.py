@@ -112,7 +112,10 @@ def resolve_clip_weights(arch: str, pretrained: str, model_dir: Path | None, all
     cfg = open_clip.get_pretrained_cfg(arch, pretrained)
     if not cfg:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
-        raise ValueError(f"open_clip has no pretrained weights {pretrained!r} for {arch}; known tags: {tags}")
+        raise ValueError(
+            f"open_clip has no pretrained weights {pretrained!r} for {arch} (known tags: {tags}); if these are "
+            f"weights from a local file, pass --model {arch} --weights PATH/TO/{pretrained}"
+        )
     cache_dir = str(model_dir) if model_dir else None
     cached = _cached_checkpoint(cfg, cache_dir)
     if cached:

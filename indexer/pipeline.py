@@ -82,6 +82,12 @@ class Batch:
     records: list[Decoded]
     pixels: torch.Tensor | None
 
+    def pin_memory(self) -> Batch:
+        """Called by the DataLoader on GPU runs, so the copy to the device overlaps with compute."""
+        if self.pixels is not None:
+            self.pixels = self.pixels.pin_memory()
+        return self
+
 
 class DecodeDataset(Dataset):
     """Reads, hashes, decodes, thumbnails and preprocesses one file; runs inside DataLoader workers."""
@@ -173,6 +179,7 @@ class Indexer:
                 collate_fn=collate,
                 worker_init_fn=_worker_init if self.workers else None,
                 prefetch_factor=4 if self.workers else None,
+                pin_memory=self.encoder.device.startswith("cuda"),
                 persistent_workers=False,
             )
             for batch in loader:

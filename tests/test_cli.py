@@ -90,6 +90,10 @@ def test_local_weights_file_is_loaded(env):
                     "--workers", "0")
     assert code == 0, out
     assert "vlsearch-tiny/tiny.pt" in out
+    code, out = cli("search", "a photo")  # the library remembers the model, but not where its file was
+    assert code == 2 and "--model vlsearch-tiny --weights" in out
+    code, out = cli("search", "a photo", "--model", "vlsearch-tiny", "--weights", str(weights), "--json")
+    assert code == 0 and len(json.loads(out)) == 3
 
 
 def test_models_list_marks_the_offline_fallback(env):
