@@ -41,6 +41,8 @@ def create_app(engine: SearchEngine) -> FastAPI:
 
     @api.get("/search", response_model=SearchResponse)
     async def search(q: str = Query(min_length=1, max_length=1000), k: int = Query(20, ge=1, le=500)):
+        if not q.strip():
+            raise HTTPException(422, "q is blank: type some words to search for")
         async with lock:
             hits = await asyncio.to_thread(engine.search, SearchQuery(text=q, k=k))
         return SearchResponse(
@@ -57,9 +59,10 @@ def create_app(engine: SearchEngine) -> FastAPI:
     def thumbnail(image_id: int):
         with engine.library.session() as s:
             rel = s.scalar(select(ImageRecord.thumbnail).where(ImageRecord.id == image_id))
-        if not rel:
+        path = engine.library.root / rel if rel else None
+        if path is None or not path.is_file():
             raise HTTPException(404, f"image {image_id} has no thumbnail (unknown id, or unreadable file)")
-        return FileResponse(engine.library.root / rel, media_type="image/jpeg")
+        return FileResponse(path, media_type="image/jpeg")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:

@@ -75,6 +75,8 @@ def open_library(path: Path, create: bool = False):
         return Library.open(path, create=create)
     except LibraryError as exc:
         raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"cannot open the library {path}: {exc.strerror or exc}") from None
 
 
 def load_model(spec: str, weights: Path | None, model_dir: Path, device: str = "auto"):
@@ -114,7 +116,9 @@ def index(
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per model call.")] = 32,
-    workers: Annotated[int | None, typer.Option(help="Decoding processes (0: decode in this process).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Decoding processes (0: decode in this process).")
+    ] = None,
     device: DeviceOpt = "auto",
     max_pixels: Annotated[int, typer.Option(help="Larger images are skipped as possible decompression bombs.")] = (
         128_000_000
@@ -163,12 +167,19 @@ def parse_date(value: str | None, option: str) -> datetime | None:
 
 
 def engine_for(lib, model: str | None, weights: Path | None, model_dir: Path):
+    from encoders import canonical_name
     from library import LibraryError
     from search import SearchEngine
 
     spec = model or lib.default_model()
     if spec is None:
         raise fail(f"library {lib.root} is empty; run `vlsearch index FOLDER --library {lib.root}` first")
+    name = canonical_name(spec, weights)
+    if name is not None:  # a wrong model is reported before any weights are loaded or downloaded
+        try:
+            lib.require_model(name)
+        except LibraryError as exc:
+            raise fail(str(exc)) from None
     encoder = load_model(spec, weights, model_dir)
     try:
         return SearchEngine(lib, encoder)

@@ -71,10 +71,7 @@ def load_encoder(
     """
     device = pick_device(device)
     if weights is not None:
-        arch = PRESETS[spec].arch if spec in PRESETS and PRESETS[spec].kind == "clip" else spec
-        if spec == "auto":
-            arch = DEFAULT_CLIP
-        return _clip_from_file(arch, Path(weights), device)
+        return _clip_from_file(weights_arch(spec), Path(weights), device)
     if spec == "auto":
         try:
             return load_encoder(DEFAULT_CLIP, model_dir=model_dir, device=device, allow_download=allow_download)
@@ -103,6 +100,28 @@ def load_encoder(
     from encoders.clip import ClipEncoder
 
     return ClipEncoder(model_name(arch, pretrained), arch, checkpoint, device)
+
+
+def weights_arch(spec: str) -> str:
+    """The architecture a --weights file is loaded into: from a preset, ARCH, or a recorded ARCH/FILE name."""
+    if spec == "auto":
+        return DEFAULT_CLIP
+    preset = PRESETS.get(spec)
+    if preset is not None and preset.kind == "clip" and preset.arch:
+        return preset.arch
+    return spec.split("/", 1)[0]
+
+
+def canonical_name(spec: str, weights: Path | None = None) -> str | None:
+    """The name a library records for `spec`, known without loading anything (None for `auto`)."""
+    if weights is not None:
+        return model_name(weights_arch(spec), Path(weights).name)
+    preset = PRESETS.get(spec)
+    if preset is None:
+        return spec if "/" in spec else None
+    if preset.kind == "clip":
+        return model_name(preset.arch or spec, preset.pretrained or "")
+    return spec
 
 
 def resolve_clip_weights(arch: str, pretrained: str, model_dir: Path | None, allow_download: bool) -> str:
@@ -169,7 +188,11 @@ def _clip_from_file(arch: str, weights: Path, device: str) -> Encoder:
         raise ValueError(f"--weights needs an architecture: --model ARCH (e.g. {DEFAULT_CLIP}); got {arch!r}")
     from encoders.clip import ClipEncoder
 
-    return ClipEncoder(model_name(arch, weights.name), arch, str(weights), device)
+    try:
+        return ClipEncoder(model_name(arch, weights.name), arch, str(weights), device)
+    except Exception as exc:  # a user's file can fail to load in many ways (pickle, shapes, keys, I/O)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsUnavailable(f"--weights {weights}: not a usable {arch} checkpoint ({reason})") from None
 
 
 def pull(spec: str, model_dir: Path | None) -> str:

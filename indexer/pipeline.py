@@ -25,8 +25,8 @@ from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageMeta, decode_by
 from indexer.discover import discover
 from library import Embedding, ImageRecord, Library, Root
 from library.schema import utcnow
-from library.store import encode_vector
-from library.thumbs import write_thumbnail
+from library.store import VECTOR_DIR, encode_vector
+from library.thumbs import THUMB_DIR, write_thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +111,28 @@ class DecodeDataset(Dataset):
         try:
             image, meta = decode_bytes(data, self.max_pixels)
             thumb = write_thumbnail(image, self.library_root, sha)
-            pixels = self.preprocess(image)
+            pixels = self.preprocess(limit_aspect(image))
         except DecodeError as exc:
             return Decoded(item, sha256=sha, error=str(exc)), None
         except Exception as exc:  # a decoder bug on one file must not end the run
             return Decoded(item, sha256=sha, error=f"decoding failed: {type(exc).__name__}: {exc}"), None
         return Decoded(item, sha256=sha, meta=meta, thumbnail=thumb), pixels
+
+
+MAX_ASPECT = 4
+
+
+def limit_aspect(image: Image.Image) -> Image.Image:
+    """Crop a very long, thin image to its central 4:1 part. Models resize the short side and centre-crop a
+    square, so the result is the same, but a 100000x1 strip no longer inflates to gigabytes on the way."""
+    w, h = image.size
+    if w > MAX_ASPECT * h:
+        keep = MAX_ASPECT * h
+        return image.crop(((w - keep) // 2, 0, (w - keep) // 2 + keep, h))
+    if h > MAX_ASPECT * w:
+        keep = MAX_ASPECT * w
+        return image.crop((0, (h - keep) // 2, w, (h - keep) // 2 + keep))
+    return image
 
 
 def collate(samples: list[tuple[Decoded, torch.Tensor | None]]) -> Batch:
@@ -163,8 +179,12 @@ class Indexer:
         roots = [Path(p).expanduser().resolve() for p in paths]
         self.library.ensure_model(self.model, self.encoder.dim)
         index = self.library.vector_index(self.model)  # current before we start: deltas apply to it
-        files = {str(p): p for p in discover(roots, exclude=self.library.root)}
-        report.seen = len(files)
+        unusable: list[tuple[str, str]] = []
+        library_dirs = [self.library.root / THUMB_DIR, self.library.root / VECTOR_DIR]
+        files = {str(p): p for p in discover(roots, exclude=library_dirs, unusable=unusable)}
+        report.seen = len(files) + len(unusable)
+        report.errors += len(unusable)
+        report.failures.extend(unusable)
         folders = [r for r in roots if r.is_dir()]
         self._remember_roots(folders)
         work = self._plan(files, roots, report)
@@ -226,7 +246,9 @@ class Indexer:
             row = known.get(path_str)
             if row is not None:
                 image_id, size, mtime, status, embedded = row
-                if size == st.st_size and mtime == st.st_mtime and (status == "error" or embedded):
+                # Files that failed before are tried again: the cause (permissions, --max-pixels, a decoder
+                # upgrade, a remounted drive) may be gone without the file changing.
+                if size == st.st_size and mtime == st.st_mtime and status == "ok" and embedded:
                     report.unchanged += 1
                     continue
                 work.append(WorkItem(path_str, st.st_size, st.st_mtime, image_id))
@@ -242,6 +264,8 @@ class Indexer:
             for record in batch.records:
                 item = record.item
                 row = s.get(ImageRecord, item.image_id) if item.image_id else None
+                if row is not None and (record.error is not None or row.sha256 != record.sha256):
+                    self._drop_other_models(s, row)  # their vectors show what the file was, not what it is
                 if record.error is not None:
                     row = row or ImageRecord(path=item.path)
                     _fill(row, record)
@@ -282,6 +306,12 @@ class Indexer:
                 Library.bump_generation(s, self.model)
         return changed
 
+    def _drop_other_models(self, s, row: ImageRecord) -> None:
+        others = [e for e in row.embeddings if e.model != self.model]
+        for embedding in others:
+            row.embeddings.remove(embedding)
+            Library.bump_generation(s, embedding.model)
+
     def _same_content(self, s, sha256: str | None, path: str) -> ImageRecord | None:
         """An ok row with the same bytes and a vector from this model, preferring one whose file is gone."""
         if sha256 is None:
@@ -299,6 +329,15 @@ class Indexer:
         """Forget files that vanished from the folders just walked (moved ones were already claimed)."""
         if not folders:
             return []
+        found = {folder for folder in folders if any(p.startswith(str(folder).rstrip("/") + "/") for p in files)}
+        empty = [f for f in folders if f not in found]
+        if empty:
+            # An unmounted drive or a renamed share looks exactly like a folder whose photos were all deleted.
+            log.warning("no images found under %s; keeping what the library knows of it (is the drive mounted?)",
+                        ", ".join(map(str, empty)))
+            folders = [f for f in folders if f in found]
+            if not folders:
+                return []
         with self.library.session() as s:
             rows = s.execute(select(ImageRecord.id, ImageRecord.path).where(_under_any(folders))).all()
             gone = [image_id for image_id, path in rows if path not in files and not os.path.exists(path)]

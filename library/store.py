@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import URL, Engine, create_engine, event, func, select, update
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
 from library import migrate
@@ -81,13 +82,24 @@ class Library:
         """Open (or create) the library at `root`, applying any pending schema migration."""
         root = Path(root).expanduser().resolve()
         db = root / DB_NAME
+        if root.exists() and not root.is_dir():
+            raise LibraryError(f"{root} is a file; a library is a folder: pass --library DIR")
         if not db.exists():
             if not create:
                 raise LibraryError(f"no library at {root} (no {DB_NAME}); index a folder into it first")
-            root.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(f"sqlite:///{db}")
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LibraryError(f"cannot create the library folder {root}: {exc.strerror or exc}") from None
+        # URL.create, not a URL string: a folder name with ?, % or # must stay part of the file path.
+        engine = create_engine(URL.create("sqlite", database=str(db)))
         event.listen(engine, "connect", _sqlite_pragmas)
-        before, after = migrate.upgrade(engine)
+        try:
+            before, after = migrate.upgrade(engine)
+        except DatabaseError as exc:
+            engine.dispose()
+            raise LibraryError(f"{db} is not a readable vlsearch library ({exc.orig}); is it the right folder?") \
+                from None
         if before != after:
             log.info("library %s: schema migrated from %s to %s", root, before or "empty", after)
         return cls(root, engine)

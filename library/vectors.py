@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,6 +51,8 @@ class VectorIndex:
         n = len(ids)
         if kind == "auto":
             kind = "flat" if n < FLAT_LIMIT else "ivf"
+        if kind == "ivf" and n == 0:
+            kind = "flat"  # IVF must be trained on vectors; with none, exact search it is
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if kind == "flat":
@@ -144,7 +147,7 @@ def _training_sample(vectors: np.ndarray, nlist: int) -> np.ndarray:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")  # unique per writer
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()

@@ -86,7 +86,7 @@ class SearchEngine:
         if not pairs:
             return []
         score = dict(pairs)
-        stmt = select(ImageRecord).where(ImageRecord.id.in_(list(score)), ImageRecord.status == "ok")
+        stmt = select(ImageRecord).where(ImageRecord.status == "ok")
         if filters.path_prefix:
             prefix = str(Path(filters.path_prefix).expanduser().resolve())
             folder = prefix.rstrip("/") + "/"
@@ -107,8 +107,10 @@ class SearchEngine:
                                + func.coalesce(ImageRecord.camera_model, "")).like(pattern),
                 )
             )
-        with self.library.session() as s:
-            rows = s.scalars(stmt).all()
+        ids = list(score)
+        with self.library.session() as s:  # in chunks: SQLite caps the number of bound parameters
+            rows = [r for start in range(0, len(ids), 30_000)
+                    for r in s.scalars(stmt.where(ImageRecord.id.in_(ids[start : start + 30_000])))]
         hits = [
             SearchHit(
                 id=r.id,

@@ -47,7 +47,7 @@ def test_index_search_similar_status_round_trip(env):
     assert status["models"] == [{"name": "tiny-random", "dim": 32, "vectors": 6}]
 
     code, out = cli("index", str(env / "photos"))  # the library's own model is the default on re-runs
-    assert code == 0 and "0 embedded" in out and "12 unchanged" in out
+    assert code == 0 and "0 embedded" in out and "6 unchanged" in out and "6 errors" in out  # broken: retried
 
     code, out = cli("reindex", "--index", "flat")
     assert code == 0 and "6 vectors, flat index" in out
@@ -68,6 +68,34 @@ def test_errors_say_what_to_change(env):
     assert code == 2 and "cannot read" in out
     code, out = cli("search")
     assert code == 2 and "give words" in out
+    code, out = cli("index", str(env / "photos"), "--workers", "-1")
+    assert code == 2 and "Invalid value" in out
+    code, out = cli("index", str(env / "photos"), "--device", "gpu")
+    assert code == 2 and "use auto, cpu, cuda" in out
+    (env / "a-file").write_text("x")
+    code, out = cli("status", "--library", str(env / "a-file"))
+    assert code == 2 and "is a file; a library is a folder" in out
+    (env / "notlib").mkdir()
+    (env / "notlib" / "library.db").write_bytes(b"this is not sqlite" * 100)
+    code, out = cli("status", "--library", str(env / "notlib"))
+    assert code == 2 and "not a readable vlsearch library" in out
+    (env / "bad.pt").write_bytes(b"garbage")
+    code, out = cli("index", str(env / "photos"), "--model", "vlsearch-tiny", "--weights", str(env / "bad.pt"))
+    assert code == 2 and "not a usable vlsearch-tiny checkpoint" in out
+
+
+def test_wrong_model_is_reported_before_loading_it(env, monkeypatch):
+    import encoders.registry
+
+    write_photos(env / "photos", 2)
+    cli("index", str(env / "photos"), "--model", "tiny-random", "--workers", "0")
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the mismatch was reported")
+
+    monkeypatch.setattr(encoders.registry, "resolve_clip_weights", no_loading)
+    code, out = cli("search", "cat", "--model", "ViT-B-32")
+    assert code == 2 and "not from 'ViT-B-32/laion2b_s34b_b79k'" in out
 
 
 def test_clip_weights_unavailable_offline_explains_how_to_get_them(env, monkeypatch):
@@ -93,6 +121,8 @@ def test_local_weights_file_is_loaded(env):
     code, out = cli("search", "a photo")  # the library remembers the model, but not where its file was
     assert code == 2 and "--model vlsearch-tiny --weights" in out
     code, out = cli("search", "a photo", "--model", "vlsearch-tiny", "--weights", str(weights), "--json")
+    assert code == 0 and len(json.loads(out)) == 3
+    code, out = cli("search", "a photo", "--weights", str(weights), "--json")  # the architecture from the library
     assert code == 0 and len(json.loads(out)) == 3
 
 

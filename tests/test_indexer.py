@@ -123,9 +123,60 @@ def test_broken_files_are_recorded_with_reasons_and_the_run_goes_on(library, tin
     assert "not an image" in reasons["text named jpg"] and "not an image" in reasons["html named png"]
     assert "megapixels" in reasons["decompression bomb"]
     assert vector_ids(library, tiny_encoder.name) == sorted(r[str(p)].id for p in good)
-    # Errors are remembered: an unchanged broken file is not retried.
+    # Broken files are tried again on the next run (and fail again); the good ones are left alone.
     again = run(library, tiny_encoder, tmp_path / "photos")
-    assert (again.errors, again.embedded, again.unchanged) == (0, 0, len(broken) + len(good))
+    assert (again.errors, again.embedded, again.unchanged) == (len(broken), 0, len(good))
+    assert {r.path for r in rows(library).values() if r.status == "error"} == {str(p) for p in broken.values()}
+
+
+def test_a_file_that_failed_is_indexed_once_the_cause_is_gone(library, tiny_encoder, tmp_path):
+    photo = write_photo(tmp_path / "p" / "big.jpg", seed=4, size=(400, 300))
+    first = run(library, tiny_encoder, tmp_path / "p", max_pixels=10_000)
+    assert first.errors == 1 and "megapixels" in rows(library)[str(photo)].error
+    second = run(library, tiny_encoder, tmp_path / "p")  # the default, larger limit
+    assert (second.errors, second.embedded) == (0, 1)
+    row = rows(library)[str(photo)]
+    assert (row.status, row.error, row.display_width) == ("ok", None, 400)
+    assert_index_matches_sqlite(library, tiny_encoder.name)
+
+
+def test_long_thin_images_are_indexed_without_blowing_up_memory(library, tiny_encoder, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "p").mkdir()
+    Image.new("RGB", (12_000, 1), "red").save(tmp_path / "p" / "strip.png")  # 4.8 GB of pixels if resized naively
+    Image.new("RGB", (2, 9_000), "blue").save(tmp_path / "p" / "pole.png")
+    report = run(library, tiny_encoder, tmp_path / "p")
+    assert (report.embedded, report.errors) == (2, 0)
+
+
+def test_file_names_that_are_not_utf8_are_skipped_with_a_reason(library, tiny_encoder, tmp_path):
+    folder = tmp_path / "p"
+    write_photos(folder, 2)
+    bad = os.path.join(os.fsencode(folder), b"caf\xe9.jpg")
+    shutil.copy(folder / "photo_0000.jpg", bad)
+    report = run(library, tiny_encoder, folder)
+    assert (report.embedded, report.errors) == (2, 1)
+    assert "not valid UTF-8" in report.failures[0][1] and "caf\\xe9.jpg" in report.failures[0][0]
+    assert len(rows(library)) == 2
+
+
+def test_content_change_drops_the_stale_vectors_of_other_models(library, tiny_encoder, tmp_path):
+    from encoders.clip import ClipEncoder
+
+    other = ClipEncoder("tiny-other", "vlsearch-tiny", None, "cpu")
+    photos = write_photos(tmp_path / "p", 3)
+    run(library, tiny_encoder, tmp_path / "p")
+    run(library, other, tmp_path / "p")
+    write_photo(photos[0], seed=77)
+    os.utime(photos[0], (1_600_000_000, 1_600_000_000))
+    assert run(library, tiny_encoder, tmp_path / "p").embedded == 1
+    # The other model's vector of the old picture is gone, so its next run embeds the new picture.
+    assert len(vector_ids(library, "tiny-other")) == 2
+    assert_index_matches_sqlite(library, "tiny-other")
+    again = run(library, other, tmp_path / "p")
+    assert (again.embedded, again.unchanged) == (1, 2)
+    assert_index_matches_sqlite(library, "tiny-other")
 
 
 def test_awkward_image_modes_decode_upright(library, tiny_encoder, tmp_path):
@@ -139,6 +190,15 @@ def test_awkward_image_modes_decode_upright(library, tiny_encoder, tmp_path):
         assert (row.display_width, row.display_height) == (width, height), name
         assert (library.root / row.thumbnail).is_file(), name
     assert r[str(odd["exif orientation 6"][0])].orientation == 6
+    from indexer import decode_image
+
+    sixteen = np.asarray(decode_image(odd["16-bit"][0]))
+    assert sixteen[0, 0, 0] == 0 and sixteen[-1, -1, 0] == 255 and 100 < sixteen[40, 60, 0] < 155  # scaled, not clipped
+    first = np.asarray(decode_image(odd["animated"][0]))
+    from tests.photos import picture
+
+    expected = np.asarray(picture(0, (60, 40)).convert("P").convert("RGB"))
+    assert np.abs(first.astype(int) - expected.astype(int)).mean() < 10  # the first frame, not another
     assert (r[str(odd["exif orientation 6"][0])].width, r[str(odd["exif orientation 6"][0])].height) == (120, 80)
 
 
@@ -151,14 +211,25 @@ def test_exif_date_and_camera_are_stored(library, tiny_encoder, tmp_path):
     assert (row.camera_make, row.camera_model, row.format) == ("Canon", "EOS R5", "JPEG")
 
 
-def test_library_folder_inside_the_indexed_folder_is_not_indexed(tiny_encoder, tmp_path):
+@pytest.mark.parametrize("where", ["lib", "."])
+def test_library_folder_inside_the_indexed_folder_is_not_indexed(tiny_encoder, tmp_path, where):
     from library import Library
 
     write_photos(tmp_path, 2)
-    lib = Library.open(tmp_path / "lib")
+    lib = Library.open(tmp_path / where)
     report = run(lib, tiny_encoder, tmp_path)
-    assert report.seen == 2  # not the thumbnails the run itself writes under lib/thumbs
+    assert report.seen == 2  # not the thumbnails the run itself writes under thumbs/
     assert run(lib, tiny_encoder, tmp_path).seen == 2
+
+
+def test_an_emptied_folder_is_not_pruned(library, tiny_encoder, tmp_path, caplog):
+    photos = write_photos(tmp_path / "drive", 3)
+    run(library, tiny_encoder, tmp_path / "drive")
+    for p in photos:  # what an unmounted drive looks like from here
+        p.unlink()
+    report = run(library, tiny_encoder, tmp_path / "drive")
+    assert report.removed == 0 and len(rows(library)) == 3
+    assert "is the drive mounted" in caplog.text
 
 
 def test_missing_path_is_a_clear_error(library, tiny_encoder, tmp_path):

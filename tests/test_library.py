@@ -169,3 +169,22 @@ def test_growing_past_the_flat_limit_switches_to_the_approximate_index(tmp_path,
     index(lib, tiny_encoder, tmp_path / "p")
     grown = Library.open(tmp_path / "lib").vector_index(tiny_encoder.name)
     assert grown.kind != "flat" and grown.ntotal == 10
+
+
+@pytest.mark.parametrize("name", ["what?lib", "100% photos", "lib#2"])
+def test_library_folder_names_with_url_characters(tmp_path, tiny_encoder, name):
+    write_photos(tmp_path / "p", 2)
+    lib = Library.open(tmp_path / name)
+    index(lib, tiny_encoder, tmp_path / "p")
+    assert (tmp_path / name / "library.db").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["p", name])
+    assert Library.open(tmp_path / name).vector_index(tiny_encoder.name).ntotal == 2
+
+
+def test_an_empty_library_can_be_given_an_ivf_index_and_then_filled(tmp_path, tiny_encoder):
+    lib = Library.open(tmp_path / "lib")
+    lib.ensure_model(tiny_encoder.name, tiny_encoder.dim)
+    assert lib.rebuild_index(tiny_encoder.name, "ivf").ntotal == 0
+    write_photos(tmp_path / "p", 3)
+    index(lib, tiny_encoder, tmp_path / "p")
+    assert lib.vector_index(tiny_encoder.name).ntotal == 3

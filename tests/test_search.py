@@ -72,13 +72,21 @@ def test_filters_apply_with_the_vector_search(indexed):
     assert len(both) == 3
 
 
-def test_narrow_filter_still_fills_k_by_widening_the_candidate_set(indexed):
+def test_narrow_filter_still_fills_k_by_widening_the_candidate_set(indexed, monkeypatch):
+    from library import VectorIndex
+
     _, engine, photos = indexed
-    hits = engine.search(SearchQuery(text="x", k=2, filters=Filters(path_prefix=str(photos / "misc"))))
-    assert len(hits) == 2 and all("/misc/" in h.path for h in hits)
-    unfiltered = engine.search(SearchQuery(text="x", k=30))
-    expected = [h.id for h in unfiltered if "/misc/" in h.path][:2]
-    assert ranking(hits) == expected
+    unfiltered = ranking(engine.search(SearchQuery(image=picture(3), k=30)))
+    by_id = {h.id: h.path for h in engine.search(SearchQuery(image=picture(3), k=30))}
+    # The two home/ photos that rank lowest for this query: far outside the first over-fetch of k*4.
+    wanted = [i for i in unfiltered if "/home/h" in by_id[i]][-2:]
+    wanted_paths = [by_id[i] for i in wanted]
+    calls = []
+    original = VectorIndex.search
+    monkeypatch.setattr(VectorIndex, "search", lambda self, q, k: calls.append(k) or original(self, q, k))
+    hits = engine.search(SearchQuery(image=picture(3), k=1, filters=Filters(path_prefix=wanted_paths[1])))
+    assert ranking(hits) == [wanted[1]]
+    assert len(calls) > 1 and calls == sorted(calls), "the candidate set was widened step by step"
 
 
 def test_path_prefix_does_not_match_sibling_folders(indexed):

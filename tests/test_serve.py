@@ -48,6 +48,8 @@ def test_search_endpoint_returns_hits_with_thumbnails(server):
 
 def test_bad_requests_get_4xx_with_a_reason(server):
     assert httpx.get(f"{server}/api/v1/search", params={"q": ""}).status_code == 422
+    blank = httpx.get(f"{server}/api/v1/search", params={"q": "   "})
+    assert blank.status_code == 422 and "blank" in blank.json()["detail"]
     missing = httpx.get(f"{server}/api/v1/images/9999/thumbnail")
     assert missing.status_code == 404 and "9999" in missing.json()["detail"]
 
