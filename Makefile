@@ -31,6 +31,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.index_choice --out bench/results
+	$(BIN)/python -m bench.indexing --out bench/results
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -91,7 +91,10 @@ def load_model(spec: str, weights: Path | None, model_dir: Path, device: str = "
 
 class SpeedColumn(ProgressColumn):
     def render(self, task) -> Text:
-        return Text(f"{task.speed:.1f} img/s" if task.speed else "– img/s", style="cyan")
+        speed = task.speed
+        if task.finished and task.elapsed:
+            speed = task.completed / task.elapsed
+        return Text(f"{speed:.1f} img/s" if speed else "– img/s", style="cyan")
 
 
 class RichProgress:
