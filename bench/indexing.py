@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from api.samples import sample_photos
+from bench.index_choice import cpu_model
 from encoders import load_encoder
 from indexer import Indexer
 from library import Library
@@ -33,16 +34,6 @@ def make_photos(folder: Path, count: int) -> None:
         w, h = im.size
         big = im.resize((w * 3, h * 3))
         big.crop((i % 37, i % 23, w * 3 - i % 19, h * 3 - i % 29)).save(folder / f"{i:05d}.jpg", quality=90)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -72,7 +63,7 @@ def main() -> None:
                 rows.append(row)
                 print(f"| {row['model']} | {workers} | {row['images']} | {row['seconds']} | {row['images_per_s']} |")
                 lib.close()
-        machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}
+        machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()}
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "indexing.json").write_text(json.dumps({"machine": machine, "runs": rows}, indent=2))
