@@ -264,8 +264,14 @@ class Indexer:
             for record in batch.records:
                 item = record.item
                 row = s.get(ImageRecord, item.image_id) if item.image_id else None
-                if row is not None and (record.error is not None or row.sha256 != record.sha256):
+                same_bytes = row is not None and record.error is None and row.sha256 == record.sha256
+                if row is not None and not same_bytes:
                     self._drop_other_models(s, row)  # their vectors show what the file was, not what it is
+                if same_bytes and any(e.model == self.model for e in row.embeddings):
+                    _fill(row, record)  # touched (new mtime), same bytes: keep the vector
+                    row.status, row.error = "ok", None
+                    report.unchanged += 1
+                    continue
                 if record.error is not None:
                     row = row or ImageRecord(path=item.path)
                     _fill(row, record)

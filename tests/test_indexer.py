@@ -64,6 +64,16 @@ def test_changed_file_is_embedded_again_keeping_its_id(library, tiny_encoder, tm
     assert_index_matches_sqlite(library, tiny_encoder.name)
 
 
+def test_touched_file_with_the_same_bytes_is_not_embedded_again(library, tiny_encoder, tmp_path):
+    photos = write_photos(tmp_path / "photos", 3)
+    run(library, tiny_encoder, tmp_path / "photos")
+    os.utime(photos[1], (1_650_000_000, 1_650_000_000))
+    report = run(library, tiny_encoder, tmp_path / "photos")
+    assert (report.embedded, report.unchanged) == (0, 3)
+    assert rows(library)[str(photos[1])].mtime == 1_650_000_000
+    assert run(library, tiny_encoder, tmp_path / "photos").unchanged == 3
+
+
 def test_moved_file_keeps_its_row_and_vector_without_embedding(library, tiny_encoder, tmp_path):
     photos = write_photos(tmp_path / "photos", 4)
     run(library, tiny_encoder, tmp_path / "photos")
