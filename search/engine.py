@@ -13,6 +13,8 @@ from library import ImageRecord, Library
 from search.query import Filters, SearchHit, SearchQuery
 
 FIRST_FETCH = 4  # over-fetch factor for the first FAISS call when filters may drop candidates
+# A filter admitting at most this many images is answered by scoring all of them: exact, and ~10 ms of numpy.
+EXACT_FILTER_LIMIT = 20_000
 
 
 class SearchEngine:
@@ -67,6 +69,10 @@ class SearchEngine:
             return s.scalar(select(ImageRecord.id).where(ImageRecord.path == str(path.expanduser().resolve())))
 
     def _nearest(self, vector: np.ndarray, k: int, filters: Filters, exclude: set[int]) -> list[SearchHit]:
+        if not filters.empty:
+            hits = self._exact_within_filter(vector, k, filters, exclude)
+            if hits is not None:
+                return hits
         index = self.library.vector_index(self.encoder.name)
         total = index.ntotal
         fetch = k + len(exclude) if filters.empty else (k + len(exclude)) * FIRST_FETCH
@@ -82,31 +88,30 @@ class SearchEngine:
                 return hits[:k]
             fetch *= 4
 
+    def _exact_within_filter(
+        self, vector: np.ndarray, k: int, filters: Filters, exclude: set[int]
+    ) -> list[SearchHit] | None:
+        """Score every image the filter admits, when they are few: exact on any index kind (an approximate
+        index only looks near the query, where a narrow filter may admit nothing). None when too many."""
+        with self.library.session() as s:
+            matching = s.scalars(
+                select(ImageRecord.id).where(*_filter_clauses(filters)).limit(EXACT_FILTER_LIMIT + 1)
+            ).all()
+        if len(matching) > EXACT_FILTER_LIMIT:
+            return None
+        ids, vectors = self.library.load_vectors(self.encoder.name, [i for i in matching if i not in exclude])
+        scores = vectors @ vector
+        top = np.argsort(-scores)[:k]
+        pairs = [(int(ids[j]), float(scores[j])) for j in top]
+        if filters.min_score is not None:
+            pairs = [(i, sc) for i, sc in pairs if sc >= filters.min_score]
+        return self._hydrate(pairs, filters)
+
     def _hydrate(self, pairs: list[tuple[int, float]], filters: Filters) -> list[SearchHit]:
         if not pairs:
             return []
         score = dict(pairs)
-        stmt = select(ImageRecord).where(ImageRecord.status == "ok")
-        if filters.path_prefix:
-            prefix = str(Path(filters.path_prefix).expanduser().resolve())
-            folder = prefix.rstrip("/") + "/"
-            stmt = stmt.where(
-                or_(ImageRecord.path == prefix, func.substr(ImageRecord.path, 1, len(folder)) == folder)
-            )
-        if filters.after:
-            stmt = stmt.where(ImageRecord.taken_at >= filters.after)
-        if filters.before:
-            stmt = stmt.where(ImageRecord.taken_at < filters.before)
-        if filters.camera:
-            pattern = f"%{filters.camera.lower()}%"
-            stmt = stmt.where(
-                or_(
-                    func.lower(ImageRecord.camera_make).like(pattern),
-                    func.lower(ImageRecord.camera_model).like(pattern),
-                    func.lower(func.coalesce(ImageRecord.camera_make, "") + " "
-                               + func.coalesce(ImageRecord.camera_model, "")).like(pattern),
-                )
-            )
+        stmt = select(ImageRecord).where(*_filter_clauses(filters))
         ids = list(score)
         with self.library.session() as s:  # in chunks: SQLite caps the number of bound parameters
             rows = [r for start in range(0, len(ids), 30_000)
@@ -126,3 +131,21 @@ class SearchEngine:
         ]
         hits.sort(key=lambda h: -h.score)
         return hits
+
+
+def _filter_clauses(filters: Filters) -> list:
+    """SQL conditions for an ok image that passes `filters`."""
+    clauses = [ImageRecord.status == "ok"]
+    if filters.path_prefix:
+        prefix = str(Path(filters.path_prefix).expanduser().resolve())
+        folder = prefix.rstrip("/") + "/"
+        clauses.append(or_(ImageRecord.path == prefix, func.substr(ImageRecord.path, 1, len(folder)) == folder))
+    if filters.after:
+        clauses.append(ImageRecord.taken_at >= filters.after)
+    if filters.before:
+        clauses.append(ImageRecord.taken_at < filters.before)
+    if filters.camera:
+        pattern = f"%{filters.camera.lower()}%"
+        camera = func.coalesce(ImageRecord.camera_make, "") + " " + func.coalesce(ImageRecord.camera_model, "")
+        clauses.append(func.lower(camera).like(pattern))
+    return clauses

@@ -72,9 +72,29 @@ def test_filters_apply_with_the_vector_search(indexed):
     assert len(both) == 3
 
 
-def test_narrow_filter_still_fills_k_by_widening_the_candidate_set(indexed, monkeypatch):
+def test_narrow_filter_is_answered_exactly_over_the_images_it_admits(indexed, tiny_encoder, monkeypatch):
     from library import VectorIndex
 
+    lib, engine, photos = indexed
+    lib.rebuild_index(tiny_encoder.name, "hnsw")  # an approximate index must not make a filter miss
+    home = {h.id for h in engine.search(SearchQuery(text="x", k=30)) if "/home/" in h.path}
+    calls = []
+    original = VectorIndex.search
+    monkeypatch.setattr(VectorIndex, "search", lambda self, q, k: calls.append(k) or original(self, q, k))
+    query = SearchQuery(text="a blue circle", k=4, filters=Filters(path_prefix=str(photos / "home")))
+    hits = engine.search(query)
+    ids, vectors = lib.load_vectors(tiny_encoder.name)
+    assert len(home) == 10
+    scores = {int(i): float(v @ engine.query_vector(query)) for i, v in zip(ids, vectors, strict=True) if i in home}
+    assert ranking(hits) == sorted(scores, key=lambda i: -scores[i])[:4]
+    assert calls == []  # scored directly, no ANN search
+
+
+def test_broad_filter_fills_k_by_widening_the_candidate_set(indexed, monkeypatch):
+    import search.engine
+    from library import VectorIndex
+
+    monkeypatch.setattr(search.engine, "EXACT_FILTER_LIMIT", 0)  # as if the filter admitted too many to score
     _, engine, photos = indexed
     unfiltered = ranking(engine.search(SearchQuery(image=picture(3), k=30)))
     by_id = {h.id: h.path for h in engine.search(SearchQuery(image=picture(3), k=30))}
