@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from api.settings import default_library, default_model_dir
+from api.settings import PLATFORM_LIBRARY, PLATFORM_MODEL_DIR, default_library, default_model_dir
 
 app = typer.Typer(
     help="Self-hosted multimodal image search: index photo folders, then find images by words or by other images.",
@@ -33,12 +33,13 @@ err = Console(stderr=True, soft_wrap=True)
 
 LibraryOpt = Annotated[
     Path,
-    typer.Option("--library", "-l", help="Library folder (env VLSEARCH_LIBRARY).", default_factory=default_library),
+    typer.Option("--library", "-l", help="Library folder.", default_factory=default_library,
+                 show_default=f"$VLSEARCH_LIBRARY, else {PLATFORM_LIBRARY}"),
 ]
 ModelDirOpt = Annotated[
     Path,
-    typer.Option("--model-dir", help="Where weights are cached and looked for (env VLSEARCH_MODEL_DIR).",
-                 default_factory=default_model_dir),
+    typer.Option("--model-dir", help="Where model weights are cached and looked for; copy it to air-gapped machines.",
+                 default_factory=default_model_dir, show_default=f"$VLSEARCH_MODEL_DIR, else {PLATFORM_MODEL_DIR}"),
 ]
 ModelOpt = Annotated[
     str | None,
@@ -120,7 +121,8 @@ def index(
     weights: WeightsOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per model call.")] = 32,
     workers: Annotated[
-        int | None, typer.Option(min=0, help="Decoding processes (0: decode in this process).")
+        int | None,
+        typer.Option(min=0, help="Decoding processes (0: decode in this process).", show_default="min(4, CPU cores)"),
     ] = None,
     device: DeviceOpt = "auto",
     max_pixels: Annotated[int, typer.Option(help="Larger images are skipped as possible decompression bombs.")] = (
