@@ -145,6 +145,9 @@ def index(
         try:
             report = Indexer(lib, encoder, batch_size=batch_size, workers=workers, max_pixels=max_pixels,
                              prune=prune, progress=RichProgress(progress)).run(paths)
+        except KeyboardInterrupt:
+            raise fail("interrupted; what was indexed so far is kept, run the same command again to finish",
+                       code=130) from None
         except Exception as exc:
             from library import LibraryError
 

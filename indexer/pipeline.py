@@ -202,10 +202,15 @@ class Indexer:
                 pin_memory=self.encoder.device.startswith("cuda"),
                 persistent_workers=False,
             )
-            for batch in loader:
-                upserts.extend(self._write_batch(batch, report))
-                if self.progress:
-                    self.progress.advance(len(batch.records))
+            try:
+                for batch in loader:
+                    upserts.extend(self._write_batch(batch, report))
+                    if self.progress:
+                        self.progress.advance(len(batch.records))
+            except KeyboardInterrupt:
+                # Committed batches stay; bring FAISS up to date with them so a search right away sees them.
+                self.library.apply_to_index(self.model, index, upserts, [])
+                raise
         removed = self._prune(files, folders, report) if self.prune else []
         if upserts or removed:
             self.library.apply_to_index(self.model, index, upserts, removed)
