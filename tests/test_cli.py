@@ -52,6 +52,9 @@ def test_index_search_similar_status_round_trip(env):
     code, out = cli("reindex", "--index", "flat")
     assert code == 0 and "6 vectors, flat index" in out
 
+    code, out = cli("db", "upgrade")
+    assert code == 0 and "revision 0001 (head)" in out
+
 
 def test_errors_say_what_to_change(env):
     code, out = cli("search", "cat")
