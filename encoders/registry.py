@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import socket
 from dataclasses import dataclass
@@ -115,7 +117,7 @@ def weights_arch(spec: str) -> str:
 def canonical_name(spec: str, weights: Path | None = None) -> str | None:
     """The name a library records for `spec`, known without loading anything (None for `auto`)."""
     if weights is not None:
-        return model_name(weights_arch(spec), Path(weights).name)
+        return weights_name(weights_arch(spec), Path(weights))
     preset = PRESETS.get(spec)
     if preset is None:
         return spec if "/" in spec else None
@@ -133,7 +135,7 @@ def resolve_clip_weights(arch: str, pretrained: str, model_dir: Path | None, all
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
         raise ValueError(
             f"open_clip has no pretrained weights {pretrained!r} for {arch} (known tags: {tags}); if these are "
-            f"weights from a local file, pass --model {arch} --weights PATH/TO/{pretrained}"
+            f"weights from a local file, pass --model {arch} --weights PATH/TO/{pretrained.split('#')[0]}"
         )
     cache_dir = str(model_dir) if model_dir else None
     cached = _cached_checkpoint(cfg, cache_dir)
@@ -181,6 +183,23 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def weights_name(arch: str, weights: Path) -> str:
+    """ARCH/FILE#HASH: two checkpoints that share a file name (every fine-tune's `open_clip_model.safetensors`)
+    must not be taken for one model, or their vectors would be mixed in one index."""
+    st = weights.stat()
+    return f"{model_name(arch, weights.name)}#{_file_digest(str(weights.resolve()), st.st_size, st.st_mtime)[:12]}"
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime: float) -> str:
+    """sha256 of a file, remembered per (path, size, mtime): a checkpoint is hashed once per process."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _clip_from_file(arch: str, weights: Path, device: str) -> Encoder:
     if not weights.is_file():
         raise WeightsUnavailable(f"--weights {weights}: no such file; point it at an open_clip checkpoint")
@@ -189,7 +208,7 @@ def _clip_from_file(arch: str, weights: Path, device: str) -> Encoder:
     from encoders.clip import ClipEncoder
 
     try:
-        return ClipEncoder(model_name(arch, weights.name), arch, str(weights), device)
+        return ClipEncoder(weights_name(arch, weights), arch, str(weights), device)
     except Exception as exc:  # a user's file can fail to load in many ways (pickle, shapes, keys, I/O)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsUnavailable(f"--weights {weights}: not a usable {arch} checkpoint ({reason})") from None

@@ -129,6 +129,26 @@ def test_local_weights_file_is_loaded(env):
     assert code == 0 and len(json.loads(out)) == 3
 
 
+def test_two_checkpoints_with_the_same_file_name_are_two_models(env):
+    from encoders import load_encoder
+
+    tiny = load_encoder("tiny-random", device="cpu")
+    first, second = env / "a" / "model.pt", env / "b" / "model.pt"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    torch.save(tiny.model.state_dict(), first)
+    torch.save({k: v + 0.01 for k, v in tiny.model.state_dict().items()}, second)
+    write_photos(env / "photos", 2)
+    for weights in (first, second):
+        code, out = cli("index", str(env / "photos"), "--model", "vlsearch-tiny", "--weights", str(weights),
+                        "--workers", "0")
+        assert code == 0 and "2 embedded" in out, out
+    code, out = cli("status", "--json")
+    models = json.loads(out)["models"]
+    assert len(models) == 2 and all(m["vectors"] == 2 for m in models)
+    assert all(m["name"].startswith("vlsearch-tiny/model.pt#") for m in models)
+
+
 def test_models_list_marks_the_offline_fallback(env):
     code, out = cli("models", "list")
     assert code == 0
