@@ -174,7 +174,7 @@ def parse_date(value: str | None, option: str) -> datetime | None:
         raise fail(f"{option} {value!r}: use a date like 2024-05-31 or 2024-05-31T18:00") from None
 
 
-def engine_for(lib, model: str | None, weights: Path | None, model_dir: Path):
+def engine_for(lib, model: str | None, weights: Path | None, model_dir: Path, max_stale_s: float = 0.0):
     from encoders import canonical_name
     from library import LibraryError
     from search import SearchEngine
@@ -190,7 +190,7 @@ def engine_for(lib, model: str | None, weights: Path | None, model_dir: Path):
             raise fail(str(exc)) from None
     encoder = load_model(spec, weights, model_dir)
     try:
-        return SearchEngine(lib, encoder)
+        return SearchEngine(lib, encoder, max_stale_s)
     except LibraryError as exc:
         raise fail(str(exc)) from None
 
@@ -373,6 +373,10 @@ def models_pull(
     console.print(f"{name}: weights at {path}")
 
 
+# While `vlsearch index` writes to the same library, the server refreshes its FAISS index at most this often.
+SERVER_INDEX_LAG_S = 10.0
+
+
 @app.command()
 def serve(
     library: LibraryOpt,
@@ -386,7 +390,7 @@ def serve(
     from api.app import create_app
 
     lib = open_library(library)
-    engine = engine_for(lib, None, None, model_dir)
+    engine = engine_for(lib, None, None, model_dir, max_stale_s=SERVER_INDEX_LAG_S)
     console.print(f"vlsearch serving {lib.root} at http://{host}:{port}/  (Ctrl-C stops)")
     uvicorn.run(create_app(engine), host=host, port=port, log_level="warning")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,7 +76,8 @@ class Library:
         self.root = root
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._indexes: dict[str, tuple[int, VectorIndex]] = {}
+        # model -> (generation it matches, index, monotonic time it was last known to match)
+        self._indexes: dict[str, tuple[int, VectorIndex, float]] = {}
 
     @classmethod
     def open(cls, root: Path | str, create: bool = True) -> Library:
@@ -189,11 +191,16 @@ class Library:
                     blobs.append(blob)
         return np.asarray(out_ids, dtype=np.int64), decode_vectors(blobs, rec.dim)
 
-    def vector_index(self, model: str) -> VectorIndex:
-        """The FAISS index of `model`, current with SQLite: from memory, from its file, or rebuilt."""
+    def vector_index(self, model: str, max_stale_s: float = 0.0) -> VectorIndex:
+        """The FAISS index of `model`, current with SQLite: from memory, from its file, or rebuilt.
+
+        `max_stale_s` lets a long-running reader (the server) keep an index that was current that many seconds
+        ago while an indexer writes batch after batch, instead of rebuilding it on every query. Its hits are
+        hydrated from SQLite, so a vector removed meanwhile is never returned; a new one shows up a little late.
+        """
         rec = self.require_model(model)
         cached = self._indexes.get(model)
-        if cached and cached[0] == rec.generation:
+        if cached and (cached[0] == rec.generation or time.monotonic() - cached[2] < max_stale_s):
             return cached[1]
         path = self.index_path(model)
         count = self.vector_count(model)
@@ -213,7 +220,7 @@ class Library:
         if index is None:
             index = self.rebuild_index(model)
         else:
-            self._indexes[model] = (rec.generation, index)
+            self._indexes[model] = (rec.generation, index, time.monotonic())
         return index
 
     def rebuild_index(self, model: str, kind: str = "auto") -> VectorIndex:
@@ -245,7 +252,7 @@ class Library:
     def save_index(self, model: str, index: VectorIndex, generation: int) -> None:
         index_meta = IndexMeta(model=model, generation=generation, count=index.ntotal, kind=index.kind)
         index.save(self.index_path(model), index_meta)
-        self._indexes[model] = (generation, index)
+        self._indexes[model] = (generation, index, time.monotonic())
 
     def vector_count(self, model: str) -> int:
         with self.session() as s:

@@ -20,10 +20,12 @@ EXACT_FILTER_LIMIT = 20_000
 class SearchEngine:
     """Answers text, image and combined queries over one library with the encoder its vectors came from."""
 
-    def __init__(self, library: Library, encoder: Encoder) -> None:
+    def __init__(self, library: Library, encoder: Encoder, max_stale_s: float = 0.0) -> None:
+        """`max_stale_s`: see Library.vector_index; a server sets it so concurrent indexing stays cheap."""
         library.require_model(encoder.name)  # a library queried with another model's vectors is an error
         self.library = library
         self.encoder = encoder
+        self.max_stale_s = max_stale_s
 
     def query_vector(self, query: SearchQuery) -> np.ndarray:
         parts: list[np.ndarray] = []
@@ -73,7 +75,7 @@ class SearchEngine:
             hits = self._exact_within_filter(vector, k, filters, exclude)
             if hits is not None:
                 return hits
-        index = self.library.vector_index(self.encoder.name)
+        index = self.library.vector_index(self.encoder.name, self.max_stale_s)
         total = index.ntotal
         fetch = k + len(exclude) if filters.empty else (k + len(exclude)) * FIRST_FETCH
         while True:

@@ -188,3 +188,24 @@ def test_an_empty_library_can_be_given_an_ivf_index_and_then_filled(tmp_path, ti
     write_photos(tmp_path / "p", 3)
     index(lib, tiny_encoder, tmp_path / "p")
     assert lib.vector_index(tiny_encoder.name).ntotal == 3
+
+
+def test_a_reader_may_keep_a_recent_index_while_another_process_writes(tmp_path, tiny_encoder):
+    from search import SearchEngine, SearchQuery
+    from tests.photos import picture
+
+    photos = write_photos(tmp_path / "p", 5)
+    writer = Library.open(tmp_path / "lib")
+    index(writer, tiny_encoder, tmp_path / "p")
+    reader = Library.open(tmp_path / "lib")  # a server's own connection, as in another process
+    model = tiny_encoder.name
+    assert reader.vector_index(model).ntotal == 5
+
+    write_photos(tmp_path / "p", 3, start=5)
+    photos[2].unlink()
+    index(writer, tiny_encoder, tmp_path / "p")
+    kept = reader.vector_index(model, max_stale_s=3600)
+    assert kept.ntotal == 5  # within its staleness budget: no rebuild per query
+    hits = SearchEngine(reader, tiny_encoder, max_stale_s=3600).search(SearchQuery(image=picture(2), k=5))
+    assert str(photos[2]) not in [h.path for h in hits]  # a removed image is never returned, even so
+    assert reader.vector_index(model).ntotal == 7  # a reader that wants it current gets it current
