@@ -151,7 +151,7 @@ def index(
         except Exception as exc:
             from library import LibraryError
 
-            if isinstance(exc, LibraryError | FileNotFoundError):
+            if isinstance(exc, LibraryError | FileNotFoundError | ValueError):
                 raise fail(str(exc)) from None
             raise
     console.print(
@@ -182,6 +182,8 @@ def engine_for(lib, model: str | None, weights: Path | None, model_dir: Path, ma
     spec = model or lib.default_model()
     if spec is None:
         raise fail(f"library {lib.root} is empty; run `vlsearch index FOLDER --library {lib.root}` first")
+    if weights is not None and not weights.is_file():
+        raise fail(f"--weights {weights}: no such file; point it at an open_clip checkpoint")
     name = canonical_name(spec, weights)
     if name is not None:  # a wrong model is reported before any weights are loaded or downloaded
         try:

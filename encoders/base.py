@@ -18,6 +18,23 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+MAX_ASPECT = 4
+
+
+def limit_aspect(image: Image.Image) -> Image.Image:
+    """Crop a very long, thin image to its central 4:1 part. Our preprocessors resize the short side and
+    centre-crop a square, so the pixels the model sees are the same, but a 100000x1 strip no longer inflates
+    to gigabytes on the way there."""
+    w, h = image.size
+    if w > MAX_ASPECT * h:
+        keep = MAX_ASPECT * h
+        return image.crop(((w - keep) // 2, 0, (w - keep) // 2 + keep, h))
+    if h > MAX_ASPECT * w:
+        keep = MAX_ASPECT * w
+        return image.crop((0, (h - keep) // 2, w, (h - keep) // 2 + keep))
+    return image
+
+
 def normalise(vectors: torch.Tensor) -> np.ndarray:
     return torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy()
 
@@ -45,7 +62,8 @@ class Encoder(ABC):
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
             return np.empty((0, self.dim), dtype=np.float32)
-        return self.encode_image_tensors(torch.stack([self.preprocess(im.convert("RGB")) for im in images]))
+        batch = [self.preprocess(limit_aspect(im.convert("RGB"))) for im in images]
+        return self.encode_image_tensors(torch.stack(batch))
 
     def autocast(self) -> torch.autocast:
         """fp16 on a GPU, full precision on the CPU (where fp16 is slower, not faster)."""

@@ -21,6 +21,7 @@ from sqlalchemy import delete, func, select
 from torch.utils.data import DataLoader, Dataset
 
 from encoders import Encoder
+from encoders.base import limit_aspect
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageMeta, decode_bytes
 from indexer.discover import discover
 from library import Embedding, ImageRecord, Library, Root
@@ -119,22 +120,6 @@ class DecodeDataset(Dataset):
         return Decoded(item, sha256=sha, meta=meta, thumbnail=thumb), pixels
 
 
-MAX_ASPECT = 4
-
-
-def limit_aspect(image: Image.Image) -> Image.Image:
-    """Crop a very long, thin image to its central 4:1 part. Models resize the short side and centre-crop a
-    square, so the result is the same, but a 100000x1 strip no longer inflates to gigabytes on the way."""
-    w, h = image.size
-    if w > MAX_ASPECT * h:
-        keep = MAX_ASPECT * h
-        return image.crop(((w - keep) // 2, 0, (w - keep) // 2 + keep, h))
-    if h > MAX_ASPECT * w:
-        keep = MAX_ASPECT * w
-        return image.crop((0, (h - keep) // 2, w, (h - keep) // 2 + keep))
-    return image
-
-
 def collate(samples: list[tuple[Decoded, torch.Tensor | None]]) -> Batch:
     tensors = []
     for record, pixels in samples:
@@ -177,6 +162,12 @@ class Indexer:
         started = time.perf_counter()
         report = IndexReport()
         roots = [Path(p).expanduser().resolve() for p in paths]
+        for root in roots:
+            try:
+                str(root).encode("utf-8")
+            except UnicodeEncodeError:
+                shown = os.fsencode(root).decode("utf-8", "backslashreplace")
+                raise ValueError(f"{shown}: the name is not valid UTF-8; rename it to index it") from None
         self.library.ensure_model(self.model, self.encoder.dim)
         index = self.library.vector_index(self.model)  # current before we start: deltas apply to it
         unusable: list[tuple[str, str]] = []
@@ -204,7 +195,7 @@ class Indexer:
             )
             try:
                 for batch in loader:
-                    upserts.extend(self._write_batch(batch, report))
+                    self._write_batch(batch, report, upserts)
                     if self.progress:
                         self.progress.advance(len(batch.records))
             except KeyboardInterrupt:
@@ -261,8 +252,10 @@ class Indexer:
                 work.append(WorkItem(path_str, st.st_size, st.st_mtime, None))
         return work
 
-    def _write_batch(self, batch: Batch, report: IndexReport) -> list[int]:
-        """Commit one batch: rows, vectors (embedded now or reused by content hash) and errors together."""
+    def _write_batch(self, batch: Batch, report: IndexReport, upserts: list[int]) -> None:
+        """Commit one batch: rows, vectors (embedded now or reused by content hash) and errors together.
+        The ids whose vectors changed go into `upserts` before the commit, so an interrupt cannot lose them
+        (an id recorded for a batch that then fails to commit is harmless: FAISS is updated from SQLite)."""
         to_embed: list[tuple[Decoded, ImageRecord]] = []
         changed: list[int] = []
         with self.library.session() as s:
@@ -278,13 +271,15 @@ class Indexer:
                     report.unchanged += 1
                     continue
                 if record.error is not None:
+                    lost_vector = row is not None and any(e.model == self.model for e in row.embeddings)
                     row = row or ImageRecord(path=item.path)
                     _fill(row, record)
                     row.status, row.error = "error", record.error
                     row.embeddings.clear()
                     s.add(row)
                     s.flush()
-                    changed.append(row.id)
+                    if lost_vector:  # a broken file that stays broken changes no vector, and no index
+                        changed.append(row.id)
                     report.errors += 1
                     report.failures.append((item.path, record.error))
                     continue
@@ -315,7 +310,7 @@ class Indexer:
                 report.embedded += len(to_embed)
             if changed:
                 Library.bump_generation(s, self.model)
-        return changed
+                upserts.extend(changed)
 
     def _drop_other_models(self, s, row: ImageRecord) -> None:
         others = [e for e in row.embeddings if e.model != self.model]
@@ -349,9 +344,13 @@ class Indexer:
             folders = [f for f in folders if f in found]
             if not folders:
                 return []
+        spared = tuple(str(f).rstrip("/") + "/" for f in empty)  # an empty root nested in a walked one
         with self.library.session() as s:
             rows = s.execute(select(ImageRecord.id, ImageRecord.path).where(_under_any(folders))).all()
-            gone = [image_id for image_id, path in rows if path not in files and not os.path.exists(path)]
+            gone = [
+                image_id for image_id, path in rows
+                if path not in files and not os.path.exists(path) and not path.startswith(spared)
+            ]
             for start in range(0, len(gone), 10_000):
                 s.execute(delete(ImageRecord).where(ImageRecord.id.in_(gone[start : start + 10_000])))
             if gone:

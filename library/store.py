@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import URL, Engine, create_engine, event, func, select, update
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from library import migrate
@@ -98,6 +98,9 @@ class Library:
         event.listen(engine, "connect", _sqlite_pragmas)
         try:
             before, after = migrate.upgrade(engine)
+        except OperationalError as exc:
+            engine.dispose()
+            raise LibraryError(f"cannot open {db}: {exc.orig}") from None
         except DatabaseError as exc:
             engine.dispose()
             raise LibraryError(f"{db} is not a readable vlsearch library ({exc.orig}); is it the right folder?") \

@@ -82,6 +82,8 @@ def test_errors_say_what_to_change(env):
     (env / "notlib" / "library.db").write_bytes(b"this is not sqlite" * 100)
     code, out = cli("status", "--library", str(env / "notlib"))
     assert code == 2 and "not a readable vlsearch library" in out
+    code, out = cli("search", "cat", "--weights", str(env / "missing.pt"))
+    assert code == 2 and "missing.pt: no such file" in out
     (env / "bad.pt").write_bytes(b"garbage")
     code, out = cli("index", str(env / "photos"), "--model", "vlsearch-tiny", "--weights", str(env / "bad.pt"))
     assert code == 2 and "not a usable vlsearch-tiny checkpoint" in out

@@ -35,3 +35,17 @@ def test_auto_falls_back_to_offline_with_a_warning(monkeypatch, tmp_path, caplog
     assert encoder.name == "offline" and encoder.dim == 384
     assert "Falling back to the `offline` model" in caplog.text
     assert list(tmp_path.glob("offline-classes-*.npy")), "class-name vectors are cached in the model dir"
+
+
+def test_long_thin_images_are_cut_to_their_central_part_before_preprocessing():
+    from PIL import Image
+
+    from encoders.base import limit_aspect
+
+    strip = Image.new("RGB", (1000, 10), "white")
+    strip.paste((255, 0, 0), (480, 0, 520, 10))  # a red mark in the middle must survive the crop
+    cut = limit_aspect(strip)
+    assert cut.size == (40, 10) and cut.getpixel((20, 5)) == (255, 0, 0)
+    assert limit_aspect(Image.new("RGB", (3, 900))).size == (3, 12)
+    square = Image.new("RGB", (300, 200))
+    assert limit_aspect(square) is square

@@ -133,9 +133,13 @@ def test_broken_files_are_recorded_with_reasons_and_the_run_goes_on(library, tin
     assert "not an image" in reasons["text named jpg"] and "not an image" in reasons["html named png"]
     assert "megapixels" in reasons["decompression bomb"]
     assert vector_ids(library, tiny_encoder.name) == sorted(r[str(p)].id for p in good)
-    # Broken files are tried again on the next run (and fail again); the good ones are left alone.
+    # Broken files are tried again on the next run (and fail again); the good ones are left alone, and since
+    # no vector changed, neither does the FAISS file.
+    index_file = library.index_path(tiny_encoder.name)
+    saved = (index_file.stat().st_mtime_ns, library.require_model(tiny_encoder.name).generation)
     again = run(library, tiny_encoder, tmp_path / "photos")
     assert (again.errors, again.embedded, again.unchanged) == (len(broken), 0, len(good))
+    assert (index_file.stat().st_mtime_ns, library.require_model(tiny_encoder.name).generation) == saved
     assert {r.path for r in rows(library).values() if r.status == "error"} == {str(p) for p in broken.values()}
 
 
@@ -154,7 +158,7 @@ def test_long_thin_images_are_indexed_without_blowing_up_memory(library, tiny_en
     from PIL import Image
 
     (tmp_path / "p").mkdir()
-    Image.new("RGB", (12_000, 1), "red").save(tmp_path / "p" / "strip.png")  # 4.8 GB of pixels if resized naively
+    Image.new("RGB", (12_000, 1), "red").save(tmp_path / "p" / "strip.png")
     Image.new("RGB", (2, 9_000), "blue").save(tmp_path / "p" / "pole.png")
     report = run(library, tiny_encoder, tmp_path / "p")
     assert (report.embedded, report.errors) == (2, 0)
@@ -230,6 +234,24 @@ def test_library_folder_inside_the_indexed_folder_is_not_indexed(tiny_encoder, t
     report = run(lib, tiny_encoder, tmp_path)
     assert report.seen == 2  # not the thumbnails the run itself writes under thumbs/
     assert run(lib, tiny_encoder, tmp_path).seen == 2
+
+
+def test_an_emptied_folder_nested_in_another_root_is_not_pruned(library, tiny_encoder, tmp_path):
+    write_photos(tmp_path / "pics", 2)
+    external = write_photos(tmp_path / "pics" / "external", 3, start=10)
+    run(library, tiny_encoder, tmp_path / "pics")
+    run(library, tiny_encoder, tmp_path / "pics" / "external")
+    for p in external:
+        p.unlink()
+    report = run(library, tiny_encoder, tmp_path / "pics", tmp_path / "pics" / "external")
+    assert report.removed == 0 and len(rows(library)) == 5
+
+
+def test_a_folder_whose_name_is_not_utf8_is_refused_with_a_reason(library, tiny_encoder, tmp_path):
+    folder = os.path.join(os.fsencode(tmp_path), b"caf\xe9")
+    os.mkdir(folder)
+    with pytest.raises(ValueError, match=r"caf\\xe9: the name is not valid UTF-8"):
+        run(library, tiny_encoder, os.fsdecode(folder))
 
 
 def test_an_emptied_folder_is_not_pruned(library, tiny_encoder, tmp_path, caplog):
