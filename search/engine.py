@@ -1,31 +1,40 @@
-"""query -> encode -> FAISS top-k -> filter in SQL (widening until k survive) -> hydrate."""
+"""query -> encode -> FAISS top-k -> filter in SQL (widening until k survive) -> hydrate; keyword search over
+captions, OCR text and file names, fused with the vector ranking in hybrid mode; optional ITM rerank."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import func, or_, select
 
+from captioner import ImageTextModel
 from encoders import Encoder
 from library import ImageRecord, Library
+from library.schema import Caption, OcrText
+from search.keywords import KeywordQuery, keyword_ranking, reciprocal_rank_fusion
 from search.query import Filters, SearchHit, SearchQuery
 
 FIRST_FETCH = 4  # over-fetch factor for the first FAISS call when filters may drop candidates
 # A filter admitting at most this many images is answered by scoring all of them: exact, and ~10 ms of numpy.
 EXACT_FILTER_LIMIT = 20_000
+FUSION_DEPTH = 100  # hybrid mode fuses at least this many candidates from each ranking
 
 
 class SearchEngine:
     """Answers text, image and combined queries over one library with the encoder its vectors came from."""
 
-    def __init__(self, library: Library, encoder: Encoder, max_stale_s: float = 0.0) -> None:
-        """`max_stale_s`: see Library.vector_index; a server sets it so concurrent indexing stays cheap."""
+    def __init__(self, library: Library, encoder: Encoder, max_stale_s: float = 0.0,
+                 matcher: ImageTextModel | None = None) -> None:
+        """`max_stale_s`: see Library.vector_index; a server sets it so concurrent indexing stays cheap.
+        `matcher`: an image-text matching model, needed for queries that ask for a rerank."""
         library.require_model(encoder.name)  # a library queried with another model's vectors is an error
         self.library = library
         self.encoder = encoder
         self.max_stale_s = max_stale_s
+        self.matcher = matcher
 
     def query_vector(self, query: SearchQuery) -> np.ndarray:
         parts: list[np.ndarray] = []
@@ -50,12 +59,61 @@ class SearchEngine:
         return vectors[0]
 
     def search(self, query: SearchQuery) -> list[SearchHit]:
-        vector = self.query_vector(query)
+        if query.rerank and self.matcher is None:
+            raise ValueError("--rerank needs an image-text matching model: pass --itm-model blip-itm-base")
         exclude = {query.image_id} if query.image_id is not None else set()
-        hits = self._nearest(vector, query.k, query.filters, exclude)
+        k = max(query.k, query.rerank)
+        if query.mode == "keyword":
+            hits = self._keyword(KeywordQuery.parse(query.text or ""), k, query.filters, exclude)
+        elif query.mode == "hybrid" and query.text and not KeywordQuery.parse(query.text).empty:
+            hits = self._hybrid(query, k, exclude)
+        else:
+            hits = self._nearest(self.query_vector(query), k, query.filters, exclude)
+        if query.rerank:
+            hits = self._rerank(query.text or "", hits, query.rerank)
+        hits = hits[: query.k]
         if query.sort == "date":
             hits.sort(key=lambda h: h.taken_at or datetime.min, reverse=True)
         return hits
+
+    def _keyword(self, query: KeywordQuery, k: int, filters: Filters, exclude: set[int]) -> list[SearchHit]:
+        """Best bm25 matches that pass the filters, widening the FTS fetch until k survive."""
+        fetch = (k + len(exclude)) * (1 if filters.empty else FIRST_FETCH)
+        while True:
+            with self.library.session() as s:
+                ranked = keyword_ranking(s, query, fetch)
+            hits = self._hydrate([(i, sc) for i, sc in ranked if i not in exclude], filters)
+            if len(hits) >= k or len(ranked) < fetch:
+                return hits[:k]
+            fetch *= 4
+
+    def _hybrid(self, query: SearchQuery, k: int, exclude: set[int]) -> list[SearchHit]:
+        """Reciprocal rank fusion of the vector and keyword rankings: an image high in either list, or in
+        both, comes first; the hit's score is its fused score."""
+        depth = max(k, FUSION_DEPTH)
+        vector_hits = self._nearest(self.query_vector(query), depth, query.filters, exclude)
+        keyword_hits = self._keyword(KeywordQuery.parse(query.text or ""), depth, query.filters, exclude)
+        fused = reciprocal_rank_fusion([h.id for h in vector_hits], [h.id for h in keyword_hits])[:k]
+        by_id = {h.id: h for h in keyword_hits} | {h.id: h for h in vector_hits}
+        return [replace(by_id[image_id], score=score) for image_id, score in fused]
+
+    def _rerank(self, text: str, hits: list[SearchHit], depth: int) -> list[SearchHit]:
+        """Rescore the top `depth` hits by P(text describes image) from the matching model."""
+        from indexer import DecodeError, decode_image
+
+        assert self.matcher is not None
+        head, tail = hits[:depth], hits[depth:]
+        images, scored = [], []
+        for hit in head:
+            try:
+                images.append(decode_image(Path(hit.path)))
+                scored.append(hit)
+            except DecodeError:  # the file changed or vanished since indexing: it keeps its place below
+                tail.insert(0, hit)
+        scores = self.matcher.match(images, [text] * len(images)) if images else []
+        reranked = [replace(h, match_score=float(sc)) for h, sc in zip(scored, scores, strict=True)]
+        reranked.sort(key=lambda h: -(h.match_score or 0.0))
+        return reranked + tail
 
     def similar(self, target: int | str | Path, k: int = 20, filters: Filters | None = None) -> list[SearchHit]:
         """Images like an indexed image (by id or path) or like any image file."""
@@ -118,6 +176,8 @@ class SearchEngine:
         with self.library.session() as s:  # in chunks: SQLite caps the number of bound parameters
             rows = [r for start in range(0, len(ids), 30_000)
                     for r in s.scalars(stmt.where(ImageRecord.id.in_(ids[start : start + 30_000])))]
+            found = [r.id for r in rows]
+            captions, ocr = image_texts(s, found)
         hits = [
             SearchHit(
                 id=r.id,
@@ -128,11 +188,31 @@ class SearchEngine:
                 taken_at=r.taken_at,
                 camera=r.camera,
                 thumbnail=str(self.library.root / r.thumbnail) if r.thumbnail else None,
+                caption=captions.get(r.id),
+                ocr_text=ocr.get(r.id) or None,
             )
             for r in rows
         ]
         hits.sort(key=lambda h: -h.score)
         return hits
+
+
+def image_texts(session, image_ids: list[int]) -> tuple[dict[int, str], dict[int, str]]:
+    """(image id -> caption, image id -> OCR text). Of several captions, a real caption model's wins over the
+    offline fallback's, then the newest."""
+    best: dict[int, tuple[bool, datetime, str]] = {}
+    ocr: dict[int, str] = {}
+    for start in range(0, len(image_ids), 30_000):
+        chunk = image_ids[start : start + 30_000]
+        rows = session.execute(
+            select(Caption.image_id, Caption.model, Caption.created_at, Caption.text).where(Caption.image_id.in_(chunk))
+        )
+        for image_id, model, created, text in rows:
+            rank = (model != "offline", created, text)
+            if image_id not in best or rank[:2] > best[image_id][:2]:
+                best[image_id] = rank
+        ocr.update(session.execute(select(OcrText.image_id, OcrText.text).where(OcrText.image_id.in_(chunk))).all())
+    return {image_id: rank[2] for image_id, rank in best.items()}, ocr
 
 
 def _filter_clauses(filters: Filters) -> list:

@@ -7,6 +7,8 @@ from datetime import datetime
 
 from PIL import Image
 
+MODES = ("vector", "keyword", "hybrid")
+
 
 @dataclass(frozen=True)
 class Filters:
@@ -37,10 +39,23 @@ class SearchQuery:
     k: int = 20
     filters: Filters = field(default_factory=Filters)
     sort: str = "score"  # or "date": the top k by score, shown newest first
+    mode: str = "vector"  # vector (CLIP), keyword (file names, captions, OCR text) or hybrid (both, fused)
+    rerank: int = 0  # rescore this many top candidates with an image-text matching model
 
     def __post_init__(self) -> None:
-        if not (self.text and self.text.strip()) and self.image is None and self.image_id is None:
+        has_text = bool(self.text and self.text.strip())
+        if not has_text and self.image is None and self.image_id is None:
             raise ValueError("a search needs text, an image, or both")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.mode == "keyword" and not has_text:
+            raise ValueError("keyword mode looks for words: give some text (or use --mode vector for an image)")
+        if self.mode == "keyword" and (self.negatives or self.filters.min_score is not None):
+            raise ValueError("--not and --min-score act on vector similarity; use --mode vector or hybrid for them")
+        if self.rerank < 0:
+            raise ValueError("rerank must be 0 (off) or a number of candidates")
+        if self.rerank and not has_text:
+            raise ValueError("--rerank matches the query's words against the images: give some text")
         if self.k < 1:
             raise ValueError("k must be at least 1")
         if self.sort not in ("score", "date"):
@@ -57,6 +72,9 @@ class SearchHit:
     taken_at: datetime | None
     camera: str | None
     thumbnail: str | None
+    caption: str | None = None
+    ocr_text: str | None = None
+    match_score: float | None = None  # P(query text describes the image), when the hits were reranked
 
     def as_dict(self) -> dict:
         return {
@@ -68,4 +86,7 @@ class SearchHit:
             "taken_at": self.taken_at.isoformat() if self.taken_at else None,
             "camera": self.camera,
             "thumbnail": self.thumbnail,
+            "caption": self.caption,
+            "ocr_text": self.ocr_text,
+            "match_score": None if self.match_score is None else round(self.match_score, 6),
         }

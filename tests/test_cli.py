@@ -8,6 +8,7 @@ from api.cli import app
 from tests.photos import broken_corpus, write_photos
 
 runner = CliRunner()
+NO_TEXT = ("--no-captions", "--no-ocr")  # the caption/OCR stage has its own tests (test_describe.py)
 
 
 @pytest.fixture
@@ -25,9 +26,11 @@ def cli(*args):
 def test_index_search_similar_status_round_trip(env):
     write_photos(env / "photos", 6)
     broken_corpus(env / "photos" / "bad")
-    code, out = cli("index", str(env / "photos"), "--model", "tiny-random", "--workers", "0")
+    code, out = cli("index", str(env / "photos"), "--model", "tiny-random", "--workers", "0",
+                    "--caption-model", "tiny-random", "--no-ocr")
     assert code == 0, out
     assert "6 embedded" in out and "6 errors" in out and "empty file" in out
+    assert "6 captioned with tiny-random" in out
 
     code, out = cli("search", "a photo", "--k", "3", "--json")
     assert code == 0, out
@@ -46,23 +49,23 @@ def test_index_search_similar_status_round_trip(env):
     assert (status["images"], status["errors"]) == (6, 6)
     assert status["models"] == [{"name": "tiny-random", "dim": 32, "vectors": 6}]
 
-    code, out = cli("index", str(env / "photos"))  # the library's own model is the default on re-runs
+    code, out = cli("index", *NO_TEXT, str(env / "photos"))  # the library's own model is the default on re-runs
     assert code == 0 and "0 embedded" in out and "6 unchanged" in out and "6 errors" in out  # broken: retried
 
     code, out = cli("reindex", "--index", "flat")
     assert code == 0 and "6 vectors, flat index" in out
 
     code, out = cli("db", "upgrade")
-    assert code == 0 and "revision 0001 (head)" in out
+    assert code == 0 and "revision 0002 (head)" in out
 
 
 def test_errors_say_what_to_change(env):
     code, out = cli("search", "cat")
     assert code == 2 and "index a folder into it first" in out
-    code, out = cli("index", str(env / "does-not-exist"), "--model", "tiny-random")
+    code, out = cli("index", *NO_TEXT, str(env / "does-not-exist"), "--model", "tiny-random")
     assert code == 2 and "no such file or folder" in out
     write_photos(env / "photos", 2)
-    cli("index", str(env / "photos"), "--model", "tiny-random", "--workers", "0")
+    cli("index", *NO_TEXT, str(env / "photos"), "--model", "tiny-random", "--workers", "0")
     code, out = cli("search", "cat", "--model", "offline")
     assert code == 2 and "--model tiny-random" in out
     code, out = cli("search", "cat", "--after", "last tuesday")
@@ -71,9 +74,9 @@ def test_errors_say_what_to_change(env):
     assert code == 2 and "cannot read" in out
     code, out = cli("search")
     assert code == 2 and "give words" in out
-    code, out = cli("index", str(env / "photos"), "--workers", "-1")
+    code, out = cli("index", *NO_TEXT, str(env / "photos"), "--workers", "-1")
     assert code == 2 and "Invalid value" in out
-    code, out = cli("index", str(env / "photos"), "--device", "gpu")
+    code, out = cli("index", *NO_TEXT, str(env / "photos"), "--device", "gpu")
     assert code == 2 and "use auto, cpu, cuda" in out
     (env / "a-file").write_text("x")
     code, out = cli("status", "--library", str(env / "a-file"))
@@ -85,7 +88,8 @@ def test_errors_say_what_to_change(env):
     code, out = cli("search", "cat", "--weights", str(env / "missing.pt"))
     assert code == 2 and "missing.pt: no such file" in out
     (env / "bad.pt").write_bytes(b"garbage")
-    code, out = cli("index", str(env / "photos"), "--model", "vlsearch-tiny", "--weights", str(env / "bad.pt"))
+    code, out = cli("index", *NO_TEXT, str(env / "photos"), "--model", "vlsearch-tiny",
+                    "--weights", str(env / "bad.pt"))
     assert code == 2 and "not a usable vlsearch-tiny checkpoint" in out
 
 
@@ -93,7 +97,7 @@ def test_wrong_model_is_reported_before_loading_it(env, monkeypatch):
     import encoders.registry
 
     write_photos(env / "photos", 2)
-    cli("index", str(env / "photos"), "--model", "tiny-random", "--workers", "0")
+    cli("index", *NO_TEXT, str(env / "photos"), "--model", "tiny-random", "--workers", "0")
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded before the mismatch was reported")
@@ -119,7 +123,7 @@ def test_local_weights_file_is_loaded(env):
     weights = env / "tiny.pt"
     torch.save(tiny.model.state_dict(), weights)
     write_photos(env / "photos", 3)
-    code, out = cli("index", str(env / "photos"), "--model", "vlsearch-tiny", "--weights", str(weights),
+    code, out = cli("index", *NO_TEXT, str(env / "photos"), "--model", "vlsearch-tiny", "--weights", str(weights),
                     "--workers", "0")
     assert code == 0, out
     assert "vlsearch-tiny/tiny.pt" in out
@@ -142,7 +146,7 @@ def test_two_checkpoints_with_the_same_file_name_are_two_models(env):
     torch.save({k: v + 0.01 for k, v in tiny.model.state_dict().items()}, second)
     write_photos(env / "photos", 2)
     for weights in (first, second):
-        code, out = cli("index", str(env / "photos"), "--model", "vlsearch-tiny", "--weights", str(weights),
+        code, out = cli("index", *NO_TEXT, str(env / "photos"), "--model", "vlsearch-tiny", "--weights", str(weights),
                         "--workers", "0")
         assert code == 0 and "2 embedded" in out, out
     code, out = cli("status", "--json")

@@ -99,7 +99,8 @@ def test_killed_indexer_loses_nothing_and_resumes(tmp_path):
     photos = write_photos(tmp_path / "photos", 300)
     lib_dir = tmp_path / "lib"
     cmd = [sys.executable, "-m", "api.cli", "index", str(tmp_path / "photos"), "--library", str(lib_dir),
-           "--model", "tiny-random", "--batch-size", "2", "--workers", "0", "--device", "cpu"]
+           "--model", "tiny-random", "--batch-size", "2", "--workers", "0", "--device", "cpu",
+           "--no-captions", "--no-ocr"]
     env = {**os.environ, "VLSEARCH_MODEL_DIR": str(tmp_path / "models")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     db = lib_dir / "library.db"

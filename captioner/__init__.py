@@ -1,0 +1,17 @@
+"""Image-to-text models: BLIP captions, answers and image-text matching, the offline fallback, and OCR."""
+
+from captioner.base import TASKS, ImageTextModel, ModelSuite, NotSupported
+from captioner.blip import BlipModel, GenerationSettings
+from captioner.registry import PRESETS, load_image_text_model, pull
+
+__all__ = [
+    "PRESETS",
+    "TASKS",
+    "BlipModel",
+    "GenerationSettings",
+    "ImageTextModel",
+    "ModelSuite",
+    "NotSupported",
+    "load_image_text_model",
+    "pull",
+]

@@ -1,0 +1,67 @@
+"""OCR with RapidOCR (PP-OCR models in ONNX, shipped inside the rapidocr-onnxruntime wheel: no download)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+MIN_CONFIDENCE = 0.5  # lines PP-OCR is less sure of than this are noise more often than text
+INSTALL_HINT = (
+    "OCR needs rapidocr-onnxruntime, installed without the GUI OpenCV it names: "
+    "pip install opencv-python-headless onnxruntime pyclipper shapely pyyaml && "
+    "pip install --no-deps rapidocr-onnxruntime==1.4.4 (make demo and make test do this); or pass --no-ocr"
+)
+
+
+class OcrUnavailable(RuntimeError):
+    """The OCR engine is not installed; the message says how to install it."""
+
+
+class OcrReader:
+    """Reads the text in an image, line by line. Remembers its last results by image content, so the offline
+    caption and the OCR stage of one indexing run read each image once."""
+
+    engine = "rapidocr"
+
+    def __init__(self, remember: int = 64) -> None:
+        try:
+            from rapidocr_onnxruntime import RapidOCR
+        except ImportError as exc:
+            raise OcrUnavailable(f"{INSTALL_HINT} ({exc})") from None
+        logging.getLogger("RapidOCR").setLevel(logging.WARNING)
+        self._ocr = RapidOCR()
+        self._remember = remember
+        self._seen: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()  # one inference at a time per engine; the cache is shared
+
+    def read(self, image: Image.Image) -> str:
+        """The text found, lines joined by newlines in reading order; "" when there is none."""
+        rgb = image.convert("RGB")
+        key = hashlib.blake2b(rgb.tobytes(), digest_size=16, person=str(rgb.size).encode()[:16]).hexdigest()
+        with self._lock:
+            if key in self._seen:
+                self._seen.move_to_end(key)
+                return self._seen[key]
+            bgr = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
+            result, _ = self._ocr(bgr)
+            lines = [str(text).strip() for _, text, score in (result or []) if float(score) >= MIN_CONFIDENCE]
+            # A lone character is nearly always a texture read as a letter (a cat's fur as "O").
+            text = "\n".join(line for line in lines if sum(c.isalnum() for c in line) >= 2)
+            self._seen[key] = text
+            if len(self._seen) > self._remember:
+                self._seen.popitem(last=False)
+            return text
+
+
+@functools.lru_cache(maxsize=1)
+def ocr_reader() -> OcrReader:
+    """The process's one OCR engine (its models load once)."""
+    return OcrReader()

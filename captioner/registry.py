@@ -1,0 +1,163 @@
+"""Named image-to-text presets, resolved to loaded models in this one place (weights from cache, hub or a folder)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from captioner.base import ImageTextModel
+from captioner.blip import TASK_OF_CLASS, BlipModel, GenerationSettings
+from encoders import WeightsUnavailable
+from encoders.base import pick_device
+from encoders.registry import hub_reachable
+
+log = logging.getLogger(__name__)
+
+# The files a BLIP checkpoint needs; safetensors only, so no pickle from the hub is ever loaded.
+WEIGHT_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
+
+
+@dataclass(frozen=True)
+class CaptionPreset:
+    name: str
+    tasks: tuple[str, ...]
+    repo: str | None  # Hugging Face repository of the weights
+    description: str
+
+
+PRESETS: dict[str, CaptionPreset] = {
+    p.name: p
+    for p in (
+        CaptionPreset("blip-base", ("caption",), "Salesforce/blip-image-captioning-base",
+                      "BLIP base captioning (COCO): the default caption model where its weights are present"),
+        CaptionPreset("blip-large", ("caption",), "Salesforce/blip-image-captioning-large",
+                      "BLIP large captioning: better captions, about 3x slower"),
+        CaptionPreset("blip-vqa-base", ("answer",), "Salesforce/blip-vqa-base",
+                      "BLIP base visual question answering: `vlsearch ask`"),
+        CaptionPreset("blip-itm-base", ("match",), "Salesforce/blip-itm-base-coco",
+                      "BLIP base image-text matching: `--rerank` and collection-level `ask`"),
+        CaptionPreset("offline", ("caption", "answer"), None,
+                      "FALLBACK, not BLIP: names the ImageNet objects it sees and the text OCR reads; answers only "
+                      "questions about text"),
+        CaptionPreset("tiny-random", ("caption", "answer", "match"), None,
+                      "tiny BLIP models with random weights, for tests only: their words mean nothing"),
+    )
+}
+
+# What `auto` tries for each task, in order; the last resort is what runs with no weights at all.
+AUTO = {"caption": ("blip-base", "offline"), "answer": ("blip-vqa-base", "offline"), "match": ("blip-itm-base",)}
+OPTION = {"caption": "--caption-model", "answer": "--vqa-model", "match": "--itm-model"}
+
+
+def load_image_text_model(
+    spec: str,
+    task: str,
+    *,
+    model_dir: Path | None = None,
+    device: str = "auto",
+    settings: GenerationSettings | None = None,
+    allow_download: bool = True,
+) -> ImageTextModel:
+    """Load the model `spec` names for `task` (caption, answer or match).
+
+    spec: `auto`, a preset (`vlsearch models list`), or a local folder holding a transformers BLIP checkpoint
+    (config.json + safetensors + processor files).
+    """
+    device = pick_device(device)
+    if spec == "auto":
+        for candidate in AUTO[task]:
+            try:
+                return load_image_text_model(candidate, task, model_dir=model_dir, device=device, settings=settings,
+                                             allow_download=allow_download)
+            except WeightsUnavailable as exc:
+                last = exc
+                if candidate != AUTO[task][-1]:
+                    log.warning("%s Falling back to `%s`.", exc, AUTO[task][-1])
+        raise last
+    preset = PRESETS.get(spec)
+    if preset is not None and task not in preset.tasks:
+        can = [p.name for p in PRESETS.values() if task in p.tasks and p.repo]
+        raise ValueError(f"{spec} cannot {_verb(task)}; for {OPTION[task]} use one of: {', '.join(can)}")
+    if spec == "offline":
+        from captioner.offline import OfflineCaptioner
+
+        return OfflineCaptioner(device, cache_dir=model_dir)
+    if spec == "tiny-random":
+        from captioner.tiny import tiny_blip
+
+        model, processor = tiny_blip(task)
+        return BlipModel("tiny-random", model, processor, device, settings)
+    if preset is not None:
+        folder = resolve_blip_weights(preset.repo or "", model_dir, allow_download)
+        return _from_folder(preset.name, folder, task, device, settings)
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        return _from_folder(f"blip:{folder.resolve().name}", folder, task, device, settings)
+    raise ValueError(f"unknown caption model {spec!r}: use a preset ({', '.join(PRESETS)}) or a checkpoint folder")
+
+
+def resolve_blip_weights(repo: str, model_dir: Path | None, allow_download: bool) -> Path:
+    """The local folder of a hub checkpoint: from the cache, else downloaded when the hub answers."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cache_dir = str(model_dir) if model_dir else None
+    try:
+        return Path(snapshot_download(repo, cache_dir=cache_dir, allow_patterns=WEIGHT_PATTERNS,
+                                      local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        pass
+    if allow_download and hub_reachable():
+        log.info("downloading %s into %s", repo, cache_dir or "the Hugging Face cache")
+        return Path(snapshot_download(repo, cache_dir=cache_dir, allow_patterns=WEIGHT_PATTERNS))
+    name = next((p.name for p in PRESETS.values() if p.repo == repo), repo)
+    raise WeightsUnavailable(
+        f"The weights of {name} ({repo}) are not on this machine and the model hub cannot be reached. On a "
+        f"connected machine run `vlsearch models pull {name} --model-dir DIR`, copy DIR here and pass --model-dir "
+        f"DIR (or set VLSEARCH_MODEL_DIR). Looked in: {model_dir or '~/.cache/huggingface/hub'}."
+    )
+
+
+def _from_folder(name: str, folder: Path, task: str, device: str, settings: GenerationSettings | None) -> BlipModel:
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    config = folder / "config.json"
+    try:
+        architectures = json.loads(config.read_text()).get("architectures") or []
+    except (OSError, ValueError) as exc:
+        raise WeightsUnavailable(f"{folder}: not a transformers checkpoint folder (cannot read {config}: {exc})") \
+            from None
+    cls_name = next((a for a in architectures if a in TASK_OF_CLASS), None)
+    if cls_name is None:
+        raise ValueError(f"{folder} holds {', '.join(architectures) or 'an unknown model'}, not a BLIP model "
+                         f"({', '.join(TASK_OF_CLASS)})")
+    if TASK_OF_CLASS[cls_name] != task:
+        other = TASK_OF_CLASS[cls_name]
+        raise ValueError(f"{folder} is a {cls_name} checkpoint, which can {_verb(other)}, not {_verb(task)}: "
+                         f"pass it as {OPTION[other]}")
+    hf_logging.disable_progress_bar()
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    try:
+        model = getattr(transformers, cls_name).from_pretrained(folder, dtype=dtype, use_safetensors=True)
+        processor = transformers.BlipProcessor.from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsUnavailable(f"{folder}: cannot load {cls_name} ({reason})") from None
+    return BlipModel(name, model, processor, device, settings)
+
+
+def pull(spec: str, model_dir: Path | None) -> Path:
+    """Download a BLIP preset's weights into `model_dir` (or the default cache)."""
+    preset = PRESETS[spec]
+    if not preset.repo:
+        raise ValueError(f"{spec!r} needs no download: it comes with the Python packages")
+    return resolve_blip_weights(preset.repo, model_dir, allow_download=True)
+
+
+def _verb(task: str) -> str:
+    return {"caption": "write captions", "answer": "answer questions", "match": "match images and texts"}[task]

@@ -1,0 +1,223 @@
+"""The caption and OCR stage: describes indexed images that lack a caption from the chosen model or OCR text.
+
+It runs after embedding (in `vlsearch index`) or on its own over a library (`vlsearch caption --library`). What
+to do is read from SQLite each time, so it is incremental and resumable by construction: a run killed at any
+point keeps every committed batch, and the next run picks up the images still missing their text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from sqlalchemy import and_, exists, false, insert, or_, select
+from sqlalchemy.orm import aliased
+from torch.utils.data import DataLoader, Dataset
+
+from captioner import ImageTextModel
+from captioner.ocr import OcrReader
+from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes
+from indexer.pipeline import ProgressHook, _under_any, _worker_init
+from library import ImageRecord, Library
+from library.schema import Caption, OcrText
+
+log = logging.getLogger(__name__)
+
+# Images are handed to the models at most this large: BLIP sees 384 px, OCR reads text down to ~10 px high.
+MAX_SIDE = 1600
+
+
+@dataclass
+class DescribeReport:
+    """What one caption/OCR run did."""
+
+    captioned: int = 0
+    read: int = 0  # images OCR ran on
+    reused: int = 0  # copied from an identical file described before
+    skipped: int = 0  # changed or gone since indexing: the next `vlsearch index` handles them
+    errors: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.captioned + self.read) / self.seconds if self.seconds else 0.0
+
+
+@dataclass(frozen=True)
+class Pending:
+    image_id: int
+    path: str
+    sha256: str | None
+    caption: bool
+    ocr: bool
+
+
+class LoadDataset(Dataset):
+    """Reads and decodes one indexed file, checking it is still the file that was indexed."""
+
+    def __init__(self, items: list[Pending], max_pixels: int) -> None:
+        self.items = items
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[Pending, Image.Image | None, str | None]:
+        item = self.items[i]
+        try:
+            data = Path(item.path).read_bytes()
+        except OSError as exc:
+            return item, None, f"cannot read file: {exc.strerror or exc}"
+        if item.sha256 is not None and hashlib.sha256(data).hexdigest() != item.sha256:
+            return item, None, None  # changed since indexing
+        try:
+            image, _ = decode_bytes(data, self.max_pixels)
+            image.thumbnail((MAX_SIDE, MAX_SIDE))
+        except DecodeError as exc:
+            return item, None, str(exc)
+        except Exception as exc:  # a decoder bug on one file must not end the run
+            return item, None, f"decoding failed: {type(exc).__name__}: {exc}"
+        return item, image, None
+
+
+class Describer:
+    """Writes captions (keyed by image and model) and OCR text (per image) for indexed images."""
+
+    def __init__(
+        self,
+        library: Library,
+        captioner: ImageTextModel | None,
+        ocr: OcrReader | None,
+        *,
+        prompt: str | None = None,
+        batch_size: int = 8,
+        workers: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        progress: ProgressHook | None = None,
+    ) -> None:
+        if captioner is None and ocr is None:
+            raise ValueError("nothing to do: neither captions nor OCR were asked for")
+        if batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        self.library = library
+        self.captioner = captioner
+        self.ocr = ocr
+        self.prompt = prompt
+        self.batch_size = batch_size
+        self.workers = min(2, os.cpu_count() or 1) if workers is None else workers
+        self.max_pixels = max_pixels
+        self.progress = progress
+
+    def run(self, paths: Iterable[Path | str] | None = None) -> DescribeReport:
+        """Describe the images under `paths` (all of the library's when None) that still lack text."""
+        started = time.perf_counter()
+        report = DescribeReport()
+        roots = None if paths is None else [Path(p).expanduser().resolve() for p in paths]
+        report.reused = self._reuse_twins()
+        work = self._pending(roots)
+        if self.progress:
+            self.progress.start(len(work))
+        if work:
+            loader = DataLoader(
+                LoadDataset(work, self.max_pixels),
+                batch_size=self.batch_size,
+                num_workers=self.workers,
+                collate_fn=list,
+                worker_init_fn=_worker_init if self.workers else None,
+                prefetch_factor=2 if self.workers else None,
+            )
+            for batch in loader:
+                self._write_batch(batch, report)
+                if self.progress:
+                    self.progress.advance(len(batch))
+        report.seconds = time.perf_counter() - started
+        return report
+
+    @property
+    def caption_model(self) -> str | None:
+        return self.captioner.name if self.captioner is not None else None
+
+    def _reuse_twins(self) -> int:
+        """Copy text from an identical file (same sha256) already described: copies and re-added files cost
+        nothing. One INSERT ... SELECT per kind of text."""
+        copied = 0
+        twin = aliased(ImageRecord)
+        with self.library.session() as s:
+            if self.caption_model:
+                source = aliased(Caption)
+                rows = s.execute(
+                    select(ImageRecord.id, source.text)
+                    .join(twin, and_(twin.sha256 == ImageRecord.sha256, twin.id != ImageRecord.id))
+                    .join(source, and_(source.image_id == twin.id, source.model == self.caption_model))
+                    .where(ImageRecord.status == "ok", ~self._has_caption())
+                ).all()
+                captions = dict(rows)
+                if captions:
+                    s.execute(insert(Caption), [{"image_id": i, "model": self.caption_model, "text": t}
+                                                for i, t in captions.items()])
+                copied += len(captions)
+            if self.ocr is not None:
+                source_ocr = aliased(OcrText)
+                rows = s.execute(
+                    select(ImageRecord.id, source_ocr.engine, source_ocr.text)
+                    .join(twin, and_(twin.sha256 == ImageRecord.sha256, twin.id != ImageRecord.id))
+                    .join(source_ocr, source_ocr.image_id == twin.id)
+                    .where(ImageRecord.status == "ok", ~self._has_ocr())
+                ).all()
+                unique = {image_id: (engine, text) for image_id, engine, text in rows}
+                if unique:
+                    s.execute(insert(OcrText), [{"image_id": i, "engine": e, "text": t}
+                                                for i, (e, t) in unique.items()])
+                copied += len(unique)
+        return copied
+
+    def _has_caption(self):
+        return exists().where(Caption.image_id == ImageRecord.id, Caption.model == self.caption_model)
+
+    def _has_ocr(self):
+        return exists().where(OcrText.image_id == ImageRecord.id)
+
+    def _pending(self, roots: list[Path] | None) -> list[Pending]:
+        needs_caption = ~self._has_caption() if self.captioner is not None else None
+        needs_ocr = ~self._has_ocr() if self.ocr is not None else None
+        wanted = [c for c in (needs_caption, needs_ocr) if c is not None]
+        query = select(
+            ImageRecord.id, ImageRecord.path, ImageRecord.sha256,
+            needs_caption if needs_caption is not None else false(),
+            needs_ocr if needs_ocr is not None else false(),
+        ).where(ImageRecord.status == "ok", or_(*wanted))
+        if roots is not None:
+            query = query.where(_under_any(roots))
+        with self.library.session() as s:
+            rows = s.execute(query.order_by(ImageRecord.id)).all()
+        return [Pending(i, p, sha, bool(c), bool(o)) for i, p, sha, c, o in rows]
+
+    def _write_batch(self, batch: list[tuple[Pending, Image.Image | None, str | None]], report: DescribeReport) -> None:
+        ready = [(item, image) for item, image, _ in batch if image is not None]
+        for item, image, error in batch:
+            if image is not None:
+                continue
+            if error is None:
+                report.skipped += 1
+            else:
+                report.errors += 1
+                report.failures.append((item.path, error))
+        to_caption = [(item, image) for item, image in ready if item.caption]
+        captions = self.captioner.caption([im for _, im in to_caption], self.prompt) if to_caption else []
+        texts = [(item, self.ocr.read(image)) for item, image in ready if item.ocr] if self.ocr else []
+        with self.library.session() as s:
+            for (item, _), text in zip(to_caption, captions, strict=True):
+                if s.get(ImageRecord, item.image_id) is not None:  # not deleted by an indexer meanwhile
+                    s.merge(Caption(image_id=item.image_id, model=self.caption_model, text=text))
+            for item, text in texts:
+                if s.get(ImageRecord, item.image_id) is not None:
+                    s.merge(OcrText(image_id=item.image_id, engine=self.ocr.engine, text=text))
+        report.captioned += len(captions)
+        report.read += len(texts)

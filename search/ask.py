@@ -1,0 +1,113 @@
+"""Questions over a whole collection: retrieve candidates with CLIP, check each with VQA (or ITM), keep the yeses.
+
+"which photos show a dog on a beach?" becomes the retrieval query "a dog on a beach" and, for each candidate,
+the yes/no question "does the picture show a dog on a beach?". BLIP VQA's probability of "yes" is the score;
+without a VQA model, BLIP ITM's probability that the query describes the image is."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from captioner import ImageTextModel, NotSupported
+from search.engine import SearchEngine
+from search.query import Filters, SearchHit, SearchQuery
+
+DEFAULT_CANDIDATES = 30
+THRESHOLD = 0.5
+
+_NOUN = r"(?:photos?|pictures?|pics?|images?|shots?|ones?)"
+_LEAD = re.compile(
+    rf"^\s*(?:"
+    rf"(?:which|what)\s+(?:of\s+(?:the|my|our)\s+)?{_NOUN}\s+(?:show|shows|have|has|contain|contains|include|"
+    rf"includes|depict|depicts|feature|features|are\s+of|is\s+of|are|with)?"
+    rf"|(?:find|show|give|get|list)\s+(?:me\s+)?(?:all\s+)?(?:the\s+|my\s+)?{_NOUN}\s*(?:of|with|showing|that\s+show)?"
+    rf"|(?:are|is)\s+there\s+(?:any\s+)?{_NOUN}\s*(?:of|with|showing)?"
+    rf"|(?:do|does)\s+(?:i|we|it)\s+have\s+(?:any\s+)?{_NOUN}\s*(?:of|with|showing)?"
+    rf"|where\s+(?:is|are)"
+    rf")\s*",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A candidate the check said yes to: the hit, the answer in words, and the check's probability."""
+
+    hit: SearchHit
+    answer: str
+    score: float
+
+    def as_dict(self) -> dict:
+        return {**self.hit.as_dict(), "answer": self.answer, "answer_score": round(self.score, 6)}
+
+
+@dataclass(frozen=True)
+class AskResult:
+    question: str
+    retrieval_query: str  # what CLIP searched for
+    check: str  # the yes/no question asked of each candidate (VQA), or the text matched (ITM)
+    method: str  # "vqa" or "itm"
+    model: str
+    candidates: int
+    findings: list[Finding]
+
+
+def retrieval_query(question: str) -> str:
+    """The thing a "which photos show X?" question is about: X, as words to search for."""
+    stripped = _LEAD.sub("", question, count=1).strip().rstrip("?.!").strip()
+    return stripped or question.strip().rstrip("?.!").strip()
+
+
+def check_question(query: str) -> str:
+    return f"does the picture show {query}?"
+
+
+def ask_collection(
+    engine: SearchEngine,
+    model: ImageTextModel,
+    question: str,
+    *,
+    k: int = 10,
+    candidates: int = DEFAULT_CANDIDATES,
+    threshold: float = THRESHOLD,
+    filters: Filters | None = None,
+) -> AskResult:
+    """Images of the library for which the answer to `question` is yes, best first (at most k)."""
+    from indexer import DecodeError, decode_image
+
+    if not question.strip():
+        raise ValueError("ask a question, e.g. \"which photos show a dog on a beach?\"")
+    if candidates < 1 or k < 1:
+        raise ValueError("k and the number of candidates must each be at least 1")
+    query = retrieval_query(question)
+    hits = engine.search(SearchQuery(text=query, k=candidates, filters=filters or Filters()))
+    images, kept = [], []
+    for hit in hits:
+        try:
+            images.append(decode_image(Path(hit.path)))
+            kept.append(hit)
+        except DecodeError:
+            continue  # changed or gone since indexing
+    check = check_question(query)
+    try:
+        scores = model.yes_probability(images, [check] * len(images)) if images else []
+        method, answer = "vqa", "yes"
+    except NotSupported as vqa_missing:
+        try:
+            scores = model.match(images, [query] * len(images)) if images else []
+            method, answer, check = "itm", "matches", query
+        except NotSupported:
+            raise NotSupported(
+                "questions over the collection need a VQA model (--vqa-model blip-vqa-base) or an image-text "
+                f"matching model (--itm-model blip-itm-base); {vqa_missing}. The offline model only reads text: "
+                f"to find images by the words in them, search with --mode keyword '\"WORDS\"'"
+            ) from None
+    findings = [
+        Finding(replace(hit, match_score=float(score)), answer, float(score))
+        for hit, score in zip(kept, scores, strict=True)
+        if score >= threshold
+    ]
+    findings.sort(key=lambda f: -f.score)
+    return AskResult(question, query, check, method, model.name, len(kept), findings[:k])

@@ -1,0 +1,80 @@
+"""Keyword search over file names, captions and OCR text (SQLite FTS5), and rank fusion with vector search.
+
+User text never reaches FTS5's query syntax: it is split into "quoted phrases" and words, and every piece is
+passed as a quoted FTS5 string, so `NOT`, `*`, `:` or a stray quote are just characters to look for."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from library.schema import TEXT_TABLE
+
+RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009): 1 / (60 + rank)
+_PHRASE = re.compile(r'"([^"]*)"')
+_WORD = re.compile(r"\w+", re.UNICODE)
+# bm25 column weights: name, caption, ocr
+_WEIGHTS = (2.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class KeywordQuery:
+    """Exact phrases (must all match) and loose words (as many as possible should match)."""
+
+    phrases: tuple[str, ...]
+    words: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, query: str) -> KeywordQuery:
+        phrases = tuple(" ".join(_WORD.findall(p)) for p in _PHRASE.findall(query))
+        rest = _PHRASE.sub(" ", query).replace('"', " ")
+        return cls(tuple(p for p in phrases if p), tuple(dict.fromkeys(w.lower() for w in _WORD.findall(rest))))
+
+    @property
+    def empty(self) -> bool:
+        return not (self.phrases or self.words)
+
+    def expressions(self) -> list[str]:
+        """FTS5 MATCH expressions, strictest first: every word, then any word (phrases required in both)."""
+        phrases = [_quote(p) for p in self.phrases]
+        words = [_quote(w) for w in self.words]
+        strict = " AND ".join(phrases + words)
+        if len(words) < 2:
+            return [strict]
+        loose = " AND ".join([*phrases, "(" + " OR ".join(words) + ")"])
+        return [strict, loose]
+
+
+def _quote(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def keyword_ranking(session: Session, query: KeywordQuery, limit: int) -> list[tuple[int, float]]:
+    """(image id, bm25 relevance, higher is better) of the best `limit` matches, all-words matches first."""
+    if query.empty:
+        return []
+    ranked: dict[int, float] = {}
+    weights = ", ".join(str(w) for w in _WEIGHTS)
+    for expression in query.expressions():
+        rows = session.execute(
+            text(f"SELECT rowid, -bm25({TEXT_TABLE}, {weights}) FROM {TEXT_TABLE} "
+                 f"WHERE {TEXT_TABLE} MATCH :q ORDER BY bm25({TEXT_TABLE}, {weights}) LIMIT :n"),
+            {"q": expression, "n": limit},
+        )
+        for image_id, relevance in rows:
+            ranked.setdefault(int(image_id), float(relevance))
+        if len(ranked) >= limit:
+            break
+    return list(ranked.items())[:limit]
+
+
+def reciprocal_rank_fusion(*rankings: list[int]) -> list[tuple[int, float]]:
+    """Fuse best-first id lists: each list gives 1 / (RRF_K + rank); ids found by several lists rise."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, image_id in enumerate(ranking, 1):
+            scores[image_id] = scores.get(image_id, 0.0) + 1.0 / (RRF_K + rank)
+    return sorted(scores.items(), key=lambda pair: -pair[1])
