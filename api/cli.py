@@ -522,8 +522,9 @@ def ask(
             from captioner import load_image_text_model
 
             matcher = load_image_text_model(itm_model, "match", model_dir=model_dir, device=device)
-        except (WeightsUnavailable, ValueError):
-            matcher = None
+        except (WeightsUnavailable, ValueError) as exc:
+            if itm_model != "auto":
+                raise fail(str(exc)) from None
     try:
         result = ask_collection(engine, ModelSuite(answerer=answerer, matcher=matcher), question, k=k,
                                 candidates=candidates, threshold=threshold, filters=Filters(path_prefix=path))

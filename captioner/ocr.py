@@ -54,7 +54,7 @@ class OcrReader:
             result, _ = self._ocr(bgr)
             lines = [str(text).strip() for _, text, score in (result or []) if float(score) >= MIN_CONFIDENCE]
             # A lone character is nearly always a texture read as a letter (a cat's fur as "O").
-            text = "\n".join(line for line in lines if sum(c.isalnum() for c in line) >= 2)
+            text = "\n".join(line for line in lines if len("".join(line.split())) >= 2)
             self._seen[key] = text
             if len(self._seen) > self._remember:
                 self._seen.popitem(last=False)

@@ -97,7 +97,8 @@ def load_image_text_model(
     folder = Path(spec).expanduser()
     if folder.is_dir():
         return _from_folder(f"blip:{folder.resolve().name}", folder, task, device, settings)
-    raise ValueError(f"unknown caption model {spec!r}: use a preset ({', '.join(PRESETS)}) or a checkpoint folder")
+    raise ValueError(f"unknown model {spec!r} for {OPTION[task]}: use a preset ({', '.join(PRESETS)}) or a folder "
+                     "holding a BLIP checkpoint")
 
 
 def resolve_blip_weights(repo: str, model_dir: Path | None, allow_download: bool) -> Path:

@@ -15,6 +15,11 @@ NO_TEXT = ("--no-captions", "--no-ocr")  # the caption/OCR stage has its own tes
 def env(tmp_path, monkeypatch):
     monkeypatch.setenv("VLSEARCH_LIBRARY", str(tmp_path / "lib"))
     monkeypatch.setenv("VLSEARCH_MODEL_DIR", str(tmp_path / "models"))
+    import captioner.registry
+    import encoders.registry
+
+    for module in (captioner.registry, encoders.registry):  # `auto` must never download in a test
+        monkeypatch.setattr(module, "hub_reachable", lambda timeout=3.0: False)
     return tmp_path
 
 
@@ -164,7 +169,69 @@ def test_models_list_marks_the_offline_fallback(env):
 def test_help_explains_every_command():
     code, out = cli("--help")
     assert code == 0
-    for command in ("index", "search", "similar", "status", "reindex", "db", "models", "serve"):
+    for command in ("index", "search", "similar", "caption", "ask", "status", "reindex", "db", "models", "serve"):
         assert command in out
     code, out = cli("search", "--help")
     assert "--not" in out and "--min-score" in out and "--camera" in out
+
+
+def test_caption_files_gives_alt_text_as_json_and_reports_bad_files(env):
+    photos = write_photos(env / "photos", 2)
+    (env / "notes.jpg").write_text("not a picture")
+    code, out = cli("caption", str(photos[0]), str(env / "notes.jpg"), str(photos[1]), "--caption-model",
+                    "tiny-random", "--no-ocr", "--json", "--prompt", "a photo of")
+    assert code == 1  # one file could not be described; the others still are
+    result = json.loads(out[out.index("["):])
+    assert [r["path"] for r in result] == [str(photos[0]), str(env / "notes.jpg"), str(photos[1])]
+    assert result[0]["model"] == "tiny-random" and result[0]["caption"].startswith("a photo of")
+    assert "not an image" in result[1]["error"]
+    code, out = cli("caption", str(photos[0]), "--caption-model", "blip-vqa-base")
+    assert code == 2 and "cannot write captions" in out
+
+
+def test_caption_library_is_incremental_and_search_modes_use_the_text(env):
+    write_photos(env / "photos", 4)
+    assert cli("index", *NO_TEXT, str(env / "photos"), "--model", "tiny-random", "--workers", "0")[0] == 0
+    code, out = cli("caption", "--caption-model", "tiny-random", "--no-ocr", "--workers", "0")
+    assert code == 0 and "4 captioned with tiny-random" in out, out
+    code, out = cli("caption", "--no-ocr", "--workers", "0")  # the library's caption model is the default
+    assert code == 0 and "0 captioned with tiny-random" in out, out
+    code, out = cli("status", "--json")
+    assert json.loads(out)["captions"] == {"tiny-random": 4}
+    code, out = cli("search", "photo_0002", "--mode", "keyword", "--json")
+    hits = json.loads(out)
+    assert code == 0 and hits[0]["path"].endswith("photo_0002.jpg") and hits[0]["caption"]
+    code, out = cli("search", "photo_0002", "--mode", "hybrid", "--k", "2")
+    assert code == 0 and "photo_0002.jpg" in out
+    code, out = cli("search", "x", "--mode", "fuzzy")
+    assert code == 2 and "mode must be one of vector, keyword, hybrid" in out
+    code, out = cli("search", "x", "--rerank", "3", "--itm-model", "tiny-random", "--json")
+    assert code == 0 and all(h["match_score"] is not None for h in json.loads(out)[:3])
+
+
+def test_ask_one_image_and_the_collection(env):
+    photos = write_photos(env / "photos", 5)
+    assert cli("index", *NO_TEXT, str(env / "photos"), "--model", "tiny-random", "--workers", "0")[0] == 0
+    code, out = cli("ask", "what colour is it?", "--image", str(photos[1]), "--vqa-model", "tiny-random", "--json")
+    assert code == 0 and json.loads(out)["model"] == "tiny-random" and json.loads(out)["answer"]
+    code, out = cli("ask", "what colour is it?", "--image", "2", "--vqa-model", "tiny-random", "--json")
+    assert code == 0 and json.loads(out)["path"] == str(photos[1])
+    code, out = cli("ask", "is there a cat?", "--image", str(photos[1]), "--vqa-model", "offline")
+    assert code == 2 and "needs a VQA model" in out and "--vqa-model blip-vqa-base" in out
+    code, out = cli("ask", "what is it?", "--image", "99", "--vqa-model", "tiny-random")
+    assert code == 2 and "image 99 is not in the library" in out
+    code, out = cli("ask", "which photos show a red ball?", "--vqa-model", "tiny-random", "--threshold", "0",
+                    "--candidates", "4", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["retrieval_query"] == "a red ball" and result["method"] == "vqa"
+    assert len(result["results"]) == 4 and all(r["answer"] == "yes" for r in result["results"])
+    code, out = cli("ask", "which photos show a red ball?", "--vqa-model", "offline", "--itm-model", "none-such")
+    assert code == 2 and "unknown model 'none-such' for --itm-model" in out
+    code, out = cli("ask", "which photos show a red ball?", "--vqa-model", "offline",
+                    "--model-dir", str(env / "empty-model-dir"))
+    assert code == 2 and "need a VQA model" in out
+
+
+def test_models_list_names_the_caption_models():
+    code, out = cli("models", "list")
+    assert code == 0 and all(name in out for name in ("blip-base", "blip-vqa-base", "blip-itm-base", "offline"))

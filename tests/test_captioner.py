@@ -1,0 +1,125 @@
+"""The image-to-text models: tiny BLIP through the real transformers classes, the offline fallback on real
+photos, OCR, and the errors a user gets when a model cannot do what was asked."""
+
+import numpy as np
+import pytest
+
+from captioner import GenerationSettings, ModelSuite, NotSupported, load_image_text_model
+from captioner.offline import OfflineCaptioner
+from captioner.tiny import tiny_blip
+from tests.photos import picture
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return {task: load_image_text_model("tiny-random", task, device="cpu") for task in ("caption", "answer", "match")}
+
+
+def test_generate_runs_on_every_blip_class_we_use(tiny):
+    """Guard against BLIP breaking under a transformers upgrade: generate() on the captioning and VQA classes
+    and the ITM forward pass, through our own code, with batches, prompts and beams."""
+    images = [picture(1), picture(2), picture(3)]
+    captions = tiny["caption"].caption(images)
+    assert len(captions) == 3 and all(isinstance(c, str) and c for c in captions)
+    prompted = tiny["caption"].caption(images[:1], prompt="a photo of")
+    assert prompted[0].startswith("a photo of")
+    answers = tiny["answer"].answer(images[:2], ["is there a cat?", "what colour is the sky?"])
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    yes = tiny["answer"].yes_probability(images[:2], ["is there a cat?", "is it red?"])
+    assert yes.shape == (2,) and np.all((yes > 0) & (yes < 1))
+    scores = tiny["match"].match(images[:2], ["a cat", "a dog on a beach"])
+    assert scores.shape == (2,) and np.all((scores > 0) & (scores < 1))
+
+
+def test_generation_settings_bound_the_caption_length():
+    short = load_image_text_model("tiny-random", "caption", device="cpu",
+                                  settings=GenerationSettings(max_new_tokens=2, num_beams=1, batch_size=2))
+    long = load_image_text_model("tiny-random", "caption", device="cpu",
+                                 settings=GenerationSettings(max_new_tokens=12, num_beams=1, batch_size=2))
+    images = [picture(s) for s in range(5)]  # more than one batch
+    short_captions, long_captions = short.caption(images), long.caption(images)
+    assert len(short_captions) == len(long_captions) == 5
+    # Each generated token adds at most one word (word pieces join the word before).
+    assert all(len(c.split()) <= 2 for c in short_captions) and all(len(c.split()) <= 12 for c in long_captions)
+    assert all(len(lc) > len(sc) for sc, lc in zip(short_captions, long_captions, strict=True))
+    with pytest.raises(ValueError):
+        GenerationSettings(num_beams=0)
+
+
+def test_checkpoint_folder_loads_and_a_folder_for_another_task_is_refused(tmp_path):
+    """The path real weights take (from_pretrained of a folder), exercised with a tiny checkpoint."""
+    for task in ("caption", "answer"):
+        model, processor = tiny_blip(task)
+        model.save_pretrained(tmp_path / task)
+        processor.save_pretrained(tmp_path / task)
+    loaded = load_image_text_model(str(tmp_path / "caption"), "caption", device="cpu")
+    reference = load_image_text_model("tiny-random", "caption", device="cpu")
+    assert loaded.caption([picture(4)]) == reference.caption([picture(4)])
+    with pytest.raises(ValueError, match="BlipForQuestionAnswering.*--vqa-model"):
+        load_image_text_model(str(tmp_path / "answer"), "caption", device="cpu")
+    with pytest.raises(ValueError, match="unknown model .* for --caption-model"):
+        load_image_text_model(str(tmp_path / "nothing-here"), "caption", device="cpu")
+
+
+def test_missing_blip_weights_say_how_to_get_them_and_auto_falls_back(monkeypatch, tmp_path):
+    import captioner.registry
+    from encoders import WeightsUnavailable
+
+    monkeypatch.setattr(captioner.registry, "hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(WeightsUnavailable, match=r"vlsearch models pull blip-vqa-base --model-dir DIR"):
+        load_image_text_model("blip-vqa-base", "answer", model_dir=tmp_path, device="cpu")
+    assert load_image_text_model("auto", "caption", model_dir=tmp_path, device="cpu").name == "offline"
+    with pytest.raises(WeightsUnavailable, match="blip-itm-base"):  # matching has no offline stand-in
+        load_image_text_model("auto", "match", model_dir=tmp_path, device="cpu")
+    with pytest.raises(ValueError, match="cannot answer questions.*blip-vqa-base"):
+        load_image_text_model("blip-base", "answer", model_dir=tmp_path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def photos():
+    from api.samples import sample_photos
+
+    return sample_photos()
+
+
+@pytest.fixture(scope="module")
+def offline():
+    return OfflineCaptioner("cpu")
+
+
+def test_offline_captions_name_what_the_models_really_see(photos, offline):
+    chelsea, page, text = offline.caption([photos["chelsea"], photos["page"], photos["text"]])
+    assert "cat" in chelsea and "text:" not in chelsea  # an ImageNet cat label, no text on a cat
+    assert "text:" in page and "markers" in page  # the scanned page's words, read by OCR
+    assert "text:" in text
+    prompted = offline.caption([photos["chelsea"]], prompt="a photo of")[0]
+    assert prompted.startswith("a photo of ") and "cat" in prompted
+
+
+def test_ocr_reads_the_page_and_nothing_on_the_cat(offline, photos):
+    assert "markers of the coins" in offline.ocr.read(photos["page"])
+    assert offline.ocr.read(photos["text"]).strip()
+    assert offline.ocr.read(photos["chelsea"]) == ""
+
+
+def test_offline_answers_only_what_ocr_grounds(offline, photos):
+    said, = offline.answer([photos["page"]], ["what does it say?"])
+    assert "markers of the coins" in said
+    assert offline.answer([photos["chelsea"], photos["page"]], ["is there any text?", "is there text?"])[0] == "no"
+    assert offline.answer([photos["page"]], ["is there text?"])[0].startswith("yes")
+    with pytest.raises(NotSupported, match="needs a VQA model.*--vqa-model blip-vqa-base"):
+        offline.answer([photos["chelsea"]], ["is there a cat?"])
+    with pytest.raises(NotSupported, match="VQA model"):
+        offline.yes_probability([photos["chelsea"]], ["is there a cat?"])
+    with pytest.raises(NotSupported, match="--itm-model blip-itm-base"):
+        offline.match([photos["chelsea"]], ["a cat"])
+
+
+def test_a_suite_routes_each_task_and_names_what_is_missing(tiny):
+    suite = ModelSuite(captioner=tiny["caption"], matcher=tiny["match"])
+    assert suite.tasks == {"caption", "match"}
+    assert len(suite.caption([picture(1)])) == 1 and suite.match([picture(1)], ["x"]).shape == (1,)
+    with pytest.raises(NotSupported, match="VQA model"):
+        suite.answer([picture(1)], ["is it red?"])
+    with pytest.raises(ValueError, match="1 images but 2 questions"):
+        tiny["answer"].answer([picture(1)], ["a?", "b?"])
