@@ -666,6 +666,8 @@ def serve(
     model_dir: ModelDirOpt,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    caption_model: CaptionModelOpt = None,
+    captions: Annotated[bool, typer.Option(help="Load a caption model for POST /api/v1/caption.")] = True,
 ) -> None:
     """Serve the search page and the HTTP API."""
     import uvicorn
@@ -674,8 +676,10 @@ def serve(
 
     lib = open_library(library)
     engine = engine_for(lib, None, None, model_dir, max_stale_s=SERVER_INDEX_LAG_S)
+    captioner = (load_text_model(caption_model or lib.caption_model() or "auto", "caption", model_dir)
+                 if captions else None)
     console.print(f"vlsearch serving {lib.root} at http://{host}:{port}/  (Ctrl-C stops)")
-    uvicorn.run(create_app(engine), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(engine, captioner), host=host, port=port, log_level="warning")
 
 
 if __name__ == "__main__":

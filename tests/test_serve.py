@@ -3,6 +3,7 @@
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -15,25 +16,32 @@ from search import SearchEngine
 from tests.photos import write_photos
 
 
-@pytest.fixture
-def server(tmp_path, tiny_encoder):
-    write_photos(tmp_path / "photos", 5)
-    lib = Library.open(tmp_path / "lib")
-    Indexer(lib, tiny_encoder, workers=0).run([tmp_path / "photos"])
+@contextmanager
+def serving(app):
+    """Run `app` in a real uvicorn server on a free loopback port; yields its base URL."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(SearchEngine(lib, tiny_encoder)), host="127.0.0.1", port=port,
-                            log_level="warning")
-    srv = uvicorn.Server(config)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not srv.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def server(tmp_path, tiny_encoder):
+    write_photos(tmp_path / "photos", 5)
+    lib = Library.open(tmp_path / "lib")
+    Indexer(lib, tiny_encoder, workers=0).run([tmp_path / "photos"])
+    with serving(create_app(SearchEngine(lib, tiny_encoder))) as url:
+        yield url
 
 
 def test_search_endpoint_returns_hits_with_thumbnails(server):
@@ -54,6 +62,40 @@ def test_bad_requests_get_4xx_with_a_reason(server):
     assert missing.status_code == 404 and "9999" in missing.json()["detail"]
 
 
+def test_caption_endpoint_without_a_model_says_how_to_start_one(server):
+    r = httpx.post(f"{server}/api/v1/caption", files={"file": ("p.jpg", b"x", "image/jpeg")})
+    assert r.status_code == 503 and "--caption-model" in r.json()["detail"]
+
+
 def test_page_is_served(server):
     r = httpx.get(server + "/")
     assert r.status_code == 200 and "<form" in r.text and "/api/v1/search" in r.text
+
+
+@pytest.fixture
+def server_with_captions(tmp_path, tiny_encoder):
+    from captioner import load_image_text_model
+
+    write_photos(tmp_path / "photos", 3)
+    lib = Library.open(tmp_path / "lib")
+    Indexer(lib, tiny_encoder, workers=0).run([tmp_path / "photos"])
+    captioner = load_image_text_model("tiny-random", "caption", device="cpu")
+    with serving(create_app(SearchEngine(lib, tiny_encoder), captioner, max_upload_bytes=200_000)) as url:
+        yield url, tmp_path / "photos"
+
+
+def test_caption_endpoint_gives_alt_text_and_names_the_model(server_with_captions):
+    url, photos = server_with_captions
+    with open(photos / "photo_0001.jpg", "rb") as f:
+        r = httpx.post(f"{url}/api/v1/caption", files={"file": ("p.jpg", f, "image/jpeg")},
+                       data={"prompt": "a photo of"})
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == "tiny-random" and r.json()["caption"].startswith("a photo of")
+    bad = httpx.post(f"{url}/api/v1/caption", files={"file": ("notes.jpg", b"not a picture", "image/jpeg")})
+    assert bad.status_code == 415 and "notes.jpg" in bad.json()["detail"] and "not an image" in bad.json()["detail"]
+    big = httpx.post(f"{url}/api/v1/caption", files={"file": ("big.jpg", b"\xff" * 300_000, "image/jpeg")})
+    assert big.status_code == 413 and "smaller image" in big.json()["detail"]
+    assert httpx.post(f"{url}/api/v1/caption").status_code == 422
+    assert httpx.get(f"{url}/api/v1/search", params={"q": "photo_0001", "mode": "keyword"}).json()["hits"][0][
+        "path"].endswith("photo_0001.jpg")
+    assert httpx.get(f"{url}/api/v1/search", params={"q": "x", "mode": "fuzzy"}).status_code == 422
