@@ -28,9 +28,11 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m api.samples $(DEMO)/photos
-	$(BIN)/vlsearch index $(DEMO)/photos --library $(DEMO)/library --model offline
-	$(BIN)/vlsearch search "a cat" --library $(DEMO)/library --k 5
-	$(BIN)/vlsearch search "a cup of coffee" --library $(DEMO)/library --k 5
+	$(BIN)/vlsearch index $(DEMO)/photos --library $(DEMO)/library --model offline --caption-model offline
+	$(BIN)/vlsearch search "a cat" --library $(DEMO)/library --k 3
+	$(BIN)/vlsearch search "a cup of coffee" --library $(DEMO)/library --k 3
+	$(BIN)/vlsearch search '"markers of the coins"' --mode keyword --library $(DEMO)/library --k 3
+	$(BIN)/vlsearch caption $(DEMO)/photos/chelsea.jpg --caption-model offline
 	$(BIN)/vlsearch serve --library $(DEMO)/library
 
 bench: $(STAMP)
