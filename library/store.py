@@ -141,10 +141,12 @@ class Library:
             return first
 
     def caption_model(self) -> str | None:
-        """The caption model most of this library's captions come from: what later runs use by default."""
+        """The caption model most of this library's captions come from, a real one before the offline fallback:
+        what later runs use by default."""
         with self.session() as s:
             return s.scalar(
-                select(Caption.model).group_by(Caption.model).order_by(func.count().desc()).limit(1)
+                select(Caption.model).group_by(Caption.model)
+                .order_by((Caption.model == "offline").asc(), func.count().desc()).limit(1)
             )
 
     def ensure_model(self, name: str, dim: int) -> None:

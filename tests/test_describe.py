@@ -254,3 +254,15 @@ def test_a_library_at_the_first_schema_gets_its_keyword_index_on_open(tmp_path):
     assert fts_rows(lib) == {1: ("IMG_0042.jpg", "", "")}
     assert migrate.current_revision(lib.engine) == "0002"
     lib.close()
+
+
+def test_a_real_caption_model_is_the_library_default_and_its_captions_are_shown(library, tiny_encoder, tmp_path):
+    paths = write_photos(tmp_path / "photos", 3)
+    Indexer(library, tiny_encoder, workers=0).run([tmp_path / "photos"])
+    with library.session() as s:
+        for image_id in (1, 2, 3):
+            s.add(Caption(image_id=image_id, model="offline", text=f"offline words {image_id}"))
+        s.add(Caption(image_id=2, model="blip-base", text="a red square on a blue ground"))
+    assert library.caption_model() == "blip-base"  # fewer captions, but a real model outranks the fallback
+    hits = {h.path: h.caption for h in SearchEngine(library, tiny_encoder).search(SearchQuery(text="x", k=3))}
+    assert hits[str(paths[1])] == "a red square on a blue ground" and hits[str(paths[0])] == "offline words 1"
