@@ -17,8 +17,10 @@ from encoders.registry import hub_reachable
 
 log = logging.getLogger(__name__)
 
-# The files a BLIP checkpoint needs; safetensors only, so no pickle from the hub is ever loaded.
+# The files a BLIP checkpoint needs. Safetensors where the repository has them; a pytorch_model.bin only where it
+# has none (transformers loads those with torch.load(weights_only=True), which runs no pickled code).
 WEIGHT_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
+PICKLE_WEIGHTS = ["pytorch_model.bin"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def load_image_text_model(
     """Load the model `spec` names for `task` (caption, answer or match).
 
     spec: `auto`, a preset (`vlsearch models list`), or a local folder holding a transformers BLIP checkpoint
-    (config.json + safetensors + processor files).
+    (config.json, weights and processor files).
     """
     device = pick_device(device)
     if spec == "auto":
@@ -108,19 +110,28 @@ def resolve_blip_weights(repo: str, model_dir: Path | None, allow_download: bool
 
     cache_dir = str(model_dir) if model_dir else None
     try:
-        return Path(snapshot_download(repo, cache_dir=cache_dir, allow_patterns=WEIGHT_PATTERNS,
-                                      local_files_only=True))
+        folder = Path(snapshot_download(repo, cache_dir=cache_dir, allow_patterns=WEIGHT_PATTERNS + PICKLE_WEIGHTS,
+                                        local_files_only=True))
+        if _has_weights(folder):
+            return folder
     except (LocalEntryNotFoundError, FileNotFoundError, OSError):
         pass
     if allow_download and hub_reachable():
         log.info("downloading %s into %s", repo, cache_dir or "the Hugging Face cache")
-        return Path(snapshot_download(repo, cache_dir=cache_dir, allow_patterns=WEIGHT_PATTERNS))
+        folder = Path(snapshot_download(repo, cache_dir=cache_dir, allow_patterns=WEIGHT_PATTERNS))
+        if not _has_weights(folder):
+            folder = Path(snapshot_download(repo, cache_dir=cache_dir, allow_patterns=WEIGHT_PATTERNS + PICKLE_WEIGHTS))
+        return folder
     name = next((p.name for p in PRESETS.values() if p.repo == repo), repo)
     raise WeightsUnavailable(
         f"The weights of {name} ({repo}) are not on this machine and the model hub cannot be reached. On a "
         f"connected machine run `vlsearch models pull {name} --model-dir DIR`, copy DIR here and pass --model-dir "
         f"DIR (or set VLSEARCH_MODEL_DIR). Looked in: {model_dir or '~/.cache/huggingface/hub'}."
     )
+
+
+def _has_weights(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or (folder / PICKLE_WEIGHTS[0]).is_file()
 
 
 def _from_folder(name: str, folder: Path, task: str, device: str, settings: GenerationSettings | None) -> BlipModel:
@@ -144,7 +155,7 @@ def _from_folder(name: str, folder: Path, task: str, device: str, settings: Gene
     hf_logging.disable_progress_bar()
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     try:
-        model = getattr(transformers, cls_name).from_pretrained(folder, dtype=dtype, use_safetensors=True)
+        model = getattr(transformers, cls_name).from_pretrained(folder, dtype=dtype)
         processor = transformers.BlipProcessor.from_pretrained(folder)
     except (OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

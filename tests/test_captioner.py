@@ -123,3 +123,20 @@ def test_a_suite_routes_each_task_and_names_what_is_missing(tiny):
         suite.answer([picture(1)], ["is it red?"])
     with pytest.raises(ValueError, match="1 images but 2 questions"):
         tiny["answer"].answer([picture(1)], ["a?", "b?"])
+
+
+def test_a_preset_loads_from_a_copied_model_dir_without_the_hub(monkeypatch, tmp_path):
+    """The air-gapped route: a --model-dir copied from a connected machine (the hub cache layout) is enough."""
+    import captioner.registry
+
+    monkeypatch.setattr(captioner.registry, "hub_reachable", lambda timeout=3.0: False)
+    snapshot = tmp_path / "models" / "models--Salesforce--blip-vqa-base" / "snapshots" / "0123abc"
+    model, processor = tiny_blip("answer")
+    model.save_pretrained(snapshot)
+    processor.save_pretrained(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abc")
+    vqa = load_image_text_model("blip-vqa-base", "answer", model_dir=tmp_path / "models", device="cpu")
+    reference = load_image_text_model("tiny-random", "answer", device="cpu")
+    assert vqa.name == "blip-vqa-base"
+    assert vqa.answer([picture(5)], ["what is it?"]) == reference.answer([picture(5)], ["what is it?"])
