@@ -38,6 +38,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.index_choice --out bench/results
 	$(BIN)/python -m bench.indexing --out bench/results
+	$(BIN)/python -m bench.captioning --out bench/results
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
