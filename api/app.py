@@ -94,7 +94,7 @@ def create_app(engine: SearchEngine, captioner: ImageTextModel | None = None,
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"the upload is over {max_upload_bytes / 1e6:.0f} MB; send a smaller image")
         try:
-            image, _ = decode_bytes(data)
+            image, _ = await asyncio.to_thread(decode_bytes, data)  # a large image takes a while to decode
         except DecodeError as exc:
             raise HTTPException(415, f"{file.filename or 'the upload'}: {exc}") from None
         async with lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -24,7 +26,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Library schema maintenance.", no_args_is_help=True)
-models_app = typer.Typer(help="The models vlsearch can embed with, and fetching their weights.", no_args_is_help=True)
+models_app = typer.Typer(help="The models vlsearch embeds, captions and answers with; fetching their weights.",
+                         no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 
@@ -84,7 +87,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -122,6 +125,29 @@ def load_text_model(spec: str, task: str, model_dir: Path, device: str = "auto",
             raise fail(str(exc)) from None
 
 
+def library_caption_model(lib, chosen: str | None, model_dir: Path, device: str = "auto", settings=None):
+    """The caption model to use on `lib`: the one asked for (an error if it cannot load), else the one the library's
+    captions come from, else `auto`. A recorded model that cannot be loaded here (its weights are elsewhere, or
+    it was a folder) is a warning, not a dead end: `auto` stands in and its captions are kept apart by name."""
+    if chosen:
+        return load_text_model(chosen, "caption", model_dir, device, settings)
+    recorded = lib.caption_model()
+    if recorded and recorded != "auto":
+        from captioner import load_image_text_model
+        from captioner.ocr import OcrUnavailable
+        from encoders import WeightsUnavailable
+
+        try:
+            with err.status(f"loading caption model {recorded}…"):
+                return load_image_text_model(recorded, "caption", model_dir=model_dir, device=device,
+                                             settings=settings)
+        except (WeightsUnavailable, ValueError, OcrUnavailable) as exc:
+            err.print(f"[yellow]warning:[/] this library's captions come from {escape(recorded)}, which cannot be "
+                      f"loaded here: {escape(str(exc))}\nUsing `auto` instead; pass --caption-model to choose (a "
+                      "folder model needs its folder), or --no-captions.", highlight=False)
+    return load_text_model("auto", "caption", model_dir, device, settings)
+
+
 def load_ocr(required: bool):
     """The OCR engine; when it is not installed, an error if OCR was the point, else a warning and None."""
     from captioner.ocr import OcrUnavailable, ocr_reader
@@ -131,7 +157,7 @@ def load_ocr(required: bool):
     except OcrUnavailable as exc:
         if required:
             raise fail(str(exc)) from None
-        err.print(f"[yellow]warning:[/] skipping OCR: {exc}", highlight=False)
+        err.print(f"[yellow]warning:[/] skipping OCR: {escape(str(exc))}", highlight=False)
         return None
 
 
@@ -187,9 +213,11 @@ def index(
     beams: BeamsOpt = 3,
     max_length: MaxLengthOpt = 30,
 ) -> None:
-    """Index images: new and changed files are embedded, unchanged ones skipped, moved ones keep their vectors.
-    Then images without a caption or OCR text get them (on a CPU this takes longer than embedding: --no-captions
-    skips it, and `vlsearch caption` does it later)."""
+    """Index images: embed new and changed files, then caption them and read their text.
+
+    New and changed files are embedded, unchanged ones skipped, moved ones keep their vectors. Then images
+    without a caption or OCR text get them (on a CPU this takes longer than embedding: --no-captions skips it,
+    and `vlsearch caption` does it later)."""
     from indexer import Indexer
 
     for p in paths:
@@ -198,8 +226,8 @@ def index(
     lib = open_library(library, create=True)
     spec = model or lib.default_model() or "auto"
     encoder = load_model(spec, weights, model_dir, device)
-    captioner = (load_text_model(caption_model or lib.caption_model() or "auto", "caption", model_dir, device,
-                                 generation(beams, max_length)) if captions else None)
+    captioner = (library_caption_model(lib, caption_model, model_dir, device, generation(beams, max_length))
+                 if captions else None)
     reader = load_ocr(required=False) if ocr else None
     with Progress(*progress_columns(), console=err, transient=False) as progress:
         try:
@@ -217,7 +245,7 @@ def index(
     console.print(
         f"{report.seen} files: [green]{report.embedded} embedded[/], {report.reused} reused, {report.moved} moved, "
         f"{report.unchanged} unchanged, [red]{report.errors} errors[/], {report.removed} removed "
-        f"in {report.seconds:.1f}s with {encoder.name} → {lib.root}"
+        f"in {report.seconds:.1f}s with {escape(encoder.name)} → {escape(str(lib.root))}"
     )
     print_failures(report.failures)
     if captioner is not None or reader is not None:
@@ -231,7 +259,7 @@ def progress_columns():
 
 def print_failures(failures: list[tuple[str, str]]) -> None:
     for path, reason in failures[:20]:
-        console.print(f"  [red]✗[/] {path}: {reason}", highlight=False)
+        console.print(f"  [red]✗[/] {escape(path)}: {escape(reason)}", highlight=False)
     if len(failures) > 20:
         console.print(f"  … and {len(failures) - 20} more (see `vlsearch status`)")
 
@@ -249,7 +277,7 @@ def describe_library(lib, captioner, reader, paths, prompt: str | None, workers:
         except KeyboardInterrupt:
             raise fail("interrupted; captions and text written so far are kept, run `vlsearch caption` to finish",
                        code=130) from None
-    model = f" with {captioner.name}" if captioner is not None else ""
+    model = f" with {escape(captioner.name)}" if captioner is not None else ""
     console.print(
         f"{report.captioned} captioned{model}, {report.read} read by OCR, {report.reused} copied from identical "
         f"files, {report.skipped} changed since indexing, [red]{report.errors} errors[/] in {report.seconds:.1f}s"
@@ -309,7 +337,7 @@ def print_hits(hits, as_json: bool) -> None:
         size = f"{h.width}×{h.height}" if h.width else ""
         taken = h.taken_at.strftime("%Y-%m-%d") if h.taken_at else ""
         match = [f"{h.match_score:.3f}" if h.match_score is not None else ""] if reranked else []
-        table.add_row(str(rank), f"{h.score:.3f}", str(h.id), h.path, size, taken, *match)
+        table.add_row(str(rank), f"{h.score:.3f}", str(h.id), Text(h.path), size, taken, *match)
         if h.caption:  # under its path, so the path keeps the width
             table.add_row("", "", "", Text(h.caption, style="dim"), "", "", *([""] if reranked else []))
     console.print(table)
@@ -325,7 +353,9 @@ def search(
         list[str] | None, typer.Option("--not", help="Push results away from this (repeatable).")
     ] = None,
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="How many results.")] = 20,
-    min_score: Annotated[float | None, typer.Option(help="Drop results scoring below this.")] = None,
+    min_score: Annotated[float | None, typer.Option(
+        help="Drop results whose CLIP similarity is below this (in hybrid mode: from the vector ranking only; "
+        "word matches stay).")] = None,
     path: Annotated[str | None, typer.Option("--path", help="Only files under this folder.")] = None,
     after: Annotated[str | None, typer.Option(help="Taken on or after this date (YYYY-MM-DD).")] = None,
     before: Annotated[str | None, typer.Option(help="Taken before this date.")] = None,
@@ -414,15 +444,16 @@ def caption(
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
-    """Alt text for image files, or captions and OCR text for every image of a library that lacks them
-    (incremental and resumable: run it again after an interruption)."""
+    """Alt text for image files, or captions and OCR text for a library's images.
+
+    With IMAGES: a caption for each file (it need not be indexed). Without: every image of the library that lacks a
+    caption from the model, or OCR text, gets it (incremental and resumable: run it again after an interruption)."""
     from indexer import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 
     settings = generation(beams, max_length, batch_size)
     if not images:
         lib = open_library(library)
-        spec = caption_model or lib.caption_model() or "auto"
-        captioner = load_text_model(spec, "caption", model_dir, device, settings)
+        captioner = library_caption_model(lib, caption_model, model_dir, device, settings)
         reader = load_ocr(required=False) if ocr else None
         describe_library(lib, captioner, reader, None, prompt, workers, DEFAULT_MAX_PIXELS, batch_size)
         return
@@ -430,10 +461,17 @@ def caption(
     reader = load_ocr(required=False) if ocr else None
     decoded, results = [], []
     for path in images:
+        if path.is_dir():
+            results.append({"path": str(path), "error": "is a folder: index it (`vlsearch index FOLDER`), which "
+                            "captions its images, or name image files"})
+            continue
+        if not path.exists():
+            results.append({"path": str(path), "error": "no such file"})
+            continue
         try:
             decoded.append((path, decode_image(path)))
         except DecodeError as exc:
-            results.append({"path": str(path), "error": str(exc)})
+            results.append({"path": str(path), "error": str(exc).removeprefix(f"{path}: ")})
     with err.status(f"captioning {len(decoded)} images with {captioner.name}…"):
         texts = captioner.caption([im for _, im in decoded], prompt) if decoded else []
         for (path, image), text in zip(decoded, texts, strict=True):
@@ -448,12 +486,12 @@ def caption(
     else:
         for r in results:
             if "error" in r:
-                err.print(f"[red]✗[/] {r['path']}: {r['error']}", highlight=False)
+                err.print(f"[red]✗[/] {escape(r['path'])}: {escape(r['error'])}", highlight=False)
             else:
-                console.print(f"[bold]{r['path']}[/]: {r['caption']}", highlight=False)
+                console.print(f"[bold]{escape(r['path'])}[/]: {escape(r['caption'])}", highlight=False)
                 if r.get("ocr_text"):
-                    console.print(f"  text: {' '.join(r['ocr_text'].split())}", highlight=False)
-        console.print(f"[dim]model: {captioner.name}[/]")
+                    console.print(f"  text: {escape(' '.join(r['ocr_text'].split()))}", highlight=False)
+        console.print(f"[dim]model: {escape(captioner.name)}[/]")
     if any("error" in r for r in results):
         raise typer.Exit(1)
 
@@ -479,11 +517,16 @@ def ask(
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
-    """Ask a question about one image (visual question answering), or about the whole library: CLIP finds
-    candidates, a VQA model (or an image-text matching model) checks each, and the yeses are listed best first."""
+    """Ask a question about one image, or about the whole library.
+
+    With --image: visual question answering on that image. Without: CLIP finds candidates, a VQA model (or an
+    image-text matching model) checks each, and the images it says yes to are listed best first."""
     from captioner import ModelSuite, NotSupported
     from indexer import DecodeError, decode_image
 
+    if not re.search(r"\w", question):
+        raise fail(f"{question!r} is not a question: ask e.g. \"what does the sign say?\" with --image, or "
+                   "\"which photos show a dog on a beach?\"")
     if image is not None:
         target = Path(image)
         if not target.exists() and image.isdigit():
@@ -506,7 +549,8 @@ def ask(
             print(json.dumps({"path": str(target), "question": question, "answer": answer, "model": answerer.name},
                              indent=2, ensure_ascii=False))
         else:
-            console.print(f"{answer}\n[dim]{target} · model: {answerer.name}[/]", highlight=False)
+            console.print(f"{escape(answer)}\n[dim]{escape(str(target))} · model: {escape(answerer.name)}[/]",
+                          highlight=False)
         return
     from search import Filters
     from search.ask import ask_collection
@@ -539,7 +583,7 @@ def ask(
         return
     how = f"asked {result.model} \"{result.check}\"" if result.method == "vqa" else \
         f"matched \"{result.check}\" with {result.model}"
-    console.print(f"searched for \"{result.retrieval_query}\", {how} of {result.candidates} candidates",
+    console.print(f"searched for \"{escape(result.retrieval_query)}\", {escape(how)} of {result.candidates} candidates",
                   highlight=False)
     if not result.findings:
         console.print("no image passed the check")
@@ -550,7 +594,7 @@ def ask(
     table.add_column("path", overflow="fold")
     table.add_column("answer")
     for rank, f in enumerate(result.findings, 1):
-        table.add_row(str(rank), f"{f.score:.3f}", str(f.hit.id), f.hit.path, f.answer)
+        table.add_row(str(rank), f"{f.score:.3f}", str(f.hit.id), Text(f.hit.path), Text(f.answer))
     console.print(table)
 
 
@@ -575,16 +619,16 @@ def status(library: LibraryOpt, as_json: JsonOpt = False) -> None:
             "captions": st.captions, "ocr": st.ocr,
         }, indent=2))
         return
-    console.print(f"library   {st.root}  (schema {st.schema_revision})")
+    console.print(f"library   {escape(str(st.root))}  (schema {st.schema_revision})")
     console.print(f"images    {st.images} indexed, {st.errors} could not be read")
     for m in st.models:
-        console.print(f"model     {m.name}: {m.vectors} vectors of dimension {m.dim}")
+        console.print(f"model     {escape(m.name)}: {m.vectors} vectors of dimension {m.dim}")
     for name, count in st.captions.items():
-        console.print(f"captions  {name}: {count} images")
+        console.print(f"captions  {escape(name)}: {count} images")
     console.print(f"ocr       {st.ocr} images read")
     console.print(f"disk      {st.disk_bytes / 1e6:.1f} MB")
     for p, reason in errors:
-        console.print(f"  [red]✗[/] {p}: {reason}", highlight=False)
+        console.print(f"  [red]✗[/] {escape(p)}: {escape(reason or '')}", highlight=False)
 
 
 @app.command()
@@ -603,7 +647,8 @@ def reindex(
             index = lib.rebuild_index(name, kind)
         except (LibraryError, ValueError) as exc:
             raise fail(str(exc)) from None
-        console.print(f"{name}: {index.ntotal} vectors, {index.kind} index → {lib.index_path(name)}")
+        where = escape(str(lib.index_path(name)))
+        console.print(f"{escape(name)}: {index.ntotal} vectors, {index.kind} index → {where}")
 
 
 @db_app.command("upgrade")
@@ -612,7 +657,7 @@ def db_upgrade(library: LibraryOpt) -> None:
     from library import migrate
 
     lib = open_library(library)
-    console.print(f"{lib.root}: schema at revision {migrate.current_revision(lib.engine)} (head)")
+    console.print(f"{escape(str(lib.root))}: schema at revision {migrate.current_revision(lib.engine)} (head)")
 
 
 @models_app.command("list")
@@ -653,7 +698,7 @@ def models_pull(
         path = pull_text_model(name, model_dir) if name in TEXT_PRESETS else pull(name, model_dir)
     except (WeightsUnavailable, ValueError) as exc:
         raise fail(str(exc)) from None
-    console.print(f"{name}: weights at {path}")
+    console.print(f"{escape(name)}: weights at {escape(str(path))}")
 
 
 # While `vlsearch index` writes to the same library, the server refreshes its FAISS index at most this often.
@@ -676,9 +721,8 @@ def serve(
 
     lib = open_library(library)
     engine = engine_for(lib, None, None, model_dir, max_stale_s=SERVER_INDEX_LAG_S)
-    captioner = (load_text_model(caption_model or lib.caption_model() or "auto", "caption", model_dir)
-                 if captions else None)
-    console.print(f"vlsearch serving {lib.root} at http://{host}:{port}/  (Ctrl-C stops)")
+    captioner = library_caption_model(lib, caption_model, model_dir) if captions else None
+    console.print(f"vlsearch serving {escape(str(lib.root))} at http://{host}:{port}/  (Ctrl-C stops)")
     uvicorn.run(create_app(engine, captioner), host=host, port=port, log_level="warning")
 
 

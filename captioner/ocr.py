@@ -14,6 +14,8 @@ from PIL import Image
 log = logging.getLogger(__name__)
 
 MIN_CONFIDENCE = 0.5  # lines PP-OCR is less sure of than this are noise more often than text
+MIN_SIDE = 8  # no legible text fits in fewer pixels than this; RapidOCR would upscale such a sliver to gigabytes
+MAX_ASPECT = 4  # longer/shorter side; thinner images are padded to this (RapidOCR's detector upscales the short side)
 INSTALL_HINT = (
     "OCR needs rapidocr-onnxruntime, installed without the GUI OpenCV it names: "
     "pip install opencv-python-headless onnxruntime pyclipper shapely pyyaml && "
@@ -23,6 +25,26 @@ INSTALL_HINT = (
 
 class OcrUnavailable(RuntimeError):
     """The OCR engine is not installed; the message says how to install it."""
+
+
+class OcrFailed(RuntimeError):
+    """The OCR engine failed on one image (the message says why); other images are unaffected."""
+
+
+def _for_detection(rgb: Image.Image) -> Image.Image | None:
+    """The image as the detector should see it: None when too thin to hold text, padded with its border colour
+    when elongated (a 3000x20 banner becomes 3000x750: the same text at bounded memory)."""
+    w, h = rgb.size
+    if min(w, h) < MIN_SIDE:
+        return None
+    if max(w, h) <= MAX_ASPECT * min(w, h):
+        return rgb
+    pixels = np.asarray(rgb)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).mean(axis=0)
+    size = (w, -(-w // MAX_ASPECT)) if w > h else (-(-h // MAX_ASPECT), h)
+    canvas = Image.new("RGB", size, tuple(int(c) for c in border))
+    canvas.paste(rgb, ((size[0] - w) // 2, (size[1] - h) // 2))
+    return canvas
 
 
 class OcrReader:
@@ -43,15 +65,24 @@ class OcrReader:
         self._lock = threading.Lock()  # one inference at a time per engine; the cache is shared
 
     def read(self, image: Image.Image) -> str:
-        """The text found, lines joined by newlines in reading order; "" when there is none."""
+        """The text found, lines joined by newlines in reading order; "" when there is none.
+
+        Raises OcrFailed if the engine fails on this image."""
         rgb = image.convert("RGB")
         key = hashlib.blake2b(rgb.tobytes(), digest_size=16, person=str(rgb.size).encode()[:16]).hexdigest()
         with self._lock:
             if key in self._seen:
                 self._seen.move_to_end(key)
                 return self._seen[key]
-            bgr = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
-            result, _ = self._ocr(bgr)
+            padded = _for_detection(rgb)
+            result = None
+            if padded is not None:
+                bgr = np.ascontiguousarray(np.asarray(padded)[:, :, ::-1])
+                try:
+                    result, _ = self._ocr(bgr)
+                except Exception as exc:  # an engine error on one image must not end a run or a request
+                    raise OcrFailed(f"OCR failed on this {rgb.width}x{rgb.height} image: "
+                                    f"{type(exc).__name__}: {exc}") from exc
             lines = [str(text).strip() for _, text, score in (result or []) if float(score) >= MIN_CONFIDENCE]
             # A lone character is nearly always a texture read as a letter (a cat's fur as "O").
             text = "\n".join(line for line in lines if len("".join(line.split())) >= 2)

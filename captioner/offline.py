@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from captioner.base import ImageTextModel, NotSupported, check_pairs
-from captioner.ocr import OcrReader, OcrUnavailable, ocr_reader
+from captioner.ocr import INSTALL_HINT, OcrFailed, OcrReader, OcrUnavailable, ocr_reader
 from encoders.base import limit_aspect
 from encoders.offline import ImageNetClassifier
 
@@ -25,9 +25,25 @@ MIN_CONFIDENCE = 0.15  # a label must have at least this probability to be named
 MAX_LABELS = 3
 MAX_QUOTE = 200  # characters of OCR text quoted in a caption
 
-_TEXT_QUESTION = re.compile(r"\b(text|written|writing|words?|say|says|read|reads|sign|label|letters?)\b", re.I)
-# A yes/no question ("is there text", "does the sign have writing") as opposed to "what does it say".
-_IS_THERE = re.compile(r"^\s*(is|are|does|do|has|have)\b", re.I)
+_TEXT = r"(text|writing|words?|letters?|numbers?|anything\s+written|something\s+written)"
+# The three kinds of question OCR can ground; anything else needs a VQA model.
+# "does the sign say STOP?", "does it read 'open'?": the quoted words are looked for in the OCR text.
+_SAYS = re.compile(r"^\s*(does|do)\s+.+?\s+(say|read|spell)\s+(?P<words>.+?)\s*[?.!]*\s*$", re.I)
+# "is there any text?", "are there words on the sign?", "does the image have writing?", "is anything written?"
+_HAS_TEXT = re.compile(
+    rf"^\s*((is|are)\s+there\s+(any\s+)?{_TEXT}"
+    rf"|(does|do|has|have)\s+(it|this|that|the\s+\w+(\s+\w+)?)\s+(have|has|contain|show|got)?\s*(any\s+)?{_TEXT}"
+    r"|is\s+(anything|something)\s+written"
+    r"|(does|do)\s+.+?\s+say\s+(anything|something))\b",
+    re.I,
+)
+# "what does the sign say?", "what is written on it?", "what text is in the image?", "read the label"
+_WHAT_TEXT = re.compile(
+    r"^\s*(what\s+(does|do|did)\s+.+?\s+(say|read|spell)\b|what('s|\s+is|\s+are|\s+was)?\s+(written|printed)\b"
+    r"|what\s+(text|words?|letters?|numbers?)\s+(is|are|does|do|can)\b|read\b|transcribe\b)",
+    re.I,
+)
+_FILLER = {"anything", "something", "any text", "anything at all"}
 
 
 class OfflineCaptioner(ImageTextModel):
@@ -64,7 +80,7 @@ class OfflineCaptioner(ImageTextModel):
             parts = []
             if labels:
                 parts.append(" or ".join(name for name, _ in labels))
-            text = " ".join(self.ocr.read(image).split()) if self.ocr else ""
+            text = " ".join(self._read(image).split())
             if text:
                 quoted = text if len(text) <= MAX_QUOTE else text[:MAX_QUOTE].rsplit(" ", 1)[0] + " …"
                 parts.append(f'text: "{quoted}"')
@@ -72,21 +88,58 @@ class OfflineCaptioner(ImageTextModel):
             out.append(f"{prompt.strip()} {caption}" if prompt and prompt.strip() else caption)
         return out
 
+    def _read(self, image: Image.Image) -> str:
+        if self.ocr is None:
+            return ""
+        try:
+            return self.ocr.read(image)
+        except OcrFailed as exc:
+            log.warning("caption without OCR text: %s", exc)
+            return ""
+
     def answer(self, images: Sequence[Image.Image], questions: Sequence[str]) -> list[str]:
         check_pairs(images, questions, "questions")
+        kinds = [self._kind(q) for q in questions]
+        if self.ocr is None and questions:
+            raise NotSupported(f"answering {questions[0]!r} needs OCR, which is not installed: {INSTALL_HINT}")
         answers = []
-        for image, question in zip(images, questions, strict=True):
-            if not _TEXT_QUESTION.search(question):
-                raise NotSupported(
-                    f"the offline model can only answer questions about text in an image (OCR), not {question!r}: "
-                    "this needs a VQA model: pass --vqa-model blip-vqa-base (its weights come from "
-                    "`vlsearch models pull blip-vqa-base` on a connected machine)"
-                )
-            if self.ocr is None:
-                raise NotSupported(f"answering {question!r} needs OCR, which is not installed")
-            text = self.ocr.read(image)
-            if _IS_THERE.search(question):
-                answers.append(f'yes: "{text}"' if text else "no")
+        for image, question, (kind, words) in zip(images, questions, kinds, strict=True):
+            try:
+                text = self.ocr.read(image)
+            except OcrFailed as exc:
+                raise NotSupported(f"cannot answer {question!r}: {exc}") from None
+            flat = " ".join(text.split())
+            if kind == "says":
+                found = _normalise(words) in _normalise(flat)
+                if found:
+                    answers.append(f'yes: "{flat}"')
+                else:
+                    answers.append(f'no: it reads "{flat}"' if flat else "no: no text found")
+            elif kind == "has_text":
+                answers.append(f'yes: "{flat}"' if flat else "no")
             else:
                 answers.append(text or "no text found")
         return answers
+
+    @staticmethod
+    def _kind(question: str) -> tuple[str, str]:
+        """Which question about text this is ("says" with the words asked about, "has_text" or "what"), or
+        NotSupported when OCR cannot ground the answer."""
+        says = _SAYS.match(question)
+        if says and _normalise(says["words"]) not in _FILLER:
+            return "says", says["words"]
+        if _HAS_TEXT.match(question):
+            return "has_text", ""
+        if _WHAT_TEXT.match(question):
+            return "what", ""
+        raise NotSupported(
+            f"the offline model can only answer questions about the text in an image (OCR: \"is there text?\", "
+            f"\"what does the sign say?\", \"does it say OPEN?\"), not {question!r}: this needs a VQA model: pass "
+            "--vqa-model blip-vqa-base (its weights come from `vlsearch models pull blip-vqa-base` on a connected "
+            "machine)"
+        )
+
+
+def _normalise(text: str) -> str:
+    """Lower case, quotes and punctuation dropped, spaces collapsed: how OCR text and asked-for words compare."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from captioner.base import ImageTextModel
 from captioner.blip import TASK_OF_CLASS, BlipModel, GenerationSettings
 from encoders import WeightsUnavailable
 from encoders.base import pick_device
-from encoders.registry import hub_reachable
+from encoders.registry import file_digest, hub_reachable
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def load_image_text_model(
         return _from_folder(preset.name, folder, task, device, settings)
     folder = Path(spec).expanduser()
     if folder.is_dir():
-        return _from_folder(f"blip:{folder.resolve().name}", folder, task, device, settings)
+        return _from_folder(folder_name(folder), folder, task, device, settings)
     raise ValueError(f"unknown model {spec!r} for {OPTION[task]}: use a preset ({', '.join(PRESETS)}) or a folder "
                      "holding a BLIP checkpoint")
 
@@ -130,6 +131,14 @@ def resolve_blip_weights(repo: str, model_dir: Path | None, allow_download: bool
     )
 
 
+def folder_name(folder: Path) -> str:
+    """blip:FOLDER#HASH, the hash over the weight files: captions are keyed by model name, and two fine-tunes in
+    folders of the same name must not pass for one model."""
+    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob(PICKLE_WEIGHTS[0]))
+    digest = hashlib.sha256("".join(file_digest(w) for w in weights).encode()).hexdigest()
+    return f"blip:{folder.resolve().name}#{digest[:12]}"
+
+
 def _has_weights(folder: Path) -> bool:
     return any(folder.glob("*.safetensors")) or (folder / PICKLE_WEIGHTS[0]).is_file()
 
@@ -157,9 +166,10 @@ def _from_folder(name: str, folder: Path, task: str, device: str, settings: Gene
     try:
         model = getattr(transformers, cls_name).from_pretrained(folder, dtype=dtype)
         processor = transformers.BlipProcessor.from_pretrained(folder)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # a truncated or corrupt file raises anything from OSError to SafetensorError
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsUnavailable(f"{folder}: cannot load {cls_name} ({reason})") from None
+        raise WeightsUnavailable(f"{folder}: cannot load {cls_name} ({type(exc).__name__}: {reason}); "
+                                 "download it again (`vlsearch models pull`) or pass another model") from None
     return BlipModel(name, model, processor, device, settings)
 
 

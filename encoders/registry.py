@@ -186,8 +186,13 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def weights_name(arch: str, weights: Path) -> str:
     """ARCH/FILE#HASH: two checkpoints that share a file name (every fine-tune's `open_clip_model.safetensors`)
     must not be taken for one model, or their vectors would be mixed in one index."""
-    st = weights.stat()
-    return f"{model_name(arch, weights.name)}#{_file_digest(str(weights.resolve()), st.st_size, st.st_mtime)[:12]}"
+    return f"{model_name(arch, weights.name)}#{file_digest(weights)[:12]}"
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content, computed once per process for each (path, size, mtime)."""
+    st = path.stat()
+    return _file_digest(str(path.resolve()), st.st_size, st.st_mtime)
 
 
 @functools.lru_cache(maxsize=16)

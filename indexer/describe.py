@@ -21,7 +21,7 @@ from sqlalchemy.orm import aliased
 from torch.utils.data import DataLoader, Dataset
 
 from captioner import ImageTextModel
-from captioner.ocr import OcrReader
+from captioner.ocr import OcrFailed, OcrReader
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes
 from indexer.pipeline import ProgressHook, _under_any, _worker_init
 from library import ImageRecord, Library
@@ -39,7 +39,7 @@ class DescribeReport:
 
     captioned: int = 0
     read: int = 0  # images OCR ran on
-    reused: int = 0  # copied from an identical file described before
+    reused: int = 0  # images whose text was copied from an identical file described before
     skipped: int = 0  # changed or gone since indexing: the next `vlsearch index` handles them
     errors: int = 0
     seconds: float = 0.0
@@ -146,8 +146,8 @@ class Describer:
 
     def _reuse_twins(self) -> int:
         """Copy text from an identical file (same sha256) already described: copies and re-added files cost
-        nothing. One INSERT ... SELECT per kind of text."""
-        copied = 0
+        nothing. Returns how many images got text this way."""
+        copied: set[int] = set()
         twin = aliased(ImageRecord)
         with self.library.session() as s:
             if self.caption_model:
@@ -162,7 +162,7 @@ class Describer:
                 if captions:
                     s.execute(insert(Caption), [{"image_id": i, "model": self.caption_model, "text": t}
                                                 for i, t in captions.items()])
-                copied += len(captions)
+                copied |= captions.keys()
             if self.ocr is not None:
                 source_ocr = aliased(OcrText)
                 rows = s.execute(
@@ -175,8 +175,8 @@ class Describer:
                 if unique:
                     s.execute(insert(OcrText), [{"image_id": i, "engine": e, "text": t}
                                                 for i, (e, t) in unique.items()])
-                copied += len(unique)
-        return copied
+                copied |= unique.keys()
+        return len(copied)
 
     def _has_caption(self):
         return exists().where(Caption.image_id == ImageRecord.id, Caption.model == self.caption_model)
@@ -211,13 +211,26 @@ class Describer:
                 report.failures.append((item.path, error))
         to_caption = [(item, image) for item, image in ready if item.caption]
         captions = self.captioner.caption([im for _, im in to_caption], self.prompt) if to_caption else []
-        texts = [(item, self.ocr.read(image)) for item, image in ready if item.ocr] if self.ocr else []
+        texts = []
+        for item, image in ready if self.ocr else []:
+            if not item.ocr:
+                continue
+            try:
+                texts.append((item, self.ocr.read(image)))
+            except OcrFailed as exc:  # left without OCR text: the next run tries again
+                report.errors += 1
+                report.failures.append((item.path, str(exc)))
         with self.library.session() as s:
+            def current(item: Pending) -> bool:
+                """Still the file that was read: not deleted, nor re-indexed with new content, meanwhile."""
+                row = s.get(ImageRecord, item.image_id)
+                return row is not None and row.sha256 == item.sha256
+
             for (item, _), text in zip(to_caption, captions, strict=True):
-                if s.get(ImageRecord, item.image_id) is not None:  # not deleted by an indexer meanwhile
+                if current(item):
                     s.merge(Caption(image_id=item.image_id, model=self.caption_model, text=text))
             for item, text in texts:
-                if s.get(ImageRecord, item.image_id) is not None:
+                if current(item):
                     s.merge(OcrText(image_id=item.image_id, engine=self.ocr.engine, text=text))
         report.captioned += len(captions)
         report.read += len(texts)

@@ -23,8 +23,11 @@ _LEAD = re.compile(
     rf"(?:which|what)\s+(?:of\s+(?:the|my|our)\s+)?{_NOUN}\s+(?:show|shows|have|has|contain|contains|include|"
     rf"includes|depict|depicts|feature|features|are\s+of|is\s+of|are|with)?"
     rf"|(?:find|show|give|get|list)\s+(?:me\s+)?(?:all\s+)?(?:the\s+|my\s+)?{_NOUN}\s*(?:of|with|showing|that\s+show)?"
-    rf"|(?:are|is)\s+there\s+(?:any\s+)?{_NOUN}\s*(?:of|with|showing)?"
-    rf"|(?:do|does)\s+(?:i|we|it)\s+have\s+(?:any\s+)?{_NOUN}\s*(?:of|with|showing)?"
+    rf"|(?:find|show|give|get|list)\s+(?:me\s+)?(?:all\s+)?(?:the\s+|my\s+)?"
+    rf"|(?:are|is)\s+there\s+(?:any\s+|a\s+|an\s+)?{_NOUN}\s*(?:of|with|showing|that\s+shows?)?"
+    rf"|(?:are|is)\s+there\s+(?:any\s+)?"
+    rf"|(?:do|does)\s+(?:i|we|it)\s+have\s+(?:any\s+|a\s+)?{_NOUN}\s*(?:of|with|showing)?"
+    rf"|(?:all\s+|any\s+|my\s+)?{_NOUN}\s+(?:of|with|showing|that\s+show)"
     rf"|where\s+(?:is|are)"
     rf")\s*",
     re.IGNORECASE,
@@ -77,8 +80,9 @@ def ask_collection(
     """Images of the library for which the answer to `question` is yes, best first (at most k)."""
     from indexer import DecodeError, decode_image
 
-    if not question.strip():
-        raise ValueError("ask a question, e.g. \"which photos show a dog on a beach?\"")
+    if not re.search(r"\w", question):
+        raise ValueError(f"{question!r} has no words to search for: ask a question, e.g. "
+                         "\"which photos show a dog on a beach?\"")
     if candidates < 1 or k < 1:
         raise ValueError("k and the number of candidates must each be at least 1")
     query = retrieval_query(question)
@@ -92,11 +96,11 @@ def ask_collection(
             continue  # changed or gone since indexing
     check = check_question(query)
     try:
-        scores = model.yes_probability(images, [check] * len(images)) if images else []
+        scores = model.yes_probability(images, [check] * len(images))  # even with no images: can it answer?
         method, answer = "vqa", "yes"
     except NotSupported as vqa_missing:
         try:
-            scores = model.match(images, [query] * len(images)) if images else []
+            scores = model.match(images, [query] * len(images))
             method, answer, check = "itm", "matches", query
         except NotSupported:
             raise NotSupported(

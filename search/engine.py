@@ -103,17 +103,17 @@ class SearchEngine:
 
         assert self.matcher is not None
         head, tail = hits[:depth], hits[depth:]
-        images, scored = [], []
+        images, scored, unreadable = [], [], []
         for hit in head:
             try:
                 images.append(decode_image(Path(hit.path)))
                 scored.append(hit)
-            except DecodeError:  # the file changed or vanished since indexing: it keeps its place below
-                tail.insert(0, hit)
+            except DecodeError:  # the file changed or vanished since indexing: below the rescored ones
+                unreadable.append(hit)
         scores = self.matcher.match(images, [text] * len(images)) if images else []
         reranked = [replace(h, match_score=float(sc)) for h, sc in zip(scored, scores, strict=True)]
         reranked.sort(key=lambda h: -(h.match_score or 0.0))
-        return reranked + tail
+        return reranked + unreadable + tail
 
     def similar(self, target: int | str | Path, k: int = 20, filters: Filters | None = None) -> list[SearchHit]:
         """Images like an indexed image (by id or path) or like any image file."""
@@ -168,6 +168,7 @@ class SearchEngine:
         return self._hydrate(pairs, filters)
 
     def _hydrate(self, pairs: list[tuple[int, float]], filters: Filters) -> list[SearchHit]:
+        """Hits for the (id, score) pairs, best first as given, that pass the filters."""
         if not pairs:
             return []
         score = dict(pairs)
@@ -193,7 +194,8 @@ class SearchEngine:
             )
             for r in rows
         ]
-        hits.sort(key=lambda h: -h.score)
+        order = {image_id: rank for rank, image_id in enumerate(score)}
+        hits.sort(key=lambda h: order[h.id])  # as ranked by the caller (keyword: all-words matches first)
         return hits
 
 

@@ -18,6 +18,13 @@ _PHRASE = re.compile(r'"([^"]*)"')
 _WORD = re.compile(r"\w+", re.UNICODE)
 # bm25 column weights: name, caption, ocr
 _WEIGHTS = (2.0, 1.0, 1.0)
+# Words too common to make an image match on their own: they count when every word must match, never when any may.
+STOPWORDS = frozenset("""
+a an the and or but nor of on in at to from by for with without about into onto over under near off up down
+is are was were be been being am do does did has have had it its this that these those there here some any
+all no not my your our their his her me you we they i he she him them photo photos picture pictures image images
+show shows showing find which what where who whose as than then so very can could would should will
+""".split())  # noqa: SIM905 (a word list reads better as text)
 
 
 @dataclass(frozen=True)
@@ -38,13 +45,15 @@ class KeywordQuery:
         return not (self.phrases or self.words)
 
     def expressions(self) -> list[str]:
-        """FTS5 MATCH expressions, strictest first: every word, then any word (phrases required in both)."""
+        """FTS5 MATCH expressions, strictest first: every word, then any word that is not a stopword (phrases
+        required in both)."""
         phrases = [_quote(p) for p in self.phrases]
         words = [_quote(w) for w in self.words]
         strict = " AND ".join(phrases + words)
-        if len(words) < 2:
+        content = [_quote(w) for w in self.words if w not in STOPWORDS]
+        if not content or len(content) == len(words) == 1:
             return [strict]
-        loose = " AND ".join([*phrases, "(" + " OR ".join(words) + ")"])
+        loose = " AND ".join([*phrases, "(" + " OR ".join(content) + ")"])
         return [strict, loose]
 
 

@@ -51,7 +51,8 @@ class SearchQuery:
         if self.mode == "keyword" and not has_text:
             raise ValueError("keyword mode looks for words: give some text (or use --mode vector for an image)")
         if self.mode == "keyword" and (self.negatives or self.filters.min_score is not None):
-            raise ValueError("--not and --min-score act on vector similarity; use --mode vector or hybrid for them")
+            raise ValueError("--not and --min-score act on CLIP similarity, which keyword mode does not use: use "
+                             "--mode vector (or hybrid, where they shape the vector ranking)")
         if self.rerank < 0:
             raise ValueError("rerank must be 0 (off) or a number of candidates")
         if self.rerank and not has_text:

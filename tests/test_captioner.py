@@ -3,6 +3,8 @@ photos, OCR, and the errors a user gets when a model cannot do what was asked.""
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from captioner import GenerationSettings, ModelSuite, NotSupported, load_image_text_model
 from captioner.offline import OfflineCaptioner
@@ -61,6 +63,25 @@ def test_checkpoint_folder_loads_and_a_folder_for_another_task_is_refused(tmp_pa
         load_image_text_model(str(tmp_path / "nothing-here"), "caption", device="cpu")
 
 
+def test_folder_models_are_named_by_content_and_a_corrupt_one_is_a_clear_error(tmp_path):
+    """Captions are keyed by model name: two fine-tunes in folders called `caption` must not share one."""
+    from encoders import WeightsUnavailable
+
+    for folder, bump in ((tmp_path / "a" / "caption", 0.0), (tmp_path / "b" / "caption", 0.5)):
+        model, processor = tiny_blip("caption")
+        with torch.no_grad():
+            next(model.parameters()).add_(bump)
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+    a = load_image_text_model(str(tmp_path / "a" / "caption"), "caption", device="cpu").name
+    b = load_image_text_model(str(tmp_path / "b" / "caption"), "caption", device="cpu").name
+    assert a.startswith("blip:caption#") and b.startswith("blip:caption#") and a != b
+    weights = tmp_path / "b" / "caption" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a download cut short
+    with pytest.raises(WeightsUnavailable, match="cannot load BlipForConditionalGeneration.*download it again"):
+        load_image_text_model(str(tmp_path / "b" / "caption"), "caption", device="cpu")
+
+
 def test_missing_blip_weights_say_how_to_get_them_and_auto_falls_back(monkeypatch, tmp_path):
     import captioner.registry
     from encoders import WeightsUnavailable
@@ -102,13 +123,29 @@ def test_ocr_reads_the_page_and_nothing_on_the_cat(offline, photos):
     assert offline.ocr.read(photos["chelsea"]) == ""
 
 
+def test_ocr_skips_slivers_and_pads_thin_strips(offline, photos):
+    """A 3000x2 image once made the detector upscale it to gigabytes; a thin strip of text still reads."""
+    for size in ((3000, 2), (800, 1), (2, 3000), (1, 1)):
+        assert offline.ocr.read(Image.new("RGB", size, "white")) == ""
+    page = photos["page"].convert("RGB")
+    line = page.crop((0, 0, page.width, 40))  # the heading, "Region-based segmentation"
+    strip = Image.new("RGB", (page.width * 6, 40), "white")
+    strip.paste(line, (0, 0))
+    assert "segmentation" in offline.ocr.read(strip)
+    assert offline.caption([Image.new("RGB", (3000, 3), "gray")])  # a caption, no OCR error
+
+
 def test_offline_answers_only_what_ocr_grounds(offline, photos):
     said, = offline.answer([photos["page"]], ["what does it say?"])
     assert "markers of the coins" in said
     assert offline.answer([photos["chelsea"], photos["page"]], ["is there any text?", "is there text?"])[0] == "no"
     assert offline.answer([photos["page"]], ["is there text?"])[0].startswith("yes")
-    with pytest.raises(NotSupported, match="needs a VQA model.*--vqa-model blip-vqa-base"):
-        offline.answer([photos["chelsea"]], ["is there a cat?"])
+    assert offline.answer([photos["page"]], ["does it say STOP?"])[0].startswith('no: it reads "')
+    assert offline.answer([photos["page"]], ["does the page say 'Markers of the coins'?"])[0].startswith("yes")
+    assert offline.answer([photos["chelsea"]], ["does the sign say STOP?"]) == ["no: no text found"]
+    for question in ("is there a cat?", "what colour is the text?", "is there a sign?", "what is this?"):
+        with pytest.raises(NotSupported, match="needs a VQA model.*--vqa-model blip-vqa-base"):
+            offline.answer([photos["chelsea"]], [question])
     with pytest.raises(NotSupported, match="VQA model"):
         offline.yes_probability([photos["chelsea"]], ["is there a cat?"])
     with pytest.raises(NotSupported, match="--itm-model blip-itm-base"):

@@ -187,6 +187,10 @@ def test_caption_files_gives_alt_text_as_json_and_reports_bad_files(env):
     assert "not an image" in result[1]["error"]
     code, out = cli("caption", str(photos[0]), "--caption-model", "blip-vqa-base")
     assert code == 2 and "cannot write captions" in out
+    code, out = cli("caption", str(env / "photos"), str(env / "gone.png"), "--caption-model", "tiny-random",
+                    "--no-ocr")
+    assert code == 1 and "is a folder: index it (`vlsearch index FOLDER`)" in out
+    assert f"{env / 'gone.png'}: no such file" in out.replace("\n", "") and out.count("gone.png") == 1
 
 
 def test_caption_library_is_incremental_and_search_modes_use_the_text(env):
@@ -220,6 +224,9 @@ def test_ask_one_image_and_the_collection(env):
     assert code == 2 and "needs a VQA model" in out and "--vqa-model blip-vqa-base" in out
     code, out = cli("ask", "what is it?", "--image", "99", "--vqa-model", "tiny-random")
     assert code == 2 and "image 99 is not in the library" in out
+    for blank in ("", "  ", "???"):
+        code, out = cli("ask", blank, "--image", str(photos[1]), "--vqa-model", "tiny-random")
+        assert code == 2 and "is not a question" in out
     code, out = cli("ask", "which photos show a red ball?", "--vqa-model", "tiny-random", "--threshold", "0",
                     "--candidates", "4", "--json")
     result = json.loads(out)
@@ -235,3 +242,43 @@ def test_ask_one_image_and_the_collection(env):
 def test_models_list_names_the_caption_models():
     code, out = cli("models", "list")
     assert code == 0 and all(name in out for name in ("blip-base", "blip-vqa-base", "blip-itm-base", "offline"))
+
+
+def test_a_caption_model_that_is_gone_is_a_warning_and_auto_stands_in(env):
+    """Captions made with a folder checkpoint: when the folder is gone, later runs warn and go on with `auto`
+    (offline here) instead of failing on the name the library recorded."""
+    import shutil
+
+    from captioner.tiny import tiny_blip
+
+    model, processor = tiny_blip("caption")
+    model.save_pretrained(env / "my-blip")
+    processor.save_pretrained(env / "my-blip")
+    write_photos(env / "photos", 2)
+    code, out = cli("index", str(env / "photos"), "--model", "tiny-random", "--workers", "0", "--no-ocr",
+                    "--caption-model", str(env / "my-blip"))
+    assert code == 0 and "2 captioned with blip:my-blip#" in out, out
+    shutil.rmtree(env / "my-blip")
+    write_photos(env / "photos", 3)
+    code, out = cli("index", str(env / "photos"), "--workers", "0", "--no-ocr")
+    assert code == 0, out
+    assert "captions come from blip:my-blip#" in out and "cannot be loaded here" in out
+    assert "3 captioned with offline" in out  # every image lacks an offline caption
+    code, out = cli("status", "--json")
+    captions = json.loads(out)["captions"]
+    assert captions["offline"] == 3 and sum(captions.values()) == 5
+
+
+def test_markup_in_paths_and_text_is_printed_as_is(env):
+    """Rich would read "[/]" or "[bold]" in a file name as markup and crash or drop it."""
+    folder = env / "photos [/] [bold]x"
+    photos = write_photos(folder, 2)
+    code, out = cli("index", str(folder), "--model", "tiny-random", "--workers", "0", "--no-ocr",
+                    "--caption-model", "tiny-random")
+    assert code == 0, out
+    code, out = cli("search", "a photo", "--k", "2")
+    assert code == 0 and "photos [/] [bold]x" in out.replace("\n", ""), out
+    code, out = cli("caption", str(photos[0]), "--caption-model", "tiny-random", "--no-ocr")
+    assert code == 0 and "[bold]x" in out
+    code, out = cli("caption", str(folder / "[red]missing.png"), "--caption-model", "tiny-random")
+    assert code != 0 and "[red]missing.png" in out

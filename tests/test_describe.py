@@ -2,13 +2,14 @@
 by triggers, keyword and hybrid search, rerank, and questions over the collection."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import select, text
 
 from captioner import ModelSuite, NotSupported, load_image_text_model
-from captioner.ocr import ocr_reader
+from captioner.ocr import OcrFailed, ocr_reader
 from indexer import Indexer
 from indexer.describe import Describer
 from library import ImageRecord, Library
@@ -62,15 +63,44 @@ def test_changed_file_loses_its_stale_text_and_is_described_again(library, tiny_
     assert Describer(library, tiny_text["caption"], None, workers=0).run().captioned == 1
 
 
+class ScriptedOcr:
+    """Stands in for the OCR engine where a test needs it to fail on one image: the real one is padded against
+    the inputs known to break it, so its failures cannot be produced on demand."""
+
+    engine = "scripted"
+
+    def __init__(self, fail_on_size: tuple[int, int] | None = None) -> None:
+        self.fail_on_size = fail_on_size
+        self.calls = 0
+
+    def read(self, image):
+        self.calls += 1
+        if image.size == self.fail_on_size:
+            raise OcrFailed("OCR failed on this image: ResizeImgError")
+        return f"TEXT {image.width}"
+
+
 def test_copies_reuse_the_text_of_their_twin(library, tiny_encoder, tiny_text, tmp_path):
     paths = write_photos(tmp_path / "photos", 2)
     Indexer(library, tiny_encoder, workers=0).run([tmp_path / "photos"])
-    Describer(library, tiny_text["caption"], None, workers=0).run()
+    Describer(library, tiny_text["caption"], ScriptedOcr(), workers=0).run()
     shutil.copy(paths[0], tmp_path / "photos" / "copy.jpg")
     Indexer(library, tiny_encoder, workers=0).run([tmp_path / "photos"])
-    report = Describer(library, tiny_text["caption"], None, workers=0).run()
-    assert report.reused == 1 and report.captioned == 0
+    ocr = ScriptedOcr()
+    report = Describer(library, tiny_text["caption"], ocr, workers=0).run()
+    assert report.reused == 1 and report.captioned == 0 and ocr.calls == 0  # one image, its caption and its text
     assert captions(library)[str(tmp_path / "photos" / "copy.jpg")] == captions(library)[str(paths[0])]
+
+
+def test_an_ocr_failure_on_one_image_is_reported_and_retried_next_run(library, tiny_encoder, tmp_path):
+    write_photos(tmp_path / "photos", 3)
+    write_photo(tmp_path / "photos" / "odd.png", seed=7, size=(90, 30))
+    Indexer(library, tiny_encoder, workers=0).run([tmp_path / "photos"])
+    report = Describer(library, None, ScriptedOcr(fail_on_size=(90, 30)), workers=0).run()
+    assert (report.read, report.errors) == (3, 1)
+    assert report.failures[0][0].endswith("odd.png") and "ResizeImgError" in report.failures[0][1]
+    ocr = ScriptedOcr()
+    assert Describer(library, None, ocr, workers=0).run().read == 1 and ocr.calls == 1
 
 
 def test_file_changed_after_indexing_is_skipped_not_misdescribed(library, tiny_encoder, tiny_text, tmp_path):
@@ -139,6 +169,29 @@ def test_fts_follows_captions_renames_and_deletions(library, tiny_encoder, tmp_p
         assert s.scalar(text("SELECT count(*) FROM captions")) == 0
 
 
+def test_keyword_ranks_all_words_first_and_never_matches_on_stopwords_alone(library, tiny_encoder, tmp_path):
+    paths = write_photos(tmp_path / "photos", 5)
+    Indexer(library, tiny_encoder, workers=0).run([tmp_path / "photos"])
+    texts = {0: "a red car on a road", 1: "car car car car car parked", 2: "a bowl of soup",
+             3: "the cat sat on the mat"}
+    with library.session() as s:
+        ids = {p.name: s.scalar(select(ImageRecord.id).where(ImageRecord.path == str(p))) for p in paths}
+        order = [ids[p.name] for p in paths]
+        s.add_all(Caption(image_id=order[i], model="m", text=t) for i, t in texts.items())
+    engine = SearchEngine(library, tiny_encoder)
+
+    def keyword(q, **kw):
+        return [h.id for h in engine.search(SearchQuery(text=q, mode="keyword", **kw))]
+
+    assert keyword("a red car") == [order[0], order[1]]  # every word first, however often another says "car"
+    assert keyword("a dog on the road") == [order[0]]  # "a", "on", "the" alone match nothing
+    assert keyword("the cat") == [order[3]]
+    assert keyword("on the") == [order[3]]  # stopwords asked for on their own must all match
+    # hybrid: --min-score prunes the vector ranking only; what matches the words stays
+    hybrid = engine.search(SearchQuery(text="a red car", mode="hybrid", filters=Filters(min_score=1.01)))
+    assert [h.id for h in hybrid] == [order[0], order[1]]
+
+
 def test_query_text_is_never_fts_syntax(library, tiny_encoder, tmp_path):
     write_photos(tmp_path / "photos", 3)
     Indexer(library, tiny_encoder, workers=0).run([tmp_path / "photos"])
@@ -199,6 +252,11 @@ def test_rerank_orders_the_top_candidates_by_the_matching_model(library, tiny_en
     assert [h.id for h in after[:4]] == sorted(scored, key=lambda i: -scored[i])
     assert all(h.match_score == pytest.approx(scored[h.id], abs=1e-5) for h in after[:4])
     assert [h.id for h in after[4:]] == [h.id for h in before[4:]] and all(h.match_score is None for h in after[4:])
+    Path(before[0].path).unlink()
+    Path(before[2].path).unlink()  # gone since indexing: kept, in their order, below the rescored ones
+    gone = engine.search(SearchQuery(text="a red square", k=8, rerank=4))
+    assert [h.id for h in gone[2:4]] == [before[0].id, before[2].id] and gone[2].match_score is None
+    assert [h.id for h in gone[4:]] == [h.id for h in before[4:]]
 
 
 def test_questions_become_retrieval_queries():
@@ -206,6 +264,11 @@ def test_questions_become_retrieval_queries():
     assert retrieval_query("Find me pictures of red cars") == "red cars"
     assert retrieval_query("are there any photos with snow?") == "snow"
     assert retrieval_query("a cat on a sofa") == "a cat on a sofa"
+    assert retrieval_query("are there any dogs?") == "dogs"
+    assert retrieval_query("is there a photo with a cake?") == "a cake"
+    assert retrieval_query("photos of dogs on a beach") == "dogs on a beach"
+    assert retrieval_query("show me all the dogs") == "dogs"
+    assert retrieval_query("photosynthesis diagrams") == "photosynthesis diagrams"  # "photo" only as a word
     assert check_question("a dog on a beach") == "does the picture show a dog on a beach?"
 
 
@@ -231,6 +294,12 @@ def test_ask_over_the_collection_returns_the_yeses_best_first(library, tiny_enco
     assert itm.method == "itm" and len(itm.findings) == 10 and all(f.answer == "matches" for f in itm.findings)
     with pytest.raises(NotSupported, match="VQA model.*blip-vqa-base.*--mode keyword"):
         ask_collection(engine, ModelSuite(), "which photos show a dog?")
+    nowhere = Filters(path_prefix=str(tmp_path / "no-such-folder"))  # no candidates: still no VQA model
+    with pytest.raises(NotSupported, match="VQA model"):
+        ask_collection(engine, ModelSuite(), "which photos show a dog?", filters=nowhere)
+    assert ask_collection(engine, vqa, "which photos show a dog?", filters=nowhere).findings == []
+    with pytest.raises(ValueError, match="no words to search for"):
+        ask_collection(engine, vqa, "???")
 
 
 def test_a_library_at_the_first_schema_gets_its_keyword_index_on_open(tmp_path):

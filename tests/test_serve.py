@@ -99,3 +99,23 @@ def test_caption_endpoint_gives_alt_text_and_names_the_model(server_with_caption
     assert httpx.get(f"{url}/api/v1/search", params={"q": "photo_0001", "mode": "keyword"}).json()["hits"][0][
         "path"].endswith("photo_0001.jpg")
     assert httpx.get(f"{url}/api/v1/search", params={"q": "x", "mode": "fuzzy"}).status_code == 422
+
+
+def test_offline_alt_text_for_a_sliver_of_an_image_is_a_caption_not_a_crash(tmp_path, tiny_encoder):
+    """A 3000x2 upload once sent OCR into a many-gigabyte resize and the request into a 500."""
+    import io
+
+    from PIL import Image
+
+    from captioner.offline import OfflineCaptioner
+
+    write_photos(tmp_path / "photos", 1)
+    lib = Library.open(tmp_path / "lib")
+    Indexer(lib, tiny_encoder, workers=0).run([tmp_path / "photos"])
+    with serving(create_app(SearchEngine(lib, tiny_encoder), OfflineCaptioner("cpu"))) as url:
+        for size in ((3000, 2), (2, 3000), (1, 1)):
+            png = io.BytesIO()
+            Image.new("RGB", size, "gray").save(png, format="PNG")
+            r = httpx.post(f"{url}/api/v1/caption", files={"file": ("thin.png", png.getvalue(), "image/png")})
+            assert r.status_code == 200, r.text
+            assert r.json()["model"] == "offline" and r.json()["caption"]
