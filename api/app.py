@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from captioner import ImageTextModel, NotSupported
 from indexer import DecodeError, decode_bytes
+from indexer.decode import DEFAULT_MAX_PIXELS, ImageTooLarge
 from library import ImageRecord
 from search import SearchEngine, SearchQuery
 
@@ -49,7 +50,7 @@ class CaptionResponse(BaseModel):
 
 
 def create_app(engine: SearchEngine, captioner: ImageTextModel | None = None,
-               max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS) -> FastAPI:
     app = FastAPI(title="vlsearch", summary="Self-hosted multimodal image search")
     api = APIRouter(prefix="/api/v1")
     lock = asyncio.Lock()  # one model call at a time; the models are not built for concurrent use
@@ -79,7 +80,8 @@ def create_app(engine: SearchEngine, captioner: ImageTextModel | None = None,
         )
 
     @api.post("/caption", response_model=CaptionResponse,
-              responses={413: {"description": "upload too large"}, 415: {"description": "not a readable image"},
+              responses={413: {"description": "upload too large (bytes or pixels)"},
+                         415: {"description": "not a readable image"},
                          503: {"description": "no caption model loaded"}})
     async def caption(
         file: Annotated[UploadFile, File(description="The image to describe (JPEG, PNG, WebP, GIF, BMP, TIFF)")],
@@ -94,7 +96,10 @@ def create_app(engine: SearchEngine, captioner: ImageTextModel | None = None,
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"the upload is over {max_upload_bytes / 1e6:.0f} MB; send a smaller image")
         try:
-            image, _ = await asyncio.to_thread(decode_bytes, data)  # a large image takes a while to decode
+            image, _ = await asyncio.to_thread(decode_bytes, data, max_pixels)  # large images take a while
+        except ImageTooLarge:
+            raise HTTPException(413, f"{file.filename or 'the upload'}: over the {max_pixels / 1e6:g} megapixels "
+                                "this server decodes; send a smaller version of the image") from None
         except DecodeError as exc:
             raise HTTPException(415, f"{file.filename or 'the upload'}: {exc}") from None
         async with lock:

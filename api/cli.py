@@ -126,11 +126,12 @@ def load_text_model(spec: str, task: str, model_dir: Path, device: str = "auto",
 
 
 def library_caption_model(lib, chosen: str | None, model_dir: Path, device: str = "auto", settings=None):
-    """The caption model to use on `lib`: the one asked for (an error if it cannot load), else the one the library's
-    captions come from, else `auto`. A recorded model that cannot be loaded here (its weights are elsewhere, or
-    it was a folder) is a warning, not a dead end: `auto` stands in and its captions are kept apart by name."""
+    """(model, stand_in): the caption model to use on `lib`: the one asked for (an error if it cannot load), else
+    the one the library's captions come from, else `auto`. A recorded model that cannot be loaded here (its weights
+    or folder are elsewhere) is a warning, not a dead end: `auto` stands in (stand_in is True) for images with no
+    caption at all, and its captions are kept apart by name."""
     if chosen:
-        return load_text_model(chosen, "caption", model_dir, device, settings)
+        return load_text_model(chosen, "caption", model_dir, device, settings), False
     recorded = lib.caption_model()
     if recorded and recorded != "auto":
         from captioner import load_image_text_model
@@ -140,12 +141,13 @@ def library_caption_model(lib, chosen: str | None, model_dir: Path, device: str 
         try:
             with err.status(f"loading caption model {recorded}…"):
                 return load_image_text_model(recorded, "caption", model_dir=model_dir, device=device,
-                                             settings=settings)
+                                             settings=settings), False
         except (WeightsUnavailable, ValueError, OcrUnavailable) as exc:
             err.print(f"[yellow]warning:[/] this library's captions come from {escape(recorded)}, which cannot be "
-                      f"loaded here: {escape(str(exc))}\nUsing `auto` instead; pass --caption-model to choose (a "
-                      "folder model needs its folder), or --no-captions.", highlight=False)
-    return load_text_model("auto", "caption", model_dir, device, settings)
+                      f"loaded here: {escape(str(exc))}\n`auto` captions only the images that have no caption; pass "
+                      "--caption-model to choose a model, or --no-captions.", highlight=False)
+            return load_text_model("auto", "caption", model_dir, device, settings), True
+    return load_text_model("auto", "caption", model_dir, device, settings), False
 
 
 def load_ocr(required: bool):
@@ -226,8 +228,8 @@ def index(
     lib = open_library(library, create=True)
     spec = model or lib.default_model() or "auto"
     encoder = load_model(spec, weights, model_dir, device)
-    captioner = (library_caption_model(lib, caption_model, model_dir, device, generation(beams, max_length))
-                 if captions else None)
+    captioner, stand_in = (library_caption_model(lib, caption_model, model_dir, device, generation(beams, max_length))
+                           if captions else (None, False))
     reader = load_ocr(required=False) if ocr else None
     with Progress(*progress_columns(), console=err, transient=False) as progress:
         try:
@@ -249,7 +251,7 @@ def index(
     )
     print_failures(report.failures)
     if captioner is not None or reader is not None:
-        describe_library(lib, captioner, reader, paths, None, workers, max_pixels)
+        describe_library(lib, captioner, reader, paths, None, workers, max_pixels, fill_gaps=stand_in)
 
 
 def progress_columns():
@@ -265,7 +267,7 @@ def print_failures(failures: list[tuple[str, str]]) -> None:
 
 
 def describe_library(lib, captioner, reader, paths, prompt: str | None, workers: int | None, max_pixels: int,
-                     batch_size: int = 8) -> None:
+                     batch_size: int = 8, fill_gaps: bool = False) -> None:
     """The caption/OCR stage over a library, with a progress bar and a summary line."""
     from indexer.describe import Describer
 
@@ -273,7 +275,8 @@ def describe_library(lib, captioner, reader, paths, prompt: str | None, workers:
     with Progress(*progress_columns(), console=err, transient=False) as progress:
         try:
             report = Describer(lib, captioner, reader, prompt=prompt, batch_size=batch_size, workers=workers,
-                               max_pixels=max_pixels, progress=RichProgress(progress, what)).run(paths)
+                               max_pixels=max_pixels, progress=RichProgress(progress, what),
+                               fill_gaps=fill_gaps).run(paths)
         except KeyboardInterrupt:
             raise fail("interrupted; captions and text written so far are kept, run `vlsearch caption` to finish",
                        code=130) from None
@@ -453,9 +456,9 @@ def caption(
     settings = generation(beams, max_length, batch_size)
     if not images:
         lib = open_library(library)
-        captioner = library_caption_model(lib, caption_model, model_dir, device, settings)
+        captioner, stand_in = library_caption_model(lib, caption_model, model_dir, device, settings)
         reader = load_ocr(required=False) if ocr else None
-        describe_library(lib, captioner, reader, None, prompt, workers, DEFAULT_MAX_PIXELS, batch_size)
+        describe_library(lib, captioner, reader, None, prompt, workers, DEFAULT_MAX_PIXELS, batch_size, stand_in)
         return
     captioner = load_text_model(caption_model or "auto", "caption", model_dir, device, settings)
     reader = load_ocr(required=False) if ocr else None
@@ -721,7 +724,7 @@ def serve(
 
     lib = open_library(library)
     engine = engine_for(lib, None, None, model_dir, max_stale_s=SERVER_INDEX_LAG_S)
-    captioner = library_caption_model(lib, caption_model, model_dir) if captions else None
+    captioner = library_caption_model(lib, caption_model, model_dir)[0] if captions else None
     console.print(f"vlsearch serving {escape(str(lib.root))} at http://{host}:{port}/  (Ctrl-C stops)")
     uvicorn.run(create_app(engine, captioner), host=host, port=port, log_level="warning")
 

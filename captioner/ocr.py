@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 MIN_CONFIDENCE = 0.5  # lines PP-OCR is less sure of than this are noise more often than text
 MIN_SIDE = 8  # no legible text fits in fewer pixels than this; RapidOCR would upscale such a sliver to gigabytes
+MAX_SIDE = 2000  # RapidOCR's own limit: larger images are shrunk to it, so shrink first (padding grows with it)
 MAX_ASPECT = 4  # longer/shorter side; thinner images are padded to this (RapidOCR's detector upscales the short side)
 INSTALL_HINT = (
     "OCR needs rapidocr-onnxruntime, installed without the GUI OpenCV it names: "
@@ -74,6 +75,8 @@ class OcrReader:
             if key in self._seen:
                 self._seen.move_to_end(key)
                 return self._seen[key]
+            if max(rgb.size) > MAX_SIDE:  # before padding: a 100000x10 strip padded first would be 100000x25000
+                rgb.thumbnail((MAX_SIDE, MAX_SIDE))  # in place: `convert` made rgb a copy
             padded = _for_detection(rgb)
             result = None
             if padded is not None:

@@ -40,10 +40,13 @@ _HAS_TEXT = re.compile(
 # "what does the sign say?", "what is written on it?", "what text is in the image?", "read the label"
 _WHAT_TEXT = re.compile(
     r"^\s*(what\s+(does|do|did)\s+.+?\s+(say|read|spell)\b|what('s|\s+is|\s+are|\s+was)?\s+(written|printed)\b"
-    r"|what\s+(text|words?|letters?|numbers?)\s+(is|are|does|do|can)\b|read\b|transcribe\b)",
+    r"|what\s+(text|words?|letters?)\s+(is|are|does|do|can)\b|what('s|\s+is|\s+are)\s+the\s+(text|words?)\s*[?.!]*$"
+    r"|read\b|transcribe\b)",
     re.I,
 )
 _FILLER = {"anything", "something", "any text", "anything at all"}
+# Questions about what text means, or choices between readings, need understanding that OCR does not have.
+_BEYOND_OCR = re.compile(r"\b(about|mean|means|meaning|or|language|colou?r|font|size)\b", re.I)
 
 
 class OfflineCaptioner(ImageTextModel):
@@ -110,7 +113,7 @@ class OfflineCaptioner(ImageTextModel):
                 raise NotSupported(f"cannot answer {question!r}: {exc}") from None
             flat = " ".join(text.split())
             if kind == "says":
-                found = _normalise(words) in _normalise(flat)
+                found = f" {_normalise(words)} " in f" {_normalise(flat)} "  # whole words: "TO" is not in "STOP"
                 if found:
                     answers.append(f'yes: "{flat}"')
                 else:
@@ -125,13 +128,15 @@ class OfflineCaptioner(ImageTextModel):
     def _kind(question: str) -> tuple[str, str]:
         """Which question about text this is ("says" with the words asked about, "has_text" or "what"), or
         NotSupported when OCR cannot ground the answer."""
-        says = _SAYS.match(question)
-        if says and _normalise(says["words"]) not in _FILLER:
-            return "says", says["words"]
-        if _HAS_TEXT.match(question):
-            return "has_text", ""
-        if _WHAT_TEXT.match(question):
-            return "what", ""
+        if not _BEYOND_OCR.search(question):
+            says = _SAYS.match(question)
+            if says and _normalise(says["words"]) not in _FILLER:
+                if _normalise(says["words"]):
+                    return "says", says["words"]
+            elif _HAS_TEXT.match(question):
+                return "has_text", ""
+            elif _WHAT_TEXT.match(question):
+                return "what", ""
         raise NotSupported(
             f"the offline model can only answer questions about the text in an image (OCR: \"is there text?\", "
             f"\"what does the sign say?\", \"does it say OPEN?\"), not {question!r}: this needs a VQA model: pass "

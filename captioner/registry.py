@@ -53,6 +53,7 @@ PRESETS: dict[str, CaptionPreset] = {
 
 # What `auto` tries for each task, in order; the last resort is what runs with no weights at all.
 AUTO = {"caption": ("blip-base", "offline"), "answer": ("blip-vqa-base", "offline"), "match": ("blip-itm-base",)}
+FOLDER_PREFIX = "blip:"  # a model loaded from a checkpoint folder is named blip:/PATH#HASH
 OPTION = {"caption": "--caption-model", "answer": "--vqa-model", "match": "--itm-model"}
 
 
@@ -97,6 +98,11 @@ def load_image_text_model(
     if preset is not None:
         folder = resolve_blip_weights(preset.repo or "", model_dir, allow_download)
         return _from_folder(preset.name, folder, task, device, settings)
+    if spec.startswith(FOLDER_PREFIX) and "#" in spec:  # a folder model as a library recorded it
+        folder = Path(spec.removeprefix(FOLDER_PREFIX).rsplit("#", 1)[0])
+        if not folder.is_dir():
+            raise WeightsUnavailable(f"the checkpoint folder {folder} is gone (or not reachable from here)")
+        return _from_folder(folder_name(folder), folder, task, device, settings)
     folder = Path(spec).expanduser()
     if folder.is_dir():
         return _from_folder(folder_name(folder), folder, task, device, settings)
@@ -132,11 +138,11 @@ def resolve_blip_weights(repo: str, model_dir: Path | None, allow_download: bool
 
 
 def folder_name(folder: Path) -> str:
-    """blip:FOLDER#HASH, the hash over the weight files: captions are keyed by model name, and two fine-tunes in
-    folders of the same name must not pass for one model."""
+    """blip:/ABSOLUTE/FOLDER#HASH, the hash over the weight files. Captions are keyed by model name: the path lets
+    later runs load the model again by that name, the hash keeps a retrained checkpoint in the same folder apart."""
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob(PICKLE_WEIGHTS[0]))
     digest = hashlib.sha256("".join(file_digest(w) for w in weights).encode()).hexdigest()
-    return f"blip:{folder.resolve().name}#{digest[:12]}"
+    return f"{FOLDER_PREFIX}{folder.resolve()}#{digest[:12]}"
 
 
 def _has_weights(folder: Path) -> bool:

@@ -35,6 +35,10 @@ class DecodeError(Exception):
     """A file that is not a usable image; the message is stored with the file's row."""
 
 
+class ImageTooLarge(DecodeError):
+    """An image over the pixel limit (a decompression bomb, or a very large scan)."""
+
+
 @dataclass(frozen=True)
 class ImageMeta:
     width: int
@@ -70,7 +74,7 @@ def decode_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Ima
         except DecodeError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise DecodeError(
+            raise ImageTooLarge(
                 f"over the {max_pixels / 1e6:.0f} megapixels limit ({exc}): a decompression bomb, or a very large "
                 "scan: raise --max-pixels to index it"
             ) from None
@@ -117,7 +121,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _too_big(width: int, height: int, max_pixels: int) -> DecodeError:
-    return DecodeError(
+    return ImageTooLarge(
         f"{width}x{height} is {width * height / 1e6:.0f} megapixels, over the {max_pixels / 1e6:.0f} MP limit "
         "(a decompression bomb, or a very large scan: raise --max-pixels to index it)"
     )

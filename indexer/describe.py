@@ -101,7 +101,10 @@ class Describer:
         workers: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         progress: ProgressHook | None = None,
+        fill_gaps: bool = False,
     ) -> None:
+        """`fill_gaps`: caption only images with no caption from any model (a stand-in model then fills in what
+        is missing instead of captioning the whole library again)."""
         if captioner is None and ocr is None:
             raise ValueError("nothing to do: neither captions nor OCR were asked for")
         if batch_size < 1:
@@ -114,6 +117,7 @@ class Describer:
         self.workers = min(2, os.cpu_count() or 1) if workers is None else workers
         self.max_pixels = max_pixels
         self.progress = progress
+        self.fill_gaps = fill_gaps
 
     def run(self, paths: Iterable[Path | str] | None = None) -> DescribeReport:
         """Describe the images under `paths` (all of the library's when None) that still lack text."""
@@ -179,6 +183,8 @@ class Describer:
         return len(copied)
 
     def _has_caption(self):
+        if self.fill_gaps:
+            return exists().where(Caption.image_id == ImageRecord.id)
         return exists().where(Caption.image_id == ImageRecord.id, Caption.model == self.caption_model)
 
     def _has_ocr(self):

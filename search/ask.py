@@ -20,8 +20,8 @@ THRESHOLD = 0.5
 _NOUN = r"(?:photos?|pictures?|pics?|images?|shots?|ones?)"
 _LEAD = re.compile(
     rf"^\s*(?:"
-    rf"(?:which|what)\s+(?:of\s+(?:the|my|our)\s+)?{_NOUN}\s+(?:show|shows|have|has|contain|contains|include|"
-    rf"includes|depict|depicts|feature|features|are\s+of|is\s+of|are|with)?"
+    rf"(?:which|what)\s+(?:of\s+(?:the|my|our)\s+)?{_NOUN}\b(?:\s+(?:show|shows|have|has|contain|contains|include|"
+    rf"includes|depict|depicts|feature|features|are\s+of|is\s+of|are|with)\b)?"
     rf"|(?:find|show|give|get|list)\s+(?:me\s+)?(?:all\s+)?(?:the\s+|my\s+)?{_NOUN}\s*(?:of|with|showing|that\s+show)?"
     rf"|(?:find|show|give|get|list)\s+(?:me\s+)?(?:all\s+)?(?:the\s+|my\s+)?"
     rf"|(?:are|is)\s+there\s+(?:any\s+|a\s+|an\s+)?{_NOUN}\s*(?:of|with|showing|that\s+shows?)?"
@@ -60,7 +60,10 @@ class AskResult:
 def retrieval_query(question: str) -> str:
     """The thing a "which photos show X?" question is about: X, as words to search for."""
     stripped = _LEAD.sub("", question, count=1).strip().rstrip("?.!").strip()
-    return stripped or question.strip().rstrip("?.!").strip()
+    if not re.search(r"\w", stripped):
+        raise ValueError(f"{question!r} asks for photos but not what they should show: ask e.g. \"which photos show "
+                         "a dog on a beach?\"")
+    return stripped
 
 
 def check_question(query: str) -> str:

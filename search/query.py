@@ -48,6 +48,8 @@ class SearchQuery:
             raise ValueError("a search needs text, an image, or both")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.mode == "keyword" and (self.image is not None or self.image_id is not None):
+            raise ValueError("keyword mode matches words only: drop the image, or use --mode hybrid or vector")
         if self.mode == "keyword" and not has_text:
             raise ValueError("keyword mode looks for words: give some text (or use --mode vector for an image)")
         if self.mode == "keyword" and (self.negatives or self.filters.min_score is not None):

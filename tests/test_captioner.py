@@ -75,7 +75,9 @@ def test_folder_models_are_named_by_content_and_a_corrupt_one_is_a_clear_error(t
         processor.save_pretrained(folder)
     a = load_image_text_model(str(tmp_path / "a" / "caption"), "caption", device="cpu").name
     b = load_image_text_model(str(tmp_path / "b" / "caption"), "caption", device="cpu").name
-    assert a.startswith("blip:caption#") and b.startswith("blip:caption#") and a != b
+    assert a.startswith(f"blip:{tmp_path / 'a' / 'caption'}#") and b.startswith(f"blip:{tmp_path / 'b' / 'caption'}#")
+    assert a.split("#")[1] != b.split("#")[1]  # the weights' hash, not only the path, tells them apart
+    assert load_image_text_model(a, "caption", device="cpu").name == a  # the recorded name loads the folder again
     weights = tmp_path / "b" / "caption" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # a download cut short
     with pytest.raises(WeightsUnavailable, match="cannot load BlipForConditionalGeneration.*download it again"):
@@ -125,7 +127,7 @@ def test_ocr_reads_the_page_and_nothing_on_the_cat(offline, photos):
 
 def test_ocr_skips_slivers_and_pads_thin_strips(offline, photos):
     """A 3000x2 image once made the detector upscale it to gigabytes; a thin strip of text still reads."""
-    for size in ((3000, 2), (800, 1), (2, 3000), (1, 1)):
+    for size in ((3000, 2), (800, 1), (2, 3000), (1, 1), (100_000, 10), (60_000, 200)):  # the last two: 24 GB once
         assert offline.ocr.read(Image.new("RGB", size, "white")) == ""
     page = photos["page"].convert("RGB")
     line = page.crop((0, 0, page.width, 40))  # the heading, "Region-based segmentation"
@@ -143,7 +145,12 @@ def test_offline_answers_only_what_ocr_grounds(offline, photos):
     assert offline.answer([photos["page"]], ["does it say STOP?"])[0].startswith('no: it reads "')
     assert offline.answer([photos["page"]], ["does the page say 'Markers of the coins'?"])[0].startswith("yes")
     assert offline.answer([photos["chelsea"]], ["does the sign say STOP?"]) == ["no: no text found"]
-    for question in ("is there a cat?", "what colour is the text?", "is there a sign?", "what is this?"):
+    assert offline.answer([photos["page"]], ["does it say coins?"])[0].startswith("yes")
+    assert offline.answer([photos["page"]], ["does it say coin?"])[0].startswith("no")  # whole words only
+    assert "markers of the coins" in offline.answer([photos["page"]], ["what is the text?"])[0]
+    for question in ("is there a cat?", "what colour is the text?", "is there a sign?", "what is this?",
+                     "is there any text about dogs?", "does it say STOP or GO?", 'does it say ""?',
+                     "what number is shown?"):
         with pytest.raises(NotSupported, match="needs a VQA model.*--vqa-model blip-vqa-base"):
             offline.answer([photos["chelsea"]], [question])
     with pytest.raises(NotSupported, match="VQA model"):

@@ -244,9 +244,9 @@ def test_models_list_names_the_caption_models():
     assert code == 0 and all(name in out for name in ("blip-base", "blip-vqa-base", "blip-itm-base", "offline"))
 
 
-def test_a_caption_model_that_is_gone_is_a_warning_and_auto_stands_in(env):
-    """Captions made with a folder checkpoint: when the folder is gone, later runs warn and go on with `auto`
-    (offline here) instead of failing on the name the library recorded."""
+def test_a_folder_caption_model_is_reused_while_there_and_a_stand_in_fills_gaps_when_gone(env):
+    """Captions made with a folder checkpoint: later runs load it again by the name the library recorded; when
+    the folder is gone they warn, and `auto` (offline here) captions only images that have no caption at all."""
     import shutil
 
     from captioner.tiny import tiny_blip
@@ -257,16 +257,19 @@ def test_a_caption_model_that_is_gone_is_a_warning_and_auto_stands_in(env):
     write_photos(env / "photos", 2)
     code, out = cli("index", str(env / "photos"), "--model", "tiny-random", "--workers", "0", "--no-ocr",
                     "--caption-model", str(env / "my-blip"))
-    assert code == 0 and "2 captioned with blip:my-blip#" in out, out
-    shutil.rmtree(env / "my-blip")
+    assert code == 0 and f"2 captioned with blip:{env / 'my-blip'}#" in out.replace("\n", ""), out
     write_photos(env / "photos", 3)
     code, out = cli("index", str(env / "photos"), "--workers", "0", "--no-ocr")
+    assert code == 0 and "warning" not in out and "1 captioned with blip:" in out, out
+    shutil.rmtree(env / "my-blip")
+    write_photos(env / "photos", 4)
+    code, out = cli("index", str(env / "photos"), "--workers", "0", "--no-ocr")
     assert code == 0, out
-    assert "captions come from blip:my-blip#" in out and "cannot be loaded here" in out
-    assert "3 captioned with offline" in out  # every image lacks an offline caption
+    assert "my-blip" in out and "is gone" in out and "only the images that have no caption" in out
+    assert "1 captioned with offline" in out  # not the three that have a caption already
     code, out = cli("status", "--json")
     captions = json.loads(out)["captions"]
-    assert captions["offline"] == 3 and sum(captions.values()) == 5
+    assert captions["offline"] == 1 and sum(captions.values()) == 4
 
 
 def test_markup_in_paths_and_text_is_printed_as_is(env):

@@ -211,8 +211,10 @@ def test_keyword_search_applies_filters(library, tiny_encoder, tmp_path):
     only_b = Filters(path_prefix=str(tmp_path / "photos" / "b"))
     hits = engine.search(SearchQuery(text="photo", mode="keyword", filters=only_b))
     assert len(hits) == 3 and all("/b/" in h.path for h in hits)
-    with pytest.raises(ValueError, match="keyword mode looks for words"):
+    with pytest.raises(ValueError, match="keyword mode matches words only"):
         SearchQuery(image=picture(1), mode="keyword")
+    with pytest.raises(ValueError, match="keyword mode matches words only"):
+        SearchQuery(text="cat", image_id=3, mode="keyword")
     with pytest.raises(ValueError, match="mode must be one of"):
         SearchQuery(text="x", mode="fuzzy")
 
@@ -269,6 +271,9 @@ def test_questions_become_retrieval_queries():
     assert retrieval_query("photos of dogs on a beach") == "dogs on a beach"
     assert retrieval_query("show me all the dogs") == "dogs"
     assert retrieval_query("photosynthesis diagrams") == "photosynthesis diagrams"  # "photo" only as a word
+    for vague in ("show me all the photos", "which photos?", "find pictures"):
+        with pytest.raises(ValueError, match="not what they should show"):
+            retrieval_query(vague)
     assert check_question("a dog on a beach") == "does the picture show a dog on a beach?"
 
 

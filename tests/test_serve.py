@@ -80,7 +80,8 @@ def server_with_captions(tmp_path, tiny_encoder):
     lib = Library.open(tmp_path / "lib")
     Indexer(lib, tiny_encoder, workers=0).run([tmp_path / "photos"])
     captioner = load_image_text_model("tiny-random", "caption", device="cpu")
-    with serving(create_app(SearchEngine(lib, tiny_encoder), captioner, max_upload_bytes=200_000)) as url:
+    with serving(create_app(SearchEngine(lib, tiny_encoder), captioner, max_upload_bytes=200_000,
+                            max_pixels=1_000_000)) as url:
         yield url, tmp_path / "photos"
 
 
@@ -95,6 +96,15 @@ def test_caption_endpoint_gives_alt_text_and_names_the_model(server_with_caption
     assert bad.status_code == 415 and "notes.jpg" in bad.json()["detail"] and "not an image" in bad.json()["detail"]
     big = httpx.post(f"{url}/api/v1/caption", files={"file": ("big.jpg", b"\xff" * 300_000, "image/jpeg")})
     assert big.status_code == 413 and "smaller image" in big.json()["detail"]
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("L", (2000, 1000)).save(png, format="PNG")  # a few kB, 2 megapixels
+    huge = httpx.post(f"{url}/api/v1/caption", files={"file": ("huge.png", png.getvalue(), "image/png")})
+    assert huge.status_code == 413 and "over the 1 megapixels" in huge.json()["detail"]
+    assert "--max-pixels" not in huge.json()["detail"]
     assert httpx.post(f"{url}/api/v1/caption").status_code == 422
     assert httpx.get(f"{url}/api/v1/search", params={"q": "photo_0001", "mode": "keyword"}).json()["hits"][0][
         "path"].endswith("photo_0001.jpg")
