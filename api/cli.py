@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sys
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -188,7 +189,7 @@ class RichProgress:
     def start(self, total: int) -> None:
         self.task = self.progress.add_task(self.description, total=total)
 
-    def advance(self, n: int) -> None:
+    def advance(self, n: int, errors: int = 0) -> None:
         self.progress.advance(self.task, n)
 
 
@@ -231,7 +232,7 @@ def index(
     captioner, stand_in = (library_caption_model(lib, caption_model, model_dir, device, generation(beams, max_length))
                            if captions else (None, False))
     reader = load_ocr(required=False) if ocr else None
-    with Progress(*progress_columns(), console=err, transient=False) as progress:
+    with writer_lock(lib, "`vlsearch index`"), Progress(*progress_columns(), console=err, transient=False) as progress:
         try:
             report = Indexer(lib, encoder, batch_size=batch_size, workers=workers, max_pixels=max_pixels,
                              prune=prune, progress=RichProgress(progress)).run(paths)
@@ -251,7 +252,20 @@ def index(
     )
     print_failures(report.failures)
     if captioner is not None or reader is not None:
-        describe_library(lib, captioner, reader, paths, None, workers, max_pixels, fill_gaps=stand_in)
+        with writer_lock(lib, "`vlsearch index`"):
+            describe_library(lib, captioner, reader, paths, None, workers, max_pixels, fill_gaps=stand_in)
+
+
+@contextmanager
+def writer_lock(lib, who: str):
+    """One indexing run per library at a time, whichever process (or server job) runs it."""
+    from library import LibraryBusy
+
+    try:
+        with lib.writer(who):
+            yield
+    except LibraryBusy as exc:
+        raise fail(str(exc)) from None
 
 
 def progress_columns():
@@ -458,7 +472,8 @@ def caption(
         lib = open_library(library)
         captioner, stand_in = library_caption_model(lib, caption_model, model_dir, device, settings)
         reader = load_ocr(required=False) if ocr else None
-        describe_library(lib, captioner, reader, None, prompt, workers, DEFAULT_MAX_PIXELS, batch_size, stand_in)
+        with writer_lock(lib, "`vlsearch caption`"):
+            describe_library(lib, captioner, reader, None, prompt, workers, DEFAULT_MAX_PIXELS, batch_size, stand_in)
         return
     captioner = load_text_model(caption_model or "auto", "caption", model_dir, device, settings)
     reader = load_ocr(required=False) if ocr else None
@@ -704,29 +719,106 @@ def models_pull(
     console.print(f"{escape(name)}: weights at {escape(str(path))}")
 
 
-# While `vlsearch index` writes to the same library, the server refreshes its FAISS index at most this often.
-SERVER_INDEX_LAG_S = 10.0
-
-
 @app.command()
 def serve(
-    library: LibraryOpt,
-    model_dir: ModelDirOpt,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    library: Annotated[Path | None, typer.Option("--library", "-l", help="Library folder.",
+                                                 show_default="the settings' library")] = None,
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Where model weights are looked for.",
+                                                   show_default="the settings' model_dir")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (0.0.0.0: every interface; set API keys "
+                                             "first).", show_default="127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.", show_default="8000")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.",
+                                                show_default="$VLSEARCH_CONFIG, else ~/.config/vlsearch/config.toml")]
+    = None,
+    model: ModelOpt = None,
     caption_model: CaptionModelOpt = None,
-    captions: Annotated[bool, typer.Option(help="Load a caption model for POST /api/v1/caption.")] = True,
+    vqa_model: Annotated[str | None, typer.Option("--vqa-model", help="VQA model for /vqa and /ask.",
+                                                  show_default="auto")] = None,
+    itm_model: Annotated[str | None, typer.Option("--itm-model", help="Matching model for rerank and /ask.",
+                                                  show_default="auto")] = None,
+    captions: Annotated[bool | None, typer.Option("--captions/--no-captions", help="Load a caption model.",
+                                                  show_default="captions")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.", show_default="auto")] = None,
 ) -> None:
-    """Serve the search page and the HTTP API."""
+    """Serve the web page and the HTTP API (OpenAPI docs at /docs).
+
+    Settings come from these options, then VLSEARCH_* environment variables, then the TOML file (see the README:
+    API keys, index_roots for POST /index, upload limits, CORS). Reads are open; indexing and deleting need an
+    API key."""
     import uvicorn
 
     from api.app import create_app
+    from api.security import is_loopback
+    from api.settings import SettingsError, load_settings
 
-    lib = open_library(library)
-    engine = engine_for(lib, None, None, model_dir, max_stale_s=SERVER_INDEX_LAG_S)
-    captioner = library_caption_model(lib, caption_model, model_dir)[0] if captions else None
-    console.print(f"vlsearch serving {escape(str(lib.root))} at http://{host}:{port}/  (Ctrl-C stops)")
-    uvicorn.run(create_app(engine, captioner), host=host, port=port, log_level="warning")
+    try:
+        settings = load_settings(config, library=library, model_dir=model_dir, host=host, port=port, model=model,
+                                 caption_model=caption_model, vqa_model=vqa_model, itm_model=itm_model,
+                                 captions=captions, device=device)
+    except SettingsError as exc:
+        raise fail(str(exc)) from None
+    service = build_service(settings)
+    if not is_loopback(settings.host):
+        if not settings.api_keys:
+            err.print(f"[bold red]WARNING: serving on {escape(settings.host)} with no API key configured.[/] Anyone "
+                      "who can reach this port can search and read every indexed image; indexing and deleting are "
+                      "refused until VLSEARCH_API_KEYS is set. Set keys and VLSEARCH_AUTH_READS=true to close "
+                      "reads too.", highlight=False)
+        elif not settings.auth_reads:
+            err.print(f"[yellow]warning:[/] serving on {escape(settings.host)}: reads need no key (set "
+                      "VLSEARCH_AUTH_READS=true to require one).", highlight=False)
+    url = f"http://{settings.host}:{settings.port}/"
+    console.print(f"vlsearch serving {escape(str(service.library.root))} at {escape(url)}  (API docs: {escape(url)}"
+                  "docs; Ctrl-C stops)", highlight=False)
+    uvicorn.run(create_app(service), host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=5)
+
+
+def build_service(settings):
+    """Open the library and load every model once, timing each load (shown in /metrics)."""
+    import time
+
+    from api.service import Models, Service
+
+    lib = open_library(settings.library, create=True)
+    load_seconds: dict[tuple[str, str], float] = {}
+
+    def timed(task: str, load):
+        started = time.perf_counter()
+        result = load()
+        model = result[0] if isinstance(result, tuple) else result
+        if model is not None:
+            load_seconds[(task, getattr(model, "name", task))] = time.perf_counter() - started
+        return result
+
+    spec = settings.model or lib.default_model() or "auto"
+    if lib.default_model():
+        engine_for(lib, spec, None, settings.model_dir)  # a model the library has no vectors of: a clear error
+    encoder = timed("embed", lambda: load_model(spec, None, settings.model_dir, settings.device))
+    captioner, stand_in = (timed("caption", lambda: library_caption_model(lib, settings.caption_model,
+                                                                          settings.model_dir, settings.device))
+                           if settings.captions else (None, False))
+    answerer = timed("answer", lambda: load_text_model(settings.vqa_model, "answer", settings.model_dir,
+                                                       settings.device))
+    matcher = timed("match", lambda: optional_matcher(settings.itm_model, settings.model_dir, settings.device))
+    reader = timed("ocr", lambda: load_ocr(required=False)) if settings.ocr else None
+    models = Models(encoder=encoder, captioner=captioner, answerer=answerer, matcher=matcher, ocr=reader,
+                    caption_stand_in=stand_in, load_seconds=load_seconds)
+    return Service(lib, models, settings, index_workers=settings.index_workers)
+
+
+def optional_matcher(spec: str, model_dir: Path, device: str):
+    """The image-text matching model; with `auto` and no weights here, none (rerank then answers 503)."""
+    from captioner import load_image_text_model
+    from encoders import WeightsUnavailable
+
+    if spec != "auto":
+        return load_text_model(spec, "match", model_dir, device)
+    try:
+        return load_image_text_model("auto", "match", model_dir=model_dir, device=device)
+    except (WeightsUnavailable, ValueError):
+        return None
 
 
 if __name__ == "__main__":

@@ -101,6 +101,7 @@ class Describer:
         workers: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         progress: ProgressHook | None = None,
+        mp_context: str | None = None,
         fill_gaps: bool = False,
     ) -> None:
         """`fill_gaps`: caption only images with no caption from any model (a stand-in model then fills in what
@@ -117,6 +118,8 @@ class Describer:
         self.workers = min(2, os.cpu_count() or 1) if workers is None else workers
         self.max_pixels = max_pixels
         self.progress = progress
+        # "forkserver" where the caller runs threads (the server): forking a threaded process can deadlock.
+        self.mp_context = mp_context
         self.fill_gaps = fill_gaps
 
     def run(self, paths: Iterable[Path | str] | None = None) -> DescribeReport:
@@ -135,12 +138,14 @@ class Describer:
                 num_workers=self.workers,
                 collate_fn=list,
                 worker_init_fn=_worker_init if self.workers else None,
+                multiprocessing_context=self.mp_context if self.workers else None,
                 prefetch_factor=2 if self.workers else None,
             )
             for batch in loader:
+                errors_before = report.errors
                 self._write_batch(batch, report)
                 if self.progress:
-                    self.progress.advance(len(batch))
+                    self.progress.advance(len(batch), report.errors - errors_before)
         report.seconds = time.perf_counter() - started
         return report
 

@@ -37,7 +37,8 @@ class ProgressHook(Protocol):
 
     def start(self, total: int) -> None: ...
 
-    def advance(self, n: int) -> None: ...
+    def advance(self, n: int, errors: int = 0) -> None:
+        """`n` more items done, `errors` of them failed."""
 
 
 @dataclass
@@ -146,6 +147,7 @@ class Indexer:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         prune: bool = True,
         progress: ProgressHook | None = None,
+        mp_context: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
@@ -156,6 +158,8 @@ class Indexer:
         self.max_pixels = max_pixels
         self.prune = prune
         self.progress = progress
+        # "forkserver" where the caller runs threads (the server): forking a threaded process can deadlock.
+        self.mp_context = mp_context
         self.model = encoder.name
 
     def run(self, paths: Iterable[Path | str]) -> IndexReport:
@@ -189,15 +193,17 @@ class Indexer:
                 num_workers=self.workers,
                 collate_fn=collate,
                 worker_init_fn=_worker_init if self.workers else None,
+                multiprocessing_context=self.mp_context if self.workers else None,
                 prefetch_factor=4 if self.workers else None,
                 pin_memory=self.encoder.device.startswith("cuda"),
                 persistent_workers=False,
             )
             try:
                 for batch in loader:
+                    errors_before = report.errors
                     self._write_batch(batch, report, upserts)
                     if self.progress:
-                        self.progress.advance(len(batch.records))
+                        self.progress.advance(len(batch.records), report.errors - errors_before)
             except KeyboardInterrupt:
                 # Committed batches stay; bring FAISS up to date with them so a search right away sees them.
                 self.library.apply_to_index(self.model, index, upserts, [])

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import URL, Engine, create_engine, event, func, select, update
+from sqlalchemy import URL, Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,6 +26,7 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "library.db"
 VECTOR_DIR = "vectors"
+WRITER_LOCK = "writer.lock"
 
 
 class LibraryError(Exception):
@@ -31,6 +35,10 @@ class LibraryError(Exception):
 
 class ModelMismatchError(LibraryError):
     """The library holds no vectors from the model a query was encoded with."""
+
+
+class LibraryBusy(LibraryError):
+    """Another indexing run (in this process or another) is writing to the library."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,7 @@ class Library:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         # model -> (generation it matches, index, monotonic time it was last known to match)
         self._indexes: dict[str, tuple[int, VectorIndex, float]] = {}
+        self._index_lock = threading.Lock()  # one thread loads or rebuilds a stale index; the others wait for it
 
     @classmethod
     def open(cls, root: Path | str, create: bool = True) -> Library:
@@ -113,6 +122,29 @@ class Library:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @contextmanager
+    def writer(self, who: str = "an index run") -> Iterator[None]:
+        """Hold the library's writer lock (an flock on writer.lock, released by the OS if the holder dies): one
+        indexing run at a time, whichever process starts it. Raises LibraryBusy at once if another holds it."""
+        path = self.root / WRITER_LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                raise LibraryBusy(f"{holder} is already writing to the library {self.root}; wait for it to finish "
+                                  "(or stop it) and try again") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{who} (pid {os.getpid()})".encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -216,6 +248,13 @@ class Library:
         cached = self._indexes.get(model)
         if cached and (cached[0] == rec.generation or time.monotonic() - cached[2] < max_stale_s):
             return cached[1]
+        with self._index_lock:
+            cached = self._indexes.get(model)  # another thread may have refreshed it while this one waited
+            if cached and cached[0] == rec.generation:
+                return cached[1]
+            return self._load_or_rebuild(model, rec)
+
+    def _load_or_rebuild(self, model: str, rec: ModelRecord) -> VectorIndex:
         path = self.index_path(model)
         count = self.vector_count(model)
         index = None
@@ -267,6 +306,22 @@ class Library:
         index_meta = IndexMeta(model=model, generation=generation, count=index.ntotal, kind=index.kind)
         index.save(self.index_path(model), index_meta)
         self._indexes[model] = (generation, index, time.monotonic())
+
+    def delete_images(self, ids: list[int]) -> dict[str, list[int]]:
+        """Forget images (rows, vectors, captions, OCR text; thumbnails stay, shared by content hash). Returns
+        model -> the deleted ids that had its vectors, for updating FAISS; the generations are bumped."""
+        removed: dict[str, list[int]] = {}
+        with self.session() as s:
+            for start in range(0, len(ids), 10_000):
+                chunk = ids[start : start + 10_000]
+                for image_id, model in s.execute(
+                    select(Embedding.image_id, Embedding.model).where(Embedding.image_id.in_(chunk))
+                ):
+                    removed.setdefault(model, []).append(image_id)
+                s.execute(delete(ImageRecord).where(ImageRecord.id.in_(chunk)))
+            for model in removed:
+                self.bump_generation(s, model)
+        return removed
 
     def vector_count(self, model: str) -> int:
         with self.session() as s:

@@ -1,38 +1,12 @@
 """The served page and search endpoint, over real HTTP from a real uvicorn server."""
 
-import socket
-import threading
-import time
-from contextlib import contextmanager
-
 import httpx
 import pytest
-import uvicorn
 
-from api.app import create_app
 from indexer import Indexer
 from library import Library
-from search import SearchEngine
+from tests.api_helpers import make_app, serving
 from tests.photos import write_photos
-
-
-@contextmanager
-def serving(app):
-    """Run `app` in a real uvicorn server on a free loopback port; yields its base URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture
@@ -40,7 +14,7 @@ def server(tmp_path, tiny_encoder):
     write_photos(tmp_path / "photos", 5)
     lib = Library.open(tmp_path / "lib")
     Indexer(lib, tiny_encoder, workers=0).run([tmp_path / "photos"])
-    with serving(create_app(SearchEngine(lib, tiny_encoder))) as url:
+    with serving(make_app(lib, tiny_encoder)) as url:
         yield url
 
 
@@ -80,8 +54,8 @@ def server_with_captions(tmp_path, tiny_encoder):
     lib = Library.open(tmp_path / "lib")
     Indexer(lib, tiny_encoder, workers=0).run([tmp_path / "photos"])
     captioner = load_image_text_model("tiny-random", "caption", device="cpu")
-    with serving(create_app(SearchEngine(lib, tiny_encoder), captioner, max_upload_bytes=200_000,
-                            max_pixels=1_000_000)) as url:
+    with serving(make_app(lib, tiny_encoder, captioner=captioner, max_upload_bytes=200_000,
+                          max_pixels=1_000_000)) as url:
         yield url, tmp_path / "photos"
 
 
@@ -122,7 +96,7 @@ def test_offline_alt_text_for_a_sliver_of_an_image_is_a_caption_not_a_crash(tmp_
     write_photos(tmp_path / "photos", 1)
     lib = Library.open(tmp_path / "lib")
     Indexer(lib, tiny_encoder, workers=0).run([tmp_path / "photos"])
-    with serving(create_app(SearchEngine(lib, tiny_encoder), OfflineCaptioner("cpu"))) as url:
+    with serving(make_app(lib, tiny_encoder, captioner=OfflineCaptioner("cpu"))) as url:
         for size in ((3000, 2), (2, 3000), (1, 1)):
             png = io.BytesIO()
             Image.new("RGB", size, "gray").save(png, format="PNG")

@@ -1,0 +1,120 @@
+"""Helpers the routers share: the service, uploads, decoding, hits, and which files may be served."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import math
+import os
+from pathlib import Path
+
+from fastapi import Request, UploadFile
+from PIL import Image
+
+from api.errors import ApiError
+from api.schemas import Filters as FiltersIn
+from api.schemas import Hit
+from api.service import Service
+from indexer import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes
+from indexer.decode import ImageTooLarge
+from library import ImageRecord
+from search import Filters, SearchHit
+
+
+def get_service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def to_hit(h: SearchHit) -> Hit:
+    return Hit(id=h.id, path=h.path, score=h.score, width=h.width, height=h.height, taken_at=h.taken_at,
+               camera=h.camera, caption=h.caption, ocr_text=h.ocr_text, match_score=h.match_score,
+               thumbnail_url=f"/api/v1/images/{h.id}/thumbnail" if h.thumbnail else None,
+               file_url=f"/api/v1/images/{h.id}/file")
+
+
+def finite(hits: list[SearchHit]) -> list[SearchHit]:
+    """A vector with NaNs (a broken model) would make JSON invalid: such hits are dropped, not sent."""
+    return [h for h in hits if math.isfinite(h.score) and (h.match_score is None or math.isfinite(h.match_score))]
+
+
+def to_filters(f: FiltersIn) -> Filters:
+    if f.path is not None and not os.path.isabs(f.path):
+        raise ApiError(422, f"filters.path {f.path!r}: give an absolute folder path on the server")
+    if f.after and f.before and f.after >= f.before:
+        raise ApiError(422, "filters.after must be earlier than filters.before")
+    return Filters(path_prefix=os.path.normpath(f.path) if f.path else None, after=_naive(f.after),
+                   before=_naive(f.before), camera=f.camera, min_score=f.min_score)
+
+
+def _naive(value):
+    """Dates are stored as taken (camera local time, naive): compare a zoned query date by its wall time."""
+    return value.replace(tzinfo=None) if value is not None and value.tzinfo else value
+
+
+async def read_upload(file: UploadFile, max_bytes: int) -> bytes:
+    data = await file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ApiError(413, f"{file.filename or 'the upload'} is over {max_bytes / 1e6:g} MB; send a smaller image")
+    if not data:
+        raise ApiError(415, f"{file.filename or 'the upload'} is empty; send an image file")
+    return data
+
+
+def decode_base64(text: str, max_bytes: int) -> bytes:
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, "image: not valid base64; encode the image file's bytes with the standard alphabet") \
+            from None
+    if len(data) > max_bytes:
+        raise ApiError(413, f"image is over {max_bytes / 1e6:g} MB; send a smaller image")
+    if not data:
+        raise ApiError(422, "image is empty")
+    return data
+
+
+async def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    try:
+        image, _ = await asyncio.to_thread(decode_bytes, data, max_pixels)
+    except ImageTooLarge:
+        raise ApiError(413, f"{name}: over the {max_pixels / 1e6:g} megapixels this server decodes; send a smaller "
+                       "version of the image") from None
+    except DecodeError as exc:
+        raise ApiError(415, f"{name}: {exc}") from None
+    except Exception as exc:  # a decoder bug on a hostile file is the file's problem, not a 500
+        raise ApiError(415, f"{name}: cannot decode the image ({type(exc).__name__})") from None
+    return image
+
+
+def servable_path(service: Service, row: ImageRecord) -> Path | None:
+    """The file of an indexed image, if it may be served: an ok image whose real path (symlinks resolved) lies
+    inside a folder the library indexes. The path comes from the library, never from the request."""
+    if row.status != "ok":
+        return None
+    try:
+        real = Path(os.path.realpath(row.path))
+    except (OSError, ValueError):
+        return None
+    for root in service.roots():
+        if real.is_relative_to(os.path.realpath(root)) and real.is_file():
+            return real
+    return None
+
+
+async def indexed_image(service: Service, image_id: int) -> tuple[ImageRecord, Image.Image]:
+    """An indexed image, decoded from its file (for captions and questions by id)."""
+    row = await asyncio.to_thread(service.record, image_id)
+    if row is None:
+        raise ApiError(404, f"image {image_id} is not in the library")
+    path = await asyncio.to_thread(servable_path, service, row)
+    if path is None:
+        raise ApiError(404, f"image {image_id}'s file cannot be read (it failed to index, or moved out of the "
+                       "indexed folders); index it again")
+    try:
+        data = await asyncio.to_thread(path.read_bytes)
+    except OSError as exc:
+        raise ApiError(404, f"image {image_id}: cannot read its file: {exc.strerror or exc}") from None
+    return row, await decode_upload(data, f"image {image_id}", DEFAULT_MAX_PIXELS)

@@ -1,0 +1,118 @@
+"""One indexed image: its metadata and text, its thumbnail, its file, and forgetting it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from api.deps import get_service, servable_path
+from api.errors import ApiError, responses
+from api.schemas import CaptionOut, Deleted, ImageDetail
+from api.security import require_read, require_write
+from api.service import Service
+from library import Embedding, ImageRecord, Library, LibraryBusy
+from library.schema import Caption, OcrText
+from search.engine import image_texts
+
+router = APIRouter(prefix="/images", tags=["images"])
+MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
+               "BMP": "image/bmp", "TIFF": "image/tiff", "MPO": "image/jpeg", "HEIF": "image/heif"}
+IMAGE_CONTENT = {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}
+
+
+def _detail(service: Service, image_id: int) -> ImageDetail | None:
+    with service.library.session() as s:
+        row = s.get(ImageRecord, image_id)
+        if row is None:
+            return None
+        captions = s.execute(select(Caption.model, Caption.text, Caption.created_at)
+                             .where(Caption.image_id == image_id).order_by(Caption.created_at)).all()
+        best, _ = image_texts(s, [image_id])
+        ocr = s.scalar(select(OcrText.text).where(OcrText.image_id == image_id))
+        models = list(s.scalars(select(Embedding.model).where(Embedding.image_id == image_id)))
+    return ImageDetail(
+        id=row.id, path=row.path, status=row.status, error=row.error, size_bytes=row.size, sha256=row.sha256,
+        width=row.display_width, height=row.display_height, format=row.format, orientation=row.orientation,
+        taken_at=row.taken_at, camera_make=row.camera_make, camera_model=row.camera_model, indexed_at=row.indexed_at,
+        caption=best.get(image_id), captions=[CaptionOut(model=m, text=t, created_at=c) for m, t, c in captions],
+        ocr_text=ocr or None, models=models,
+        thumbnail_url=f"/api/v1/images/{row.id}/thumbnail" if row.thumbnail else None,
+        file_url=f"/api/v1/images/{row.id}/file" if row.status == "ok" else None,
+    )
+
+
+@router.get("/{image_id}", response_model=ImageDetail, responses=responses(401, 403, 404, 422),
+            dependencies=[Depends(require_read)], summary="An image's metadata, caption and OCR text")
+async def image_detail(image_id: int, service: Service = Depends(get_service)) -> ImageDetail:
+    detail = await asyncio.to_thread(_detail, service, image_id)
+    if detail is None:
+        raise ApiError(404, f"image {image_id} is not in the library")
+    return detail
+
+
+@router.get("/{image_id}/thumbnail", response_class=FileResponse, dependencies=[Depends(require_read)],
+            responses={200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+                             "description": "a JPEG at most 256 px on its long side"},
+                       **responses(401, 403, 404, 422)},
+            summary="A small JPEG of the image")
+async def thumbnail(image_id: int, service: Service = Depends(get_service)) -> FileResponse:
+    row = await asyncio.to_thread(service.record, image_id)
+    path = service.library.root / row.thumbnail if row is not None and row.thumbnail else None
+    if path is None or not path.is_file():
+        raise ApiError(404, f"image {image_id} has no thumbnail (unknown id, or a file that could not be read)")
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/{image_id}/file", response_class=FileResponse, dependencies=[Depends(require_read)],
+            responses={200: {**IMAGE_CONTENT, "description": "the original file"}, **responses(401, 403, 404, 422)},
+            summary="The original image file")
+async def original(image_id: int, service: Service = Depends(get_service)) -> FileResponse:
+    """Only indexed images whose files lie inside the library's indexed folders (symlinks resolved) are served;
+    no path ever comes from the request."""
+    row = await asyncio.to_thread(service.record, image_id)
+    if row is None:
+        raise ApiError(404, f"image {image_id} is not in the library")
+    path = await asyncio.to_thread(servable_path, service, row)
+    if path is None:
+        raise ApiError(404, f"image {image_id}'s file is not available: it could not be read when indexed, or it is "
+                       "gone or now lies outside the indexed folders")
+    name = path.name.encode("ascii", "replace").decode().replace('"', "")
+    return FileResponse(path, media_type=MEDIA_TYPES.get(row.format or "", "application/octet-stream"),
+                        headers={"Content-Disposition": f'inline; filename="{name}"',
+                                 "X-Content-Type-Options": "nosniff"})
+
+
+def _delete(service: Service, image_id: int) -> Deleted | None:
+    row = service.record(image_id)
+    if row is None:
+        return None
+    # A library object of its own, so the searches' FAISS indexes are never changed under them.
+    writer = Library.open(service.library.root, create=False)
+    try:
+        with writer.writer("the vlsearch server deleting an image"):
+            with writer.session() as s:
+                models = list(s.scalars(select(Embedding.model).where(Embedding.image_id == image_id)))
+            before = {model: writer.vector_index(model) for model in models}  # current before the delete
+            removed = writer.delete_images([image_id])
+            for model, ids in removed.items():
+                writer.apply_to_index(model, before[model], [], ids)
+    except LibraryBusy:
+        # An index job holds the library: the rows go now; its FAISS save sees the count differ and rebuilds.
+        writer.delete_images([image_id])
+    finally:
+        writer.close()
+    return Deleted(id=row.id, path=row.path)
+
+
+@router.delete("/{image_id}", response_model=Deleted, dependencies=[Depends(require_write)],
+               responses=responses(401, 403, 404, 422), summary="Forget an image")
+async def delete_image(image_id: int, service: Service = Depends(get_service)) -> Deleted:
+    """Removes the image's row, vectors, captions and OCR text from SQLite and its vectors from FAISS. The file
+    itself is untouched: indexing its folder again brings it back unless the file is gone."""
+    deleted = await asyncio.to_thread(_delete, service, image_id)
+    if deleted is None:
+        raise ApiError(404, f"image {image_id} is not in the library")
+    return deleted

@@ -1,0 +1,143 @@
+"""Text, image and combined search; reverse image search by upload; similar images."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from PIL import Image
+
+from api.deps import decode_base64, decode_upload, finite, get_service, read_upload, to_filters, to_hit
+from api.errors import ApiError, responses
+from api.schemas import MAX_K, MAX_WINDOW, Filters, Mode, SearchRequest, SearchResponse, Sort, Text, Weight
+from api.security import require_read
+from api.service import Service
+from captioner import NotSupported
+from library import LibraryError
+from search import SearchQuery
+
+router = APIRouter(tags=["search"], dependencies=[Depends(require_read)])
+ERRORS = responses(401, 403, 404, 409, 413, 415, 422, 503)
+
+
+async def run(service: Service, started: float, **fields) -> SearchResponse:
+    """Search for one page: the top offset+k, less the first offset."""
+    k, offset = fields.pop("k"), fields.pop("offset")
+    if offset + k > MAX_WINDOW:
+        raise ApiError(422, f"offset + k is {offset + k}; pages reach at most {MAX_WINDOW} hits deep: narrow the "
+                       "search with filters instead")
+    try:
+        query = SearchQuery(k=offset + k, **fields)
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None
+    if query.rerank and service.models.matcher is None:
+        raise ApiError(503, "rerank needs an image-text matching model, and this server has none: start it with "
+                       "--itm-model blip-itm-base (its weights must be in the model folder)")
+    try:
+        engine = service.engine()
+    except LibraryError as exc:
+        raise ApiError(409, str(exc)) from None
+    if engine is None:
+        hits = []
+    else:
+        try:
+            hits = await service.run_search(engine.search, query)
+        except LookupError as exc:
+            raise ApiError(404, str(exc).strip("'\"")) from None
+        except NotSupported as exc:
+            raise ApiError(503, str(exc)) from None
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+    page = finite(hits)[offset:]
+    more = len(hits) == offset + k and offset + k < MAX_WINDOW
+    return SearchResponse(
+        model=service.models.encoder.name, mode=query.mode, k=k, offset=offset, hits=[to_hit(h) for h in page],
+        next_offset=offset + k if more else None, took_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+
+
+@router.get("/search", response_model=SearchResponse, responses=ERRORS, summary="Search by text")
+async def search_get(
+    q: Annotated[Text, Query(min_length=1, max_length=1000, description="What to look for, in words.",
+                             examples=["a dog on a beach"])],
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_WINDOW)] = 0,
+    not_: Annotated[list[Annotated[Text, Query(min_length=1, max_length=200)]] | None,
+                    Query(alias="not", max_length=20, description="Push results away from this (repeatable).")] = None,
+    path: Annotated[Text | None, Query(max_length=4096, description="Only files under this folder.")] = None,
+    after: Annotated[datetime | None, Query(description="Taken on or after (YYYY-MM-DD).")] = None,
+    before: Annotated[datetime | None, Query(description="Taken before (YYYY-MM-DD).")] = None,
+    camera: Annotated[Text | None, Query(max_length=200, description="Camera make or model contains this.")] = None,
+    min_score: Annotated[float | None, Query(ge=-1, le=1, allow_inf_nan=False)] = None,
+    sort: Sort = "score",
+    mode: Annotated[Mode, Query(description="vector: CLIP similarity; keyword: words in file names, captions and "
+                                'OCR text ("quoted phrases" match exactly); hybrid: both, fused by reciprocal rank')]
+    = "vector",
+    rerank: Annotated[int, Query(ge=0, le=200, description="Rescore the top N with the matching model.")] = 0,
+    service: Service = Depends(get_service),
+) -> SearchResponse:
+    """Images matching words, best first. The everyday search: `GET /api/v1/search?q=red+bicycle&k=20`."""
+    started = time.perf_counter()
+    if not q.strip():
+        raise ApiError(422, "q is blank: type some words to search for")
+    filters = to_filters(Filters(path=path, after=after, before=before, camera=camera, min_score=min_score))
+    return await run(service, started, text=q, negatives=tuple(not_ or ()), filters=filters, k=k, offset=offset,
+                     sort=sort, mode=mode, rerank=rerank)
+
+
+@router.post("/search", response_model=SearchResponse, responses=ERRORS, summary="Search by text, image or both")
+async def search_post(body: SearchRequest, service: Service = Depends(get_service)) -> SearchResponse:
+    """Combined queries: text, an indexed image (`image_id`) or any image (`image`, base64), with weights and
+    negatives; the vectors are weighted, summed, less the negatives, and normalised."""
+    started = time.perf_counter()
+    image: Image.Image | None = None
+    if body.image is not None:
+        data = decode_base64(body.image, service.settings.max_upload_bytes)
+        image = await decode_upload(data, "image", service.settings.max_pixels)
+    if body.image_id is not None and service.record(body.image_id) is None:
+        raise ApiError(404, f"image {body.image_id} is not in the library")
+    return await run(service, started, text=body.text, image=image, image_id=body.image_id,
+                     negatives=tuple(body.negatives), text_weight=body.text_weight, image_weight=body.image_weight,
+                     negative_weight=body.negative_weight, filters=to_filters(body.filters), k=body.k,
+                     offset=body.offset, mode=body.mode, sort=body.sort, rerank=body.rerank)
+
+
+@router.post("/search/image", response_model=SearchResponse, responses=ERRORS, summary="Reverse image search")
+async def search_image(
+    file: Annotated[UploadFile, File(description="The image to look for (JPEG, PNG, WebP, GIF, BMP, TIFF).")],
+    text: Annotated[Text | None, Form(max_length=1000, description="Words to combine with the image.")] = None,
+    k: Annotated[int, Form(ge=1, le=MAX_K)] = 20,
+    offset: Annotated[int, Form(ge=0, le=MAX_WINDOW)] = 0,
+    text_weight: Annotated[Weight, Form()] = 1.0,
+    image_weight: Annotated[Weight, Form()] = 1.0,
+    path: Annotated[Text | None, Form(max_length=4096, description="Only files under this folder.")] = None,
+    min_score: Annotated[float | None, Form(ge=-1, le=1, allow_inf_nan=False)] = None,
+    service: Service = Depends(get_service),
+) -> SearchResponse:
+    """Upload an image, get the indexed images that look like it (optionally steered by words)."""
+    started = time.perf_counter()
+    data = await read_upload(file, service.settings.max_upload_bytes)
+    image = await decode_upload(data, file.filename or "the upload", service.settings.max_pixels)
+    filters = to_filters(Filters(path=path, min_score=min_score))
+    return await run(service, started, text=text, image=image, text_weight=text_weight, image_weight=image_weight,
+                     filters=filters, k=k, offset=offset)
+
+
+@router.get("/images/{image_id}/similar", response_model=SearchResponse, responses=ERRORS, tags=["images"],
+            summary="Images like an indexed image")
+async def similar(
+    image_id: int,
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_WINDOW)] = 0,
+    path: Annotated[Text | None, Query(max_length=4096, description="Only files under this folder.")] = None,
+    min_score: Annotated[float | None, Query(ge=-1, le=1, allow_inf_nan=False)] = None,
+    service: Service = Depends(get_service),
+) -> SearchResponse:
+    """Nearest neighbours of an indexed image's stored vector (the image itself is left out)."""
+    started = time.perf_counter()
+    if service.record(image_id) is None:
+        raise ApiError(404, f"image {image_id} is not in the library")
+    filters = to_filters(Filters(path=path, min_score=min_score))
+    return await run(service, started, image_id=image_id, filters=filters, k=k, offset=offset)

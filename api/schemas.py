@@ -1,0 +1,247 @@
+"""Request and response bodies of the HTTP API, with the examples /docs shows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+MAX_K = 1000  # results per page
+MAX_WINDOW = 10_000  # offset + k: deeper pages than this are refused (re-query with filters instead)
+Mode = Literal["vector", "keyword", "hybrid"]
+Sort = Literal["score", "date"]
+
+
+def no_surrogates(text: str) -> str:
+    """A lone UTF-16 surrogate is valid JSON but no text: SQLite and the tokenizer cannot take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains an invalid character (a lone surrogate); send UTF-8 text") from None
+    if "\x00" in text:
+        raise ValueError("contains a NUL character")
+    return text
+
+
+Text = Annotated[str, AfterValidator(no_surrogates)]
+Weight = Annotated[float, Field(ge=-10, le=10, allow_inf_nan=False)]
+
+
+class Filters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: Text | None = Field(None, max_length=4096, description="Only files under this folder (absolute path).",
+                              examples=["/photos/2024"])
+    after: datetime | None = Field(None, description="Taken on or after this date/time.", examples=["2024-05-01"])
+    before: datetime | None = Field(None, description="Taken before this date/time.", examples=["2024-06-01"])
+    camera: Text | None = Field(None, max_length=200, description="Camera make or model contains this.",
+                                examples=["pixel"])
+    min_score: float | None = Field(None, ge=-1, le=1, allow_inf_nan=False,
+                                    description="Drop hits whose CLIP similarity is below this.")
+
+
+class SearchRequest(BaseModel):
+    """Text, an image (an indexed one by id, or any image as base64), or both; weighted, minus the negatives."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"text": "red summer dress", "image_id": 42, "image_weight": 2.0, "negatives": ["long sleeves"], "k": 20},
+    ]})
+
+    text: Text | None = Field(None, max_length=1000, description="What to look for, in words.")
+    image_id: int | None = Field(None, ge=1, description="Look for images like this indexed image (left out of "
+                                 "the hits).")
+    image: str | None = Field(None, description="Look for images like this one: the image file, base64-encoded "
+                              "(standard alphabet; a data: URL prefix is accepted).", max_length=40_000_000)
+    negatives: list[Annotated[Text, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=20, description="Push results away from these.")
+    text_weight: Weight = 1.0
+    image_weight: Weight = 1.0
+    negative_weight: Weight = 0.5
+    filters: Filters = Field(default_factory=Filters)
+    k: int = Field(20, ge=1, le=MAX_K, description="Hits per page.")
+    offset: int = Field(0, ge=0, le=MAX_WINDOW, description="Skip this many hits (the next page: `next_offset`).")
+    mode: Mode = Field("vector", description="vector: CLIP similarity; keyword: words in file names, captions and "
+                       'OCR text ("quoted phrases" match exactly); hybrid: both, fused by reciprocal rank.')
+    sort: Sort = Field("score", description="score, or date (the page's hits, newest first).")
+    rerank: int = Field(0, ge=0, le=200, description="Rescore this many top hits with the image-text matching "
+                        "model (needs one loaded).")
+
+
+class Hit(BaseModel):
+    id: int = Field(examples=[42])
+    path: str = Field(examples=["/photos/2024/beach.jpg"])
+    score: float = Field(description="Higher is better: cosine similarity (vector), bm25 (keyword) or fused "
+                         "reciprocal rank (hybrid).", examples=[0.31])
+    width: int | None = Field(description="As displayed (EXIF orientation applied).", examples=[4032])
+    height: int | None = Field(examples=[3024])
+    taken_at: datetime | None = None
+    camera: str | None = None
+    caption: str | None = Field(None, description="What the caption model says the image shows; use as alt text.",
+                                examples=["a dog running on a beach"])
+    ocr_text: str | None = Field(None, description="Text read in the image by OCR.")
+    match_score: float | None = Field(None, description="P(query describes image) from the rerank model.")
+    thumbnail_url: str | None = Field(examples=["/api/v1/images/42/thumbnail"])
+    file_url: str = Field(examples=["/api/v1/images/42/file"])
+
+
+class SearchResponse(BaseModel):
+    model: str = Field(description="The embedding model of the library.", examples=["ViT-B-32/laion2b_s34b_b79k"])
+    mode: Mode
+    k: int
+    offset: int
+    hits: list[Hit]
+    next_offset: int | None = Field(description="Offset of the next page; null when there is none.")
+    took_ms: float
+
+
+class CaptionOut(BaseModel):
+    model: str
+    text: str
+    created_at: datetime
+
+
+class ImageDetail(BaseModel):
+    id: int
+    path: str
+    status: Literal["ok", "error"] = Field(description="error: the file could not be read; `error` says why.")
+    error: str | None
+    size_bytes: int
+    sha256: str | None
+    width: int | None = Field(description="As displayed (EXIF orientation applied).")
+    height: int | None
+    format: str | None = Field(examples=["JPEG"])
+    orientation: int | None = Field(description="EXIF orientation tag (1-8).")
+    taken_at: datetime | None
+    camera_make: str | None
+    camera_model: str | None
+    indexed_at: datetime
+    caption: str | None = Field(description="The best caption (a real caption model's before the offline one).")
+    captions: list[CaptionOut]
+    ocr_text: str | None
+    models: list[str] = Field(description="Embedding models that have a vector for this image.")
+    thumbnail_url: str | None
+    file_url: str | None
+
+
+class Deleted(BaseModel):
+    id: int
+    path: str
+
+
+class CaptionResult(BaseModel):
+    caption: str = Field(examples=["a cat lying on a wooden floor"])
+    model: str = Field(description="The model that wrote the caption. `offline` means no BLIP model was available: "
+                       "the caption only names ImageNet objects and quotes OCR text.", examples=["blip-base"])
+    image_id: int | None = Field(None, description="The indexed image captioned, if one was named.")
+    stored: bool = Field(False, description="True when the caption is the one stored at indexing time.")
+
+
+class BatchItem(BaseModel):
+    index: int = Field(description="Position in the request: files first, then image_ids.")
+    filename: str | None = None
+    image_id: int | None = None
+    caption: str | None = None
+    model: str | None = None
+    stored: bool = False
+    error: str | None = Field(None, description="Why this item has no caption (the others are unaffected).")
+    detail: str | None = None
+
+
+class BatchCaptions(BaseModel):
+    results: list[BatchItem]
+
+
+class VqaAnswer(BaseModel):
+    question: str = Field(examples=["what colour is the car?"])
+    answer: str = Field(examples=["red"])
+    model: str = Field(examples=["blip-vqa-base"])
+    image_id: int | None = None
+
+
+class AskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"question": "which photos show a dog on a beach?", "k": 10},
+    ]})
+
+    question: Text = Field(min_length=1, max_length=500)
+    k: int = Field(10, ge=1, le=100, description="At most this many images.")
+    candidates: int = Field(30, ge=1, le=200, description="How many CLIP search results are checked.")
+    threshold: float = Field(0.5, ge=0, le=1, allow_inf_nan=False,
+                             description="Keep images whose yes (or match) probability is at least this.")
+    filters: Filters = Field(default_factory=Filters)
+
+
+class Finding(Hit):
+    answer: str = Field(examples=["yes"])
+    answer_score: float = Field(description="P(yes) from VQA, or the match probability from ITM.")
+
+
+class AskResponse(BaseModel):
+    question: str
+    retrieval_query: str = Field(description="What CLIP searched for.", examples=["a dog on a beach"])
+    check: str = Field(description="The yes/no question asked of each candidate (or the text matched).")
+    method: Literal["vqa", "itm"]
+    model: str
+    candidates: int
+    results: list[Finding]
+
+
+class IndexRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"paths": ["/srv/photos/2024"]}]})
+
+    paths: list[Annotated[Text, Field(min_length=1, max_length=4096)]] = Field(
+        min_length=1, max_length=100, description="Folders or files on the server, each under a root the operator "
+        "allowed (index_roots).")
+    captions: bool = Field(True, description="Caption new images (when the server has a caption model).")
+    ocr: bool = Field(True, description="Read text in new images (when the server has OCR).")
+    prune: bool = Field(True, description="Forget files that vanished from these folders.")
+
+
+class JobOut(BaseModel):
+    id: int
+    state: Literal["running", "succeeded", "failed"]
+    phase: Literal["embedding", "describing", "done"]
+    paths: list[str]
+    done: int = Field(description="Items done in this phase.")
+    total: int = Field(description="Items in this phase.")
+    errors: int = Field(description="Files that could not be indexed or described so far.")
+    images_per_second: float
+    started_at: datetime
+    finished_at: datetime | None
+    error: str | None = Field(description="Why the job failed.")
+    summary: dict[str, int] = Field(description="What the job did, once each phase ends.")
+    failures: list[list[str]] = Field(description="[path, reason] of files that failed (first 100).")
+    url: str
+
+
+class ModelCount(BaseModel):
+    name: str
+    dim: int
+    vectors: int
+
+
+class ServerModels(BaseModel):
+    embedding: str
+    caption: str | None
+    vqa: str | None
+    itm: str | None
+    ocr: bool
+
+
+class Stats(BaseModel):
+    library: str
+    images: int
+    errors: int
+    models: list[ModelCount]
+    captions: dict[str, int] = Field(description="Caption model -> images it captioned.")
+    ocr: int = Field(description="Images OCR has read.")
+    disk_bytes: int
+    schema_revision: str | None
+    loaded: ServerModels
+    job: JobOut | None = Field(description="The index job running now, if any.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model: str
