@@ -37,10 +37,13 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.on_batch = on_batch  # called with each batch's size (metrics)
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._closed = False
         self._thread = threading.Thread(target=self._loop, name="text-batcher", daemon=True)
         self._thread.start()
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        if self._closed:  # after close(), callers encode on their own rather than wait for a worker that is gone
+            return self.encode(list(texts))
         request = _Request(list(texts))
         self._queue.put(request)
         request.done.wait()
@@ -50,6 +53,8 @@ class MicroBatcher:
         return request.result
 
     def close(self) -> None:
+        """Stop the worker once the requests already queued are answered."""
+        self._closed = True
         self._queue.put(None)
         self._thread.join(5)
 

@@ -8,18 +8,23 @@ import binascii
 import math
 import os
 from pathlib import Path
+from typing import Annotated
 
+from fastapi import Path as PathParam
 from fastapi import Request, UploadFile
 from PIL import Image
 
 from api.errors import ApiError
+from api.schemas import MAX_ID, Hit
 from api.schemas import Filters as FiltersIn
-from api.schemas import Hit
 from api.service import Service
 from indexer import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes
 from indexer.decode import ImageTooLarge
 from library import ImageRecord
 from search import Filters, SearchHit
+
+ImageId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="An image's id (from search results).")]
+JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 
 def get_service(request: Request) -> Service:

@@ -19,6 +19,9 @@ CODES = {
 }
 
 
+PATTERN_WORDS = {r"\S": "is blank: type some words", "^/": "give an absolute path on the server (starting with /)"}
+
+
 class ErrorBody(BaseModel):
     error: str = Field(description="A stable code: not_found, invalid_request, too_large, unauthorized, ...",
                        examples=["invalid_request"])
@@ -73,7 +76,8 @@ def install(app: FastAPI) -> None:
             if err.get("type") == "json_invalid":
                 problems.append("the body is not valid JSON")
                 continue
-            problems.append(f"{_field(tuple(err.get('loc', ())))}: {err.get('msg', 'invalid')}")
+            msg = PATTERN_WORDS.get((err.get("ctx") or {}).get("pattern"), err.get("msg", "invalid"))
+            problems.append(f"{_field(tuple(err.get('loc', ())))}: {msg}")
         return JSONResponse(_body(422, "; ".join(problems) or "invalid request"), 422)
 
     @app.exception_handler(Exception)

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 MAX_K = 1000  # results per page
 MAX_WINDOW = 10_000  # offset + k: deeper pages than this are refused (re-query with filters instead)
+MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id is a 422, not an overflow
 Mode = Literal["vector", "keyword", "hybrid"]
 Sort = Literal["score", "date"]
 
@@ -31,7 +32,8 @@ Weight = Annotated[float, Field(ge=-10, le=10, allow_inf_nan=False)]
 class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: Text | None = Field(None, max_length=4096, description="Only files under this folder (absolute path).",
+    path: Text | None = Field(None, max_length=4096, pattern="^/", description="Only files under this folder "
+                              "(absolute path).",
                               examples=["/photos/2024"])
     after: datetime | None = Field(None, description="Taken on or after this date/time.", examples=["2024-05-01"])
     before: datetime | None = Field(None, description="Taken before this date/time.", examples=["2024-06-01"])
@@ -49,8 +51,8 @@ class SearchRequest(BaseModel):
     ]})
 
     text: Text | None = Field(None, max_length=1000, description="What to look for, in words.")
-    image_id: int | None = Field(None, ge=1, description="Look for images like this indexed image (left out of "
-                                 "the hits).")
+    image_id: int | None = Field(None, ge=1, le=MAX_ID,
+                                 description="Look for images like this indexed image (left out of the hits).")
     image: str | None = Field(None, description="Look for images like this one: the image file, base64-encoded "
                               "(standard alphabet; a data: URL prefix is accepted).", max_length=40_000_000)
     negatives: list[Annotated[Text, Field(min_length=1, max_length=200)]] = Field(

@@ -7,10 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from PIL import Image
+from pydantic import Field
 
 from api.deps import decode_upload, finite, get_service, indexed_image, read_upload, to_filters, to_hit
 from api.errors import ApiError, responses
 from api.schemas import (
+    MAX_ID,
     AskRequest,
     AskResponse,
     BatchCaptions,
@@ -28,7 +30,7 @@ from search.ask import ask_collection
 from search.engine import image_texts
 
 router = APIRouter(tags=["captions and questions"], dependencies=[Depends(require_read)])
-ImageIdForm = Annotated[int | None, Form(ge=1, description="An indexed image, instead of an upload.")]
+ImageIdForm = Annotated[int | None, Form(ge=1, le=MAX_ID, description="An indexed image, instead of an upload.")]
 UploadForm = Annotated[UploadFile | None, File(description="The image (JPEG, PNG, WebP, GIF, BMP, TIFF).")]
 PromptForm = Annotated[Text | None, Form(max_length=200, description='Start of the caption, e.g. "a photo of".')]
 
@@ -96,8 +98,9 @@ async def caption(file: UploadForm = None, image_id: ImageIdForm = None, prompt:
              summary="Alt text for many images")
 async def caption_batch(
     files: Annotated[list[UploadFile] | None, File(description="Images to caption.")] = None,
-    image_ids: Annotated[list[int] | None, Form(description="Indexed images to caption (stored captions are "
-                                                "returned as they are).")] = None,
+    image_ids: Annotated[list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None,
+                         Form(description="Indexed images to caption (stored captions are returned as they are).")]
+    = None,
     prompt: PromptForm = None,
     service: Service = Depends(get_service),
 ) -> BatchCaptions:

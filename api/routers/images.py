@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
-from api.deps import get_service, servable_path
+from api.deps import ImageId, get_service, servable_path
 from api.errors import ApiError, responses
 from api.schemas import CaptionOut, Deleted, ImageDetail
 from api.security import require_read, require_write
@@ -46,7 +46,7 @@ def _detail(service: Service, image_id: int) -> ImageDetail | None:
 
 @router.get("/{image_id}", response_model=ImageDetail, responses=responses(401, 403, 404, 422),
             dependencies=[Depends(require_read)], summary="An image's metadata, caption and OCR text")
-async def image_detail(image_id: int, service: Service = Depends(get_service)) -> ImageDetail:
+async def image_detail(image_id: ImageId, service: Service = Depends(get_service)) -> ImageDetail:
     detail = await asyncio.to_thread(_detail, service, image_id)
     if detail is None:
         raise ApiError(404, f"image {image_id} is not in the library")
@@ -58,7 +58,7 @@ async def image_detail(image_id: int, service: Service = Depends(get_service)) -
                              "description": "a JPEG at most 256 px on its long side"},
                        **responses(401, 403, 404, 422)},
             summary="A small JPEG of the image")
-async def thumbnail(image_id: int, service: Service = Depends(get_service)) -> FileResponse:
+async def thumbnail(image_id: ImageId, service: Service = Depends(get_service)) -> FileResponse:
     row = await asyncio.to_thread(service.record, image_id)
     path = service.library.root / row.thumbnail if row is not None and row.thumbnail else None
     if path is None or not path.is_file():
@@ -69,7 +69,7 @@ async def thumbnail(image_id: int, service: Service = Depends(get_service)) -> F
 @router.get("/{image_id}/file", response_class=FileResponse, dependencies=[Depends(require_read)],
             responses={200: {**IMAGE_CONTENT, "description": "the original file"}, **responses(401, 403, 404, 422)},
             summary="The original image file")
-async def original(image_id: int, service: Service = Depends(get_service)) -> FileResponse:
+async def original(image_id: ImageId, service: Service = Depends(get_service)) -> FileResponse:
     """Only indexed images whose files lie inside the library's indexed folders (symlinks resolved) are served;
     no path ever comes from the request."""
     row = await asyncio.to_thread(service.record, image_id)
@@ -109,7 +109,7 @@ def _delete(service: Service, image_id: int) -> Deleted | None:
 
 @router.delete("/{image_id}", response_model=Deleted, dependencies=[Depends(require_write)],
                responses=responses(401, 403, 404, 422), summary="Forget an image")
-async def delete_image(image_id: int, service: Service = Depends(get_service)) -> Deleted:
+async def delete_image(image_id: ImageId, service: Service = Depends(get_service)) -> Deleted:
     """Removes the image's row, vectors, captions and OCR text from SQLite and its vectors from FAISS. The file
     itself is untouched: indexing its folder again brings it back unless the file is gone."""
     deleted = await asyncio.to_thread(_delete, service, image_id)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends
 
-from api.deps import get_service
+from api.deps import JobId, get_service
 from api.errors import ApiError, responses
 from api.jobs import Job
 from api.schemas import IndexRequest, JobOut
@@ -71,7 +71,7 @@ async def list_jobs(service: Service = Depends(get_service)) -> list[JobOut]:
 
 @router.get("/jobs/{job_id}", response_model=JobOut, dependencies=[Depends(require_read)],
             responses=responses(401, 403, 404, 422), summary="An index job's progress")
-async def get_job(job_id: int, service: Service = Depends(get_service)) -> JobOut:
+async def get_job(job_id: JobId, service: Service = Depends(get_service)) -> JobOut:
     job = service.jobs.jobs.get(job_id)
     if job is None:
         raise ApiError(404, f"no job {job_id} (jobs are forgotten when the server restarts)")

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from PIL import Image
 
-from api.deps import decode_base64, decode_upload, finite, get_service, read_upload, to_filters, to_hit
+from api.deps import ImageId, decode_base64, decode_upload, finite, get_service, read_upload, to_filters, to_hit
 from api.errors import ApiError, responses
 from api.schemas import MAX_K, MAX_WINDOW, Filters, Mode, SearchRequest, SearchResponse, Sort, Text, Weight
 from api.security import require_read
@@ -60,13 +60,14 @@ async def run(service: Service, started: float, **fields) -> SearchResponse:
 
 @router.get("/search", response_model=SearchResponse, responses=ERRORS, summary="Search by text")
 async def search_get(
-    q: Annotated[Text, Query(min_length=1, max_length=1000, description="What to look for, in words.",
+    q: Annotated[Text, Query(min_length=1, max_length=1000, pattern=r"\S", description="What to look for, in words.",
                              examples=["a dog on a beach"])],
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_WINDOW)] = 0,
     not_: Annotated[list[Annotated[Text, Query(min_length=1, max_length=200)]] | None,
                     Query(alias="not", max_length=20, description="Push results away from this (repeatable).")] = None,
-    path: Annotated[Text | None, Query(max_length=4096, description="Only files under this folder.")] = None,
+    path: Annotated[Text | None, Query(max_length=4096, pattern="^/", description="Only files under this folder.")]
+    = None,
     after: Annotated[datetime | None, Query(description="Taken on or after (YYYY-MM-DD).")] = None,
     before: Annotated[datetime | None, Query(description="Taken before (YYYY-MM-DD).")] = None,
     camera: Annotated[Text | None, Query(max_length=200, description="Camera make or model contains this.")] = None,
@@ -112,7 +113,8 @@ async def search_image(
     offset: Annotated[int, Form(ge=0, le=MAX_WINDOW)] = 0,
     text_weight: Annotated[Weight, Form()] = 1.0,
     image_weight: Annotated[Weight, Form()] = 1.0,
-    path: Annotated[Text | None, Form(max_length=4096, description="Only files under this folder.")] = None,
+    path: Annotated[Text | None, Form(max_length=4096, pattern="^/", description="Only files under this folder.")]
+    = None,
     min_score: Annotated[float | None, Form(ge=-1, le=1, allow_inf_nan=False)] = None,
     service: Service = Depends(get_service),
 ) -> SearchResponse:
@@ -128,10 +130,11 @@ async def search_image(
 @router.get("/images/{image_id}/similar", response_model=SearchResponse, responses=ERRORS, tags=["images"],
             summary="Images like an indexed image")
 async def similar(
-    image_id: int,
+    image_id: ImageId,
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_WINDOW)] = 0,
-    path: Annotated[Text | None, Query(max_length=4096, description="Only files under this folder.")] = None,
+    path: Annotated[Text | None, Query(max_length=4096, pattern="^/", description="Only files under this folder.")]
+    = None,
     min_score: Annotated[float | None, Query(ge=-1, le=1, allow_inf_nan=False)] = None,
     service: Service = Depends(get_service),
 ) -> SearchResponse:
