@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.index_choice --out bench/results
 	$(BIN)/python -m bench.indexing --out bench/results
 	$(BIN)/python -m bench.captioning --out bench/results
+	$(BIN)/python -m bench.api --out bench/results
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
