@@ -46,10 +46,11 @@ def finite(hits: list[SearchHit]) -> list[SearchHit]:
 def to_filters(f: FiltersIn) -> Filters:
     if f.path is not None and not os.path.isabs(f.path):
         raise ApiError(422, f"filters.path {f.path!r}: give an absolute folder path on the server")
-    if f.after and f.before and f.after >= f.before:
+    after, before = _naive(f.after), _naive(f.before)
+    if after and before and after >= before:
         raise ApiError(422, "filters.after must be earlier than filters.before")
-    return Filters(path_prefix=os.path.normpath(f.path) if f.path else None, after=_naive(f.after),
-                   before=_naive(f.before), camera=f.camera, min_score=f.min_score)
+    return Filters(path_prefix=os.path.normpath(f.path) if f.path else None, after=after, before=before,
+                   camera=f.camera, min_score=f.min_score)
 
 
 def _naive(value):

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 MAX_K = 1000  # results per page
 MAX_WINDOW = 10_000  # offset + k: deeper pages than this are refused (re-query with filters instead)
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id is a 422, not an overflow
 Mode = Literal["vector", "keyword", "hybrid"]
+
+
+def _utc(value: datetime) -> datetime:
+    """The library stores UTC without a zone; the API says so, as RFC 3339 requires (`...Z`-style offset)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# A moment this program recorded (indexing, captioning, jobs): always UTC, with its offset.
+UtcTime = Annotated[datetime, AfterValidator(_utc)]
+# When the camera says the photo was taken: EXIF keeps the camera's wall clock and no zone, so this is local
+# time as ISO 8601 without an offset. Not an RFC 3339 date-time, and the schema says so rather than invent a zone.
+CameraTime = Annotated[
+    datetime,
+    PlainSerializer(lambda value: value.replace(tzinfo=None).isoformat(), return_type=str),
+    WithJsonSchema({"type": "string", "examples": ["2024-05-01T14:03:22"],
+                    "description": "The camera's local wall-clock time (EXIF), ISO 8601 without a time zone."}),
+]
 Sort = Literal["score", "date"]
 
 
@@ -77,7 +94,7 @@ class Hit(BaseModel):
                          "reciprocal rank (hybrid).", examples=[0.31])
     width: int | None = Field(description="As displayed (EXIF orientation applied).", examples=[4032])
     height: int | None = Field(examples=[3024])
-    taken_at: datetime | None = None
+    taken_at: CameraTime | None = None
     camera: str | None = None
     caption: str | None = Field(None, description="What the caption model says the image shows; use as alt text.",
                                 examples=["a dog running on a beach"])
@@ -100,7 +117,7 @@ class SearchResponse(BaseModel):
 class CaptionOut(BaseModel):
     model: str
     text: str
-    created_at: datetime
+    created_at: UtcTime
 
 
 class ImageDetail(BaseModel):
@@ -114,10 +131,10 @@ class ImageDetail(BaseModel):
     height: int | None
     format: str | None = Field(examples=["JPEG"])
     orientation: int | None = Field(description="EXIF orientation tag (1-8).")
-    taken_at: datetime | None
+    taken_at: CameraTime | None
     camera_make: str | None
     camera_model: str | None
-    indexed_at: datetime
+    indexed_at: UtcTime
     caption: str | None = Field(description="The best caption (a real caption model's before the offline one).")
     captions: list[CaptionOut]
     ocr_text: str | None
@@ -209,8 +226,8 @@ class JobOut(BaseModel):
     total: int = Field(description="Items in this phase.")
     errors: int = Field(description="Files that could not be indexed or described so far.")
     images_per_second: float
-    started_at: datetime
-    finished_at: datetime | None
+    started_at: UtcTime
+    finished_at: UtcTime | None
     error: str | None = Field(description="Why the job failed.")
     summary: dict[str, int] = Field(description="What the job did, once each phase ends.")
     failures: list[list[str]] = Field(description="[path, reason] of files that failed (first 100).")
