@@ -750,8 +750,11 @@ def serve(
 
     from api.app import create_app
     from api.security import is_loopback
-    from api.settings import SettingsError, load_settings
+    from api.settings import SettingsError, load_settings, unknown_environment
 
+    for name in unknown_environment():
+        err.print(f"[yellow]warning:[/] {escape(name)} is not a vlsearch setting and is ignored (see `vlsearch serve "
+                  "--help` and the README's settings table for the names).", highlight=False)
     try:
         settings = load_settings(config, library=library, model_dir=model_dir, host=host, port=port, model=model,
                                  caption_model=caption_model, vqa_model=vqa_model, itm_model=itm_model,

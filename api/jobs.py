@@ -36,13 +36,14 @@ class Job:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     finished_at: datetime | None = None
     phase_started: float = field(default_factory=time.monotonic)
+    phase_ended: float | None = None  # set when the job ends, so its rate stops decaying afterwards
     error: str | None = None
     summary: dict[str, int] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
-        elapsed = time.monotonic() - self.phase_started
+        elapsed = (self.phase_ended or time.monotonic()) - self.phase_started
         return self.done / elapsed if elapsed > 0 else 0.0
 
 
@@ -69,8 +70,9 @@ class IndexJobs:
     another process) is refused with LibraryBusy, never run alongside."""
 
     def __init__(self, root: Path, encoder: Encoder, captioner: ImageTextModel | None, ocr, metrics: Metrics,
-                 *, workers: int = 0, fill_gaps: bool = False) -> None:
+                 *, workers: int = 0, fill_gaps: bool = False, confine_to: list[Path] | None = None) -> None:
         self.root = root
+        self.confine_to = confine_to  # the operator's index_roots: symlinks out of them are not followed
         self.encoder, self.captioner, self.ocr = encoder, captioner, ocr
         self.metrics = metrics
         self.workers = workers
@@ -80,7 +82,7 @@ class IndexJobs:
         self._lock = threading.Lock()
 
     def running(self) -> Job | None:
-        return next((j for j in self.jobs.values() if j.state == "running"), None)
+        return next((j for j in list(self.jobs.values()) if j.state == "running"), None)
 
     def start(self, paths: list[Path], captions: bool = True, ocr: bool = True, prune: bool = True) -> Job:
         with self._lock:
@@ -107,14 +109,17 @@ class IndexJobs:
 
     def _run(self, job: Job, library: Library, stack: ExitStack, paths: list[Path], captions: bool, ocr: bool,
              prune: bool) -> None:
+        state = "failed"  # a BaseException (interpreter exit) still ends the job
         with stack:
             try:
                 report = Indexer(library, self.encoder, workers=self.workers, prune=prune, mp_context=FORK,
+                                 confine_to=self.confine_to,
                                  progress=JobProgress(job, "embedding", self.metrics)).run(paths)
                 job.summary = {"seen": report.seen, "embedded": report.embedded, "reused": report.reused,
                                "moved": report.moved, "unchanged": report.unchanged, "removed": report.removed,
                                "errors": report.errors}
                 job.failures = list(report.failures)
+                job.errors = report.errors  # with the files refused before decoding (names, links out)
                 captioner = self.captioner if captions else None
                 reader = self.ocr if ocr else None
                 if captioner is not None or reader is not None:
@@ -124,10 +129,13 @@ class IndexJobs:
                     job.summary |= {"captioned": described.captioned, "read_by_ocr": described.read,
                                     "describe_errors": described.errors}
                     job.failures += described.failures
-                job.state = "succeeded"
+                state = "succeeded"
             except Exception as exc:
                 log.exception("index job %d failed", job.id)
-                job.state, job.error = "failed", f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+                state, job.error = "failed", f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
             finally:
-                job.phase = "done"
+                # The end time and rate first and the state last: a poller that sees the job finished sees it whole.
+                job.phase_ended = time.monotonic()
                 job.finished_at = datetime.now(UTC)
+                job.phase = "done"
+                job.state = state

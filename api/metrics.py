@@ -18,6 +18,9 @@ disable_created_metrics()  # the *_created series double the output and no dashb
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class LibraryCollector(Collector):
     """Counts of the library's images, errors and vectors, current at every scrape."""
 
@@ -93,6 +96,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             name = route_template(scope)
+            # Any token is a valid HTTP method: a client making them up must not grow the label set without end.
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
             m = self.metrics()
-            m.requests.labels(scope["method"], name, str(status)).inc()
-            m.latency.labels(scope["method"], name).observe(time.perf_counter() - started)
+            m.requests.labels(method, name, str(status)).inc()
+            m.latency.labels(method, name).observe(time.perf_counter() - started)

@@ -50,7 +50,8 @@ class Service:
         self.encoder = encoder
         self._engine: SearchEngine | None = None
         self.jobs = IndexJobs(library.root, models.encoder, models.captioner, models.ocr, self.metrics,
-                              workers=index_workers, fill_gaps=models.caption_stand_in)
+                              workers=index_workers, fill_gaps=models.caption_stand_in,
+                              confine_to=list(settings.index_roots))
         # Caption, VQA and ITM calls are big and bounded to one at a time; searches run many at once.
         self.model_limiter = CapacityLimiter(1)
         self.search_limiter = CapacityLimiter(32)

@@ -7,11 +7,12 @@ Precedence, highest first: command-line options, `VLSEARCH_*` environment variab
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 from platformdirs import user_cache_dir, user_config_dir, user_data_dir
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -131,6 +132,19 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
 
     try:
         return FromFile(**{k: v for k, v in overrides.items() if v is not None})
-    except ValueError as exc:  # pydantic's ValidationError and TOML syntax errors
+    except ValidationError as exc:
         where = f" (config file {path}, environment VLSEARCH_*)" if path else " (environment VLSEARCH_*)"
-        raise SettingsError(f"invalid settings{where}: {exc}") from None
+        # Each problem by field, without the value given: a mistyped setting may hold an API key.
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                             for e in exc.errors(include_input=False, include_url=False))
+        raise SettingsError(f"invalid settings{where}: {problems}") from None
+    except ValueError as exc:  # TOML syntax errors, which name the line and not the value
+        raise SettingsError(f"config file {path}: {exc}") from None
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """VLSEARCH_* variables that name no setting (a typo such as VLSEARCH_API_KEY for VLSEARCH_API_KEYS is
+    otherwise silently ignored, and the server comes up without the keys the operator meant to set)."""
+    known = {f"VLSEARCH_{name.upper()}" for name in Settings.model_fields} | {"VLSEARCH_CONFIG"}
+    environ = os.environ if environ is None else environ
+    return sorted(name for name in environ if name.upper().startswith("VLSEARCH_") and name.upper() not in known)

@@ -11,16 +11,36 @@ log = logging.getLogger(__name__)
 
 
 def discover(
-    paths: Iterable[Path], exclude: Iterable[Path] = (), unusable: list[tuple[str, str]] | None = None
+    paths: Iterable[Path],
+    exclude: Iterable[Path] = (),
+    unusable: list[tuple[str, str]] | None = None,
+    confine_to: Iterable[Path] | None = None,
 ) -> Iterator[Path]:
     """Absolute paths of image files: given files as they are, folders walked recursively (no symlinked
     folders, so link loops cannot trap the walk). Folders in `exclude` (the library's own) are never entered.
-    Names that cannot be stored (not valid UTF-8) are skipped and listed in `unusable` with the reason."""
+    Names that cannot be stored (not valid UTF-8) are skipped and listed in `unusable` with the reason.
+    With `confine_to` (the server's allowed folders), a symlinked file whose target lies outside them is skipped
+    and listed too: a link must not smuggle a file the operator did not allow into captions and thumbnails."""
     excluded = {Path(p).resolve() for p in exclude}
+    allowed = None if confine_to is None else [Path(os.path.realpath(p)) for p in confine_to]
+
+    def usable(path: Path) -> bool:
+        if not _storable(path, unusable):
+            return False
+        if allowed is None or not path.is_symlink():
+            return True
+        target = Path(os.path.realpath(path))
+        if any(target.is_relative_to(root) for root in allowed):
+            return True
+        log.warning("skipping %s: a link to %s, outside the folders this server may index", path, target)
+        if unusable is not None:
+            unusable.append((str(path), "a symlink to a file outside the folders this server may index"))
+        return False
+
     for path in paths:
         path = Path(path).expanduser().resolve()
         if path.is_file():
-            if _storable(path, unusable):
+            if usable(path):
                 yield path
             continue
         if not path.is_dir():
@@ -29,7 +49,7 @@ def discover(
             here = Path(folder)
             dirs[:] = sorted(d for d in dirs if (here / d).resolve() not in excluded)
             for name in sorted(files):
-                if Path(name).suffix.lower() in IMAGE_EXTENSIONS and _storable(here / name, unusable):
+                if Path(name).suffix.lower() in IMAGE_EXTENSIONS and usable(here / name):
                     yield here / name
 
 

@@ -148,7 +148,9 @@ class Indexer:
         prune: bool = True,
         progress: ProgressHook | None = None,
         mp_context: str | None = None,
+        confine_to: Iterable[Path] | None = None,
     ) -> None:
+        """`confine_to`: skip symlinked files whose targets lie outside these folders (the server's index_roots)."""
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         self.library = library
@@ -160,6 +162,7 @@ class Indexer:
         self.progress = progress
         # "forkserver" where the caller runs threads (the server): forking a threaded process can deadlock.
         self.mp_context = mp_context
+        self.confine_to = None if confine_to is None else list(confine_to)
         self.model = encoder.name
 
     def run(self, paths: Iterable[Path | str]) -> IndexReport:
@@ -176,7 +179,8 @@ class Indexer:
         index = self.library.vector_index(self.model)  # current before we start: deltas apply to it
         unusable: list[tuple[str, str]] = []
         library_dirs = [self.library.root / THUMB_DIR, self.library.root / VECTOR_DIR]
-        files = {str(p): p for p in discover(roots, exclude=library_dirs, unusable=unusable)}
+        files = {str(p): p for p in discover(roots, exclude=library_dirs, unusable=unusable,
+                                                 confine_to=self.confine_to)}
         report.seen = len(files) + len(unusable)
         report.errors += len(unusable)
         report.failures.extend(unusable)

@@ -329,6 +329,18 @@ class Library:
 
     # -- overview ---------------------------------------------------------------------------------
 
+    def _disk_bytes(self) -> int:
+        """Bytes under the library folder. Another process may be writing (temp files come and go mid-walk):
+        a file that vanishes between listing and stat is simply not counted."""
+        total = 0
+        for folder, _dirs, files in os.walk(self.root):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(folder, name)).st_size
+                except OSError:
+                    continue
+        return total
+
     def stats(self) -> LibraryStats:
         with self.session() as s:
             images = s.scalar(select(func.count()).where(ImageRecord.status == "ok")) or 0
@@ -340,6 +352,5 @@ class Library:
             ]
             captions = dict(s.execute(select(Caption.model, func.count()).group_by(Caption.model)).all())
             ocr = s.scalar(select(func.count()).select_from(OcrText)) or 0
-        disk = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
-        return LibraryStats(self.root, images, errors, models, disk, migrate.current_revision(self.engine),
-                            captions, ocr)
+        return LibraryStats(self.root, images, errors, models, self._disk_bytes(),
+                            migrate.current_revision(self.engine), captions, ocr)

@@ -21,6 +21,8 @@ FIRST_FETCH = 4  # over-fetch factor for the first FAISS call when filters may d
 # A filter admitting at most this many images is answered by scoring all of them: exact, and ~10 ms of numpy.
 EXACT_FILTER_LIMIT = 20_000
 FUSION_DEPTH = 100  # hybrid mode fuses at least this many candidates from each ranking
+RERANK_CHUNK = 16  # images decoded and scored together by the matching model
+RERANK_SIDE = 768  # long side rerank images are shrunk to at once: BLIP looks at 384 px, this leaves room
 
 
 class SearchEngine:
@@ -98,20 +100,30 @@ class SearchEngine:
         return [replace(by_id[image_id], score=score) for image_id, score in fused]
 
     def _rerank(self, text: str, hits: list[SearchHit], depth: int) -> list[SearchHit]:
-        """Rescore the top `depth` hits by P(text describes image) from the matching model."""
+        """Rescore the top `depth` hits by P(text describes image) from the matching model.
+
+        Each file is shrunk as soon as it is decoded and scored RERANK_CHUNK at a time, so a deep rerank over
+        camera-sized photos holds one full-size image and a chunk of small ones, not `depth` full-size images."""
         from indexer import DecodeError, decode_image
 
         assert self.matcher is not None
         head, tail = hits[:depth], hits[depth:]
-        images, scored, unreadable = [], [], []
-        for hit in head:
-            try:
-                images.append(decode_image(Path(hit.path)))
+        reranked: list[SearchHit] = []
+        unreadable: list[SearchHit] = []
+        for start in range(0, len(head), RERANK_CHUNK):
+            images, scored = [], []
+            for hit in head[start : start + RERANK_CHUNK]:
+                try:
+                    image = decode_image(Path(hit.path))
+                except DecodeError:  # the file changed or vanished since indexing: below the rescored ones
+                    unreadable.append(hit)
+                    continue
+                image.thumbnail((RERANK_SIDE, RERANK_SIDE))
+                images.append(image)
                 scored.append(hit)
-            except DecodeError:  # the file changed or vanished since indexing: below the rescored ones
-                unreadable.append(hit)
-        scores = self.matcher.match(images, [text] * len(images)) if images else []
-        reranked = [replace(h, match_score=float(sc)) for h, sc in zip(scored, scores, strict=True)]
+            if images:
+                scores = self.matcher.match(images, [text] * len(images))
+                reranked += [replace(h, match_score=float(sc)) for h, sc in zip(scored, scores, strict=True)]
         reranked.sort(key=lambda h: -(h.match_score or 0.0))
         return reranked + unreadable + tail
 

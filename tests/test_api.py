@@ -232,6 +232,28 @@ def test_image_detail_thumbnail_and_file(site):
         assert_error(httpx.get(url + path), 404, "999")
 
 
+def test_file_names_with_quotes_newlines_and_accents_reach_the_client_intact(tmp_path, tiny_encoder):
+    from urllib.parse import unquote
+
+    photos = tmp_path / "photos"
+    names = ['say "cheese".jpg', "two\nlines.jpg", "café ☕.jpg", "plain.jpg"]
+    for i, name in enumerate(names):
+        write_photo(photos / name, i)
+    lib = Library.open(tmp_path / "lib")
+    Indexer(lib, tiny_encoder, workers=0).run([photos])
+    with serving(make_app(lib, tiny_encoder)) as url:
+        for hit in get(url, "/api/v1/search", q="x").json()["hits"]:
+            r = httpx.get(url + hit["file_url"])
+            assert r.status_code == 200 and r.content == Path(hit["path"]).read_bytes()
+            disposition = r.headers["content-disposition"]
+            assert "\n" not in disposition and disposition.startswith("inline;")
+            name = Path(hit["path"]).name
+            if name == "plain.jpg":
+                assert disposition == 'inline; filename="plain.jpg"'
+            else:
+                assert unquote(disposition.split("filename*=utf-8''")[1]) == name
+
+
 @pytest.mark.parametrize("path", [
     "/api/v1/images/../../../../etc/passwd/file", "/api/v1/images/%2e%2e%2f%2e%2e%2fetc%2fpasswd/file",
     "/api/v1/images/1%2f..%2f..%2fetc%2fpasswd/file", "/api/v1/images/-1/file",
@@ -501,6 +523,27 @@ def test_an_empty_library_answers_with_no_hits_until_a_job_fills_it(tmp_path, ti
         assert len(httpx.get(url + "/api/v1/search", params={"q": "x"}).json()["hits"]) == 3
 
 
+def test_an_index_job_does_not_follow_file_links_out_of_the_allowed_folders(tmp_path, tiny_encoder):
+    allowed = tmp_path / "allowed"
+    write_photos(allowed, 2)
+    secret = write_photo(tmp_path / "private" / "secret.jpg", 9)
+    (allowed / "innocent.jpg").symlink_to(secret)  # a link out: its content must not reach thumbnails or captions
+    (allowed / "alias.jpg").symlink_to(allowed / "photo_0000.jpg")  # a link that stays inside is fine
+    lib = Library.open(tmp_path / "lib")
+    with serving(make_app(lib, tiny_encoder, api_keys=[KEY], index_roots=[allowed], index_lag_s=0)) as url:
+        r = httpx.post(url + "/api/v1/index", json={"paths": [str(allowed)], "ocr": False}, headers=AUTH)
+        job = wait_for(url, r.json()["url"])
+        assert job["state"] == "succeeded" and job["errors"] == 1 and job["summary"]["errors"] == 1
+        assert job["failures"] == [[str(allowed / "innocent.jpg"),
+                                    "a symlink to a file outside the folders this server may index"]]
+        indexed = {Path(h["path"]).name for h in httpx.get(url + "/api/v1/search", params={"q": "x"}).json()["hits"]}
+        assert indexed == {"photo_0000.jpg", "photo_0001.jpg", "alias.jpg"}
+        finished = httpx.get(url + r.json()["url"]).json()
+        assert finished["images_per_second"] == job["images_per_second"]  # frozen once the job ends
+    Indexer(lib, tiny_encoder, workers=0).run([allowed])  # the CLI, run by the owner, follows the link as before
+    assert lib.stats().images == 4
+
+
 # -- the service ----------------------------------------------------------------------------------
 
 
@@ -520,6 +563,10 @@ def test_stats_healthz_and_metrics(site):
     assert 'vlsearch_library_images{status="ok"} 8.0' in text and "vlsearch_text_batch_size_count" in text
     httpx.get(url + "/api/v1/images/12345")
     assert 'route="/api/v1/images/{image_id}",status="404"' in httpx.get(url + "/api/v1/metrics").text
+    for made_up in ("FOO", "BAR", "X" * 50):
+        httpx.request(made_up, url + "/api/v1/stats")
+    text = httpx.get(url + "/api/v1/metrics").text
+    assert 'method="OTHER",route="/api/v1/stats",status="405"' in text and "FOO" not in text and "XXX" not in text
 
 
 def test_unknown_paths_and_methods_get_json_errors(site):
@@ -604,6 +651,24 @@ def test_settings_from_environment_and_toml(tmp_path, monkeypatch):
     monkeypatch.setenv("VLSEARCH_PORT", "eighty")
     with pytest.raises(SettingsError, match="port"):
         load_settings(config)
+    monkeypatch.delenv("VLSEARCH_PORT")
+    leaky = tmp_path / "leaky.toml"
+    leaky.write_text('api_keys = "sk-live-SECRET"\nmax_batch = "sk-other-SECRET"\n')  # a key in the wrong place
+    with pytest.raises(SettingsError, match="max_batch") as bad:
+        load_settings(leaky)
+    assert "SECRET" not in str(bad.value)  # the error names the field, never the value, which may be a key
+    broken = tmp_path / "broken.toml"
+    broken.write_text("port = \n")
+    with pytest.raises(SettingsError, match="broken.toml"):
+        load_settings(broken)
+
+
+def test_misspelt_environment_variables_are_named():
+    from api.settings import unknown_environment
+
+    env = {"VLSEARCH_API_KEY": "k", "VLSEARCH_API_KEYS": "k", "vlsearch_port": "1", "VLSEARCH_CONFIG": "x",
+           "HOME": "/root", "VLSEARCH_INDEX_ROOT": "/srv"}
+    assert unknown_environment(env) == ["VLSEARCH_API_KEY", "VLSEARCH_INDEX_ROOT"]
 
 
 # -- the real `vlsearch serve` --------------------------------------------------------------------
@@ -623,7 +688,7 @@ def test_vlsearch_serve_answers_over_http_and_warns_when_exposed(tmp_path, tiny_
     port = free_port()
     config = tmp_path / "vlsearch.toml"
     config.write_text(f'index_roots = ["{allowed}"]\nvqa_model = "tiny-random"\nitm_model = "tiny-random"\n')
-    env = {**os.environ, "VLSEARCH_API_KEYS": KEY, "VLSEARCH_OCR": "false"}
+    env = {**os.environ, "VLSEARCH_API_KEYS": KEY, "VLSEARCH_OCR": "false", "VLSEARCH_API_KEY": KEY}
     cmd = [sys.executable, "-m", "api.cli", "serve", "--library", str(tmp_path / "lib"), "--host", "0.0.0.0",
            "--port", str(port), "--config", str(config), "--caption-model", "tiny-random",
            "--model-dir", str(tmp_path / "models")]
@@ -651,6 +716,7 @@ def test_vlsearch_serve_answers_over_http_and_warns_when_exposed(tmp_path, tiny_
         proc.terminate()
         out, errors = proc.communicate(timeout=30)
     assert "no API key configured" not in errors and "reads need no key" in errors
+    assert "VLSEARCH_API_KEY is not a vlsearch setting" in errors and KEY not in errors + out
     assert KEY not in out + errors
 
 

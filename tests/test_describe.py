@@ -261,6 +261,29 @@ def test_rerank_orders_the_top_candidates_by_the_matching_model(library, tiny_en
     assert [h.id for h in gone[4:]] == [h.id for h in before[4:]]
 
 
+def test_a_deep_rerank_scores_small_images_in_chunks(library, tiny_encoder, tiny_text, tmp_path):
+    """Rerank decodes candidates one by one, shrinks each at once and scores them in chunks: memory stays bounded
+    however deep the rerank and however large the photos (200 camera photos at once would be gigabytes)."""
+    from search.engine import RERANK_CHUNK, RERANK_SIDE
+
+    for i in range(RERANK_CHUNK + 4):
+        write_photo(tmp_path / "big" / f"p{i:02d}.jpg", i, size=(1800, 1200))
+    Indexer(library, tiny_encoder, workers=0).run([tmp_path / "big"])
+    calls: list[list[tuple[int, int]]] = []
+
+    class Recording:
+        def match(self, images, texts):
+            calls.append([im.size for im in images])
+            return tiny_text["match"].match(images, texts)
+
+    engine = SearchEngine(library, tiny_encoder, matcher=Recording())
+    hits = engine.search(SearchQuery(text="shapes", k=RERANK_CHUNK + 4, rerank=RERANK_CHUNK + 4))
+    assert [len(c) for c in calls] == [RERANK_CHUNK, 4]
+    assert {size for c in calls for size in c} == {(RERANK_SIDE, RERANK_SIDE * 2 // 3)}
+    assert all(h.match_score is not None for h in hits)
+    assert [h.match_score for h in hits] == sorted((h.match_score for h in hits), reverse=True)
+
+
 def test_questions_become_retrieval_queries():
     assert retrieval_query("which photos show a dog on a beach?") == "a dog on a beach"
     assert retrieval_query("Find me pictures of red cars") == "red cars"

@@ -23,7 +23,7 @@ from api.schemas import (
     VqaAnswer,
 )
 from api.security import require_read
-from api.service import Service
+from api.service import Service, in_thread
 from captioner import ImageTextModel, ModelSuite, NotSupported
 from library import LibraryError
 from search.ask import ask_collection
@@ -171,7 +171,7 @@ async def ask(body: AskRequest, service: Service = Depends(get_service)) -> AskR
         raise ApiError(503, "questions over the collection need a VQA model (--vqa-model blip-vqa-base) or an "
                        "image-text matching model (--itm-model blip-itm-base); this server has neither")
     try:
-        engine = service.engine()
+        engine = await in_thread(service.engine)
     except LibraryError as exc:
         raise ApiError(409, str(exc)) from None
     if engine is None:

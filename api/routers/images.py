@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
@@ -53,15 +54,20 @@ async def image_detail(image_id: ImageId, service: Service = Depends(get_service
     return detail
 
 
+def _thumbnail_path(service: Service, image_id: int):
+    row = service.record(image_id)
+    path = service.library.root / row.thumbnail if row is not None and row.thumbnail else None
+    return path if path is not None and path.is_file() else None
+
+
 @router.get("/{image_id}/thumbnail", response_class=FileResponse, dependencies=[Depends(require_read)],
             responses={200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
                              "description": "a JPEG at most 256 px on its long side"},
                        **responses(401, 403, 404, 422)},
             summary="A small JPEG of the image")
 async def thumbnail(image_id: ImageId, service: Service = Depends(get_service)) -> FileResponse:
-    row = await asyncio.to_thread(service.record, image_id)
-    path = service.library.root / row.thumbnail if row is not None and row.thumbnail else None
-    if path is None or not path.is_file():
+    path = await asyncio.to_thread(_thumbnail_path, service, image_id)
+    if path is None:
         raise ApiError(404, f"image {image_id} has no thumbnail (unknown id, or a file that could not be read)")
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 
@@ -79,10 +85,12 @@ async def original(image_id: ImageId, service: Service = Depends(get_service)) -
     if path is None:
         raise ApiError(404, f"image {image_id}'s file is not available: it could not be read when indexed, or it is "
                        "gone or now lies outside the indexed folders")
-    name = path.name.encode("ascii", "replace").decode().replace('"', "")
+    # Starlette percent-encodes a name that is not plain ASCII (RFC 6266 filename*=utf-8''...), so quotes,
+    # newlines or accents in a file name can neither break the header nor be lost.
+    name = os.fsdecode(path.name).encode("utf-8", "replace").decode()  # non-UTF-8 names: replacement characters
     return FileResponse(path, media_type=MEDIA_TYPES.get(row.format or "", "application/octet-stream"),
-                        headers={"Content-Disposition": f'inline; filename="{name}"',
-                                 "X-Content-Type-Options": "nosniff"})
+                        filename=name, content_disposition_type="inline",
+                        headers={"X-Content-Type-Options": "nosniff"})
 
 
 def _delete(service: Service, image_id: int) -> Deleted | None:

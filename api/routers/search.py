@@ -13,7 +13,7 @@ from api.deps import ImageId, decode_base64, decode_upload, finite, get_service,
 from api.errors import ApiError, responses
 from api.schemas import MAX_K, MAX_WINDOW, Filters, Mode, SearchRequest, SearchResponse, Sort, Text, Weight
 from api.security import require_read
-from api.service import Service
+from api.service import Service, in_thread
 from captioner import NotSupported
 from library import LibraryError
 from search import SearchQuery
@@ -36,14 +36,16 @@ async def run(service: Service, started: float, **fields) -> SearchResponse:
         raise ApiError(503, "rerank needs an image-text matching model, and this server has none: start it with "
                        "--itm-model blip-itm-base (its weights must be in the model folder)")
     try:
-        engine = service.engine()
+        engine = await in_thread(service.engine)  # the first call opens the library's vectors
     except LibraryError as exc:
         raise ApiError(409, str(exc)) from None
     if engine is None:
         hits = []
     else:
+        # A rerank runs the matching model: it queues with captions and questions, one model call at a time.
+        runner = service.run_model if query.rerank else service.run_search
         try:
-            hits = await service.run_search(engine.search, query)
+            hits = await runner(engine.search, query)
         except LookupError as exc:
             raise ApiError(404, str(exc).strip("'\"")) from None
         except NotSupported as exc:
