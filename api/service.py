@@ -42,10 +42,12 @@ class Service:
         for (task, name), seconds in models.load_seconds.items():
             self.metrics.model_load.labels(task, name).set(seconds)
         self.batcher: MicroBatcher | None = None
+        self._searching = 0  # searches in flight (changed on the event loop only; read by the batcher)
         encoder: Encoder = models.encoder
         if settings.batch_wait_ms > 0:
             self.batcher = MicroBatcher(models.encoder.encode_texts, settings.batch_wait_ms / 1000,
-                                        settings.batch_max, on_batch=self.metrics.text_batch.observe)
+                                        settings.batch_max, on_batch=self.metrics.text_batch.observe,
+                                        company=lambda: self._searching > 1)
             encoder = BatchedEncoder(models.encoder, self.batcher)
         self.encoder = encoder
         self._engine: SearchEngine | None = None
@@ -80,7 +82,11 @@ class Service:
             return s.get(ImageRecord, image_id)
 
     async def run_search(self, fn, *args):
-        return await to_thread.run_sync(fn, *args, limiter=self.search_limiter)
+        self._searching += 1
+        try:
+            return await to_thread.run_sync(fn, *args, limiter=self.search_limiter)
+        finally:
+            self._searching -= 1
 
     async def run_model(self, fn, *args):
         return await to_thread.run_sync(fn, *args, limiter=self.model_limiter)
