@@ -16,7 +16,9 @@ from api.routers import captions, images, jobs, search, system
 from api.service import Service
 
 PAGE = Path(__file__).parent / "page.html"
-WRITES = {("post", "/api/v1/index"), ("delete", "/api/v1/images/{image_id}")}  # always need a key
+WRITES = {  # always need a key
+    ("post", "/api/v1/index"), ("delete", "/api/v1/images/{image_id}"), ("post", "/api/v1/images/delete"),
+}
 
 DESCRIPTION = """Search an image library by words, by example images or both; get alt text and answers about
 images; index folders on the server.

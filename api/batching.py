@@ -4,10 +4,10 @@ One worker thread takes the first waiting request, gathers whatever else arrives
 `max_batch` texts), encodes them all at once and hands each caller its rows. While the model is busy, new requests
 queue up and form the next batch, so under load the wait costs nothing and batches grow by themselves.
 
-The wait is only spent when it can pay: given `company` (the server passes "is another search in flight?"), a
-request with no other search under way is encoded at once with whatever is already queued, so a lone client
-querying one at a time pays no wait; bench/api.py measured the always-wait version 13% slower there on the tiny
-model."""
+Batching is only paid for when it can pay off: given `company` (the server passes "is another search in
+flight?"), a request with no other search under way is encoded right away in the caller's own thread, with no
+wait and no hand-off to the worker. bench/api.py measured the always-batch version 13% slower for a lone client
+on the tiny model, and still 9% slower when it only skipped the wait (the thread hand-off)."""
 
 from __future__ import annotations
 
@@ -46,10 +46,17 @@ class MicroBatcher:
         self._closed = False
         self._close_lock = threading.Lock()  # nothing is queued behind the stop marker
         self.waits = 0  # batches that waited for company (observable in tests)
+        self.alone = 0  # requests encoded in their caller's thread, with no search beside them
         self._thread = threading.Thread(target=self._loop, name="text-batcher", daemon=True)
         self._thread.start()
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        if self.company is not None and not self.company():
+            self.alone += 1
+            vectors = self.encode(list(texts))  # nobody to batch with: no wait, no hand-off
+            if self.on_batch:
+                self.on_batch(len(texts))
+            return vectors
         request = _Request(list(texts))
         with self._close_lock:
             closed = self._closed
@@ -74,7 +81,7 @@ class MicroBatcher:
 
     def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
         batch, size = [first], len(first.texts)
-        wait = self.max_wait_s if self.company is None or self.company() else 0.0
+        wait = self.max_wait_s if self.company is None or self.company() else 0.0  # others may have finished
         deadline = time.monotonic() + wait
         while size < self.max_batch:
             try:

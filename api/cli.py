@@ -808,7 +808,12 @@ def build_service(settings):
     reader = timed("ocr", lambda: load_ocr(required=False)) if settings.ocr else None
     models = Models(encoder=encoder, captioner=captioner, answerer=answerer, matcher=matcher, ocr=reader,
                     caption_stand_in=stand_in, load_seconds=load_seconds)
-    return Service(lib, models, settings, index_workers=settings.index_workers)
+    service = Service(lib, models, settings, index_workers=settings.index_workers)
+    started = time.perf_counter()
+    if service.engine() is not None:  # read (or rebuild) the FAISS index now, not during the first search
+        lib.vector_index(encoder.name)
+        service.metrics.model_load.labels("vectors", encoder.name).set(time.perf_counter() - started)
+    return service
 
 
 def optional_matcher(spec: str, model_dir: Path, device: str):

@@ -68,13 +68,17 @@ async def read_upload(file: UploadFile, max_bytes: int) -> bytes:
 
 
 def decode_base64(text: str, max_bytes: int) -> bytes:
+    """The bytes of a base64 image as clients really send it: a data: URL or bare, wrapped at 76 columns (MIME) or
+    not, standard or URL-safe alphabet, padded or not. Anything else is a 422."""
     if text.startswith("data:"):
         text = text.partition(",")[2]
+    text = "".join(text.split())  # line breaks and spaces from MIME-style wrapping
+    altchars = b"-_" if ("-" in text or "_" in text) else None
     try:
-        data = base64.b64decode(text, validate=True)
+        data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=altchars, validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(422, "image: not valid base64; encode the image file's bytes with the standard alphabet") \
-            from None
+        raise ApiError(422, "image: not valid base64; encode the image file's bytes with the standard (or URL-safe) "
+                       "alphabet") from None
     if len(data) > max_bytes:
         raise ApiError(413, f"image is over {max_bytes / 1e6:g} MB; send a smaller image")
     if not data:

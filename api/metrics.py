@@ -51,7 +51,8 @@ class Metrics:
                                  ["method", "route"], buckets=LATENCY_BUCKETS, registry=r)
         self.text_batch = Histogram("vlsearch_text_batch_size", "Text queries per encoder call (micro-batching)",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
-        self.model_load = Gauge("vlsearch_model_load_seconds", "Time it took to load each model at startup",
+        self.model_load = Gauge("vlsearch_model_load_seconds",
+                                "Seconds each model (and the vector index: task=vectors) took to load at startup",
                                 ["task", "model"], registry=r)
         self.images_indexed = Counter("vlsearch_images_indexed", "Images embedded by this server's index jobs",
                                       registry=r)

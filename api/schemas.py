@@ -148,6 +148,21 @@ class Deleted(BaseModel):
     path: str
 
 
+MAX_DELETE = 1000
+
+
+class DeleteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"ids": [42, 43, 97]}]})
+
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        min_length=1, max_length=MAX_DELETE, description=f"Image ids to forget, at most {MAX_DELETE} per request.")
+
+
+class DeletedMany(BaseModel):
+    deleted: list[Deleted] = Field(description="The images forgotten, in the order asked.")
+    missing: list[int] = Field(description="Ids that were not in the library (already deleted, or never there).")
+
+
 class CaptionResult(BaseModel):
     caption: str = Field(examples=["a cat lying on a wooden floor"])
     model: str = Field(description="The model that wrote the caption. `offline` means no BLIP model was available: "

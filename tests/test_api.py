@@ -147,6 +147,13 @@ def test_post_search_combines_text_an_indexed_image_and_an_uploaded_one(site):
     assert uploaded["hits"][0]["path"].endswith("photo_0001.jpg")  # the same picture, re-encoded
     data_url = httpx.post(url + "/api/v1/search", json={"image": "data:image/jpeg;base64," + b64, "k": 1}).json()
     assert data_url["hits"][0]["id"] == uploaded["hits"][0]["id"]
+    raw = jpeg(1, (96, 72))
+    variants = [base64.encodebytes(raw).decode(),  # MIME: wrapped at 76 columns
+                base64.urlsafe_b64encode(raw).decode().rstrip("=")]  # URL-safe, unpadded (as JWT-style tools send)
+    assert "\n" in variants[0] and ("-" in variants[1] or "_" in variants[1])
+    for variant in variants:
+        again = httpx.post(url + "/api/v1/search", json={"image": variant, "k": 1})
+        assert again.status_code == 200 and again.json()["hits"][0]["id"] == uploaded["hits"][0]["id"], again.text
     both = httpx.post(url + "/api/v1/search", json={"text": "shapes", "image_id": 1, "image_weight": 2,
                                                       "negatives": ["dark"], "k": 3, "filters": {"camera": "o"}})
     assert both.status_code == 200 and {Path(h["path"]).name for h in both.json()["hits"]} <= {
@@ -301,6 +308,31 @@ def test_delete_removes_the_image_from_sqlite_and_faiss(tmp_path, tiny_encoder):
     index = check.vector_index("tiny-random")
     assert sorted(index.ids().tolist()) == [1, 3, 4]
     assert (photos / "photo_0001.jpg").exists()  # the file itself is untouched
+
+
+def test_many_images_are_deleted_in_one_request(tmp_path, tiny_encoder):
+    photos = tmp_path / "photos"
+    write_photos(photos, 6)
+    lib = Library.open(tmp_path / "lib")
+    Indexer(lib, tiny_encoder, workers=0).run([photos])
+    saved = (lib.index_path("tiny-random")).stat().st_mtime_ns
+    with serving(make_app(lib, tiny_encoder, api_keys=[KEY], index_lag_s=0)) as url:
+        endpoint = url + "/api/v1/images/delete"
+        assert_error(httpx.post(endpoint, json={"ids": [1]}), 401, "Bearer")
+        r = httpx.post(endpoint, json={"ids": [5, 2, 99, 2, 4]}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        assert [d["id"] for d in r.json()["deleted"]] == [5, 2, 4] and r.json()["missing"] == [99]
+        assert r.json()["deleted"][0]["path"].endswith("photo_0004.jpg")
+        again = httpx.post(endpoint, json={"ids": [5, 2]}, headers=AUTH).json()  # a retry is harmless
+        assert again == {"deleted": [], "missing": [5, 2]}
+        hits = httpx.get(url + "/api/v1/search", params={"q": "x"}).json()["hits"]
+        assert sorted(h["id"] for h in hits) == [1, 3, 6]
+        assert_error(httpx.post(endpoint, json={"ids": []}, headers=AUTH), 422, "ids")
+        assert_error(httpx.post(endpoint, json={"ids": list(range(1, 1002))}, headers=AUTH), 422, "1000")
+        assert_error(httpx.post(endpoint, json={"ids": [0]}, headers=AUTH), 422, "ids")
+    check = Library.open(tmp_path / "lib")
+    assert sorted(check.vector_index("tiny-random").ids().tolist()) == [1, 3, 6]
+    assert check.index_path("tiny-random").stat().st_mtime_ns != saved
 
 
 def test_mutating_endpoints_are_refused_when_no_key_is_configured(tmp_path, tiny_encoder):
@@ -712,6 +744,7 @@ def test_vlsearch_serve_answers_over_http_and_warns_when_exposed(tmp_path, tiny_
         assert job.status_code == 202 and wait_for(url, job.json()["url"])["state"] == "succeeded"
         metrics = httpx.get(url + "/api/v1/metrics").text
         assert 'vlsearch_model_load_seconds{model="tiny-random",task="embed"}' in metrics
+        assert 'vlsearch_model_load_seconds{model="tiny-random",task="vectors"}' in metrics  # FAISS read at startup
     finally:
         proc.terminate()
         out, errors = proc.communicate(timeout=30)

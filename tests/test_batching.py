@@ -37,13 +37,18 @@ def test_each_caller_gets_its_own_rows_from_shared_batches():
     assert max(sizes) <= 8 + 2  # a batch stops growing at max_batch (the last request may carry it over)
 
 
-def test_a_lone_client_is_encoded_without_waiting():
-    calls: list[int] = []
-    batcher = MicroBatcher(lambda t: calls.append(len(t)) or rows(t), max_wait_s=30, company=lambda: False)
+def test_a_lone_client_is_encoded_at_once_in_its_own_thread():
+    threads: list[str] = []
+
+    def encode(texts):
+        threads.append(threading.current_thread().name)
+        return rows(texts)
+
+    batcher = MicroBatcher(encode, max_wait_s=30, company=lambda: False)
     for i in range(5):  # with a 30 s wait spent on each, this would take minutes
         assert np.array_equal(batcher([f"q{i}"]), rows([f"q{i}"]))
     batcher.close()
-    assert calls == [1] * 5 and batcher.waits == 0
+    assert threads == [threading.current_thread().name] * 5 and batcher.alone == 5 and batcher.waits == 0
 
 
 def test_an_encoder_error_reaches_every_caller_and_the_worker_lives_on():
@@ -52,7 +57,7 @@ def test_an_encoder_error_reaches_every_caller_and_the_worker_lives_on():
             raise RuntimeError("model fell over")
         return rows(texts)
 
-    batcher = MicroBatcher(flaky, max_wait_s=0.001, company=lambda: False)
+    batcher = MicroBatcher(flaky, max_wait_s=0.001, company=lambda: True)
     with pytest.raises(RuntimeError, match="fell over"):
         batcher(["bad"])
     assert np.array_equal(batcher(["fine"]), rows(["fine"]))

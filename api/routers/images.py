@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from api.deps import ImageId, get_service, servable_path
 from api.errors import ApiError, responses
-from api.schemas import CaptionOut, Deleted, ImageDetail
+from api.schemas import CaptionOut, Deleted, DeletedMany, DeleteRequest, ImageDetail
 from api.security import require_read, require_write
 from api.service import Service
 from library import Embedding, ImageRecord, Library, LibraryBusy
@@ -93,34 +93,51 @@ async def original(image_id: ImageId, service: Service = Depends(get_service)) -
                         headers={"X-Content-Type-Options": "nosniff"})
 
 
-def _delete(service: Service, image_id: int) -> Deleted | None:
-    row = service.record(image_id)
-    if row is None:
-        return None
-    # A library object of its own, so the searches' FAISS indexes are never changed under them.
-    writer = Library.open(service.library.root, create=False)
-    try:
-        with writer.writer("the vlsearch server deleting an image"):
-            with writer.session() as s:
-                models = list(s.scalars(select(Embedding.model).where(Embedding.image_id == image_id)))
-            before = {model: writer.vector_index(model) for model in models}  # current before the delete
-            removed = writer.delete_images([image_id])
-            for model, ids in removed.items():
-                writer.apply_to_index(model, before[model], [], ids)
-    except LibraryBusy:
-        # An index job holds the library: the rows go now; its FAISS save sees the count differ and rebuilds.
-        writer.delete_images([image_id])
-    finally:
-        writer.close()
-    return Deleted(id=row.id, path=row.path)
+def _delete(service: Service, ids: list[int]) -> tuple[list[Deleted], list[int]]:
+    """Forget images; returns (deleted, missing ids). Many ids cost one FAISS update, not one each."""
+    ids = list(dict.fromkeys(ids))
+    with service.library.session() as s:
+        found = {row.id: row.path for row in s.execute(select(ImageRecord.id, ImageRecord.path)
+                                                       .where(ImageRecord.id.in_(ids)))}
+    present = [i for i in ids if i in found]
+    if present:
+        # A library object of its own, so the searches' FAISS indexes are never changed under them.
+        writer = Library.open(service.library.root, create=False)
+        try:
+            with writer.writer("the vlsearch server deleting images"):
+                with writer.session() as s:
+                    models = list(s.scalars(select(Embedding.model).where(Embedding.image_id.in_(present))
+                                            .distinct()))
+                before = {model: writer.vector_index(model) for model in models}  # current before the delete
+                removed = writer.delete_images(present)
+                for model, gone in removed.items():
+                    writer.apply_to_index(model, before[model], [], gone)
+        except LibraryBusy:
+            # An index job holds the library: the rows go now; its FAISS save sees the count differ and rebuilds.
+            writer.delete_images(present)
+        finally:
+            writer.close()
+    return [Deleted(id=i, path=found[i]) for i in present], [i for i in ids if i not in found]
 
 
 @router.delete("/{image_id}", response_model=Deleted, dependencies=[Depends(require_write)],
                responses=responses(401, 403, 404, 422), summary="Forget an image")
 async def delete_image(image_id: ImageId, service: Service = Depends(get_service)) -> Deleted:
     """Removes the image's row, vectors, captions and OCR text from SQLite and its vectors from FAISS. The file
-    itself is untouched: indexing its folder again brings it back unless the file is gone."""
-    deleted = await asyncio.to_thread(_delete, service, image_id)
-    if deleted is None:
+    itself is untouched: indexing its folder again brings it back unless the file is gone.
+
+    Each delete rewrites the library's FAISS file (and searches reload it), which takes seconds at a million
+    images: to forget many images, send them together to `POST /images/delete`."""
+    deleted, _ = await asyncio.to_thread(_delete, service, [image_id])
+    if not deleted:
         raise ApiError(404, f"image {image_id} is not in the library")
-    return deleted
+    return deleted[0]
+
+
+@router.post("/delete", response_model=DeletedMany, dependencies=[Depends(require_write)],
+             responses=responses(401, 403, 413, 422), summary="Forget many images at once")
+async def delete_images(body: DeleteRequest, service: Service = Depends(get_service)) -> DeletedMany:
+    """As `DELETE /images/{id}` for up to 1000 ids, with one FAISS update for all of them. Ids not in the library
+    are listed in `missing` rather than failing the request, so a retried request is harmless."""
+    deleted, missing = await asyncio.to_thread(_delete, service, body.ids)
+    return DeletedMany(deleted=deleted, missing=missing)
