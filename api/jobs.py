@@ -124,7 +124,8 @@ class IndexJobs:
                 reader = self.ocr if ocr else None
                 if captioner is not None or reader is not None:
                     described = Describer(library, captioner, reader, workers=self.workers, fill_gaps=self.fill_gaps,
-                                          mp_context=FORK, progress=JobProgress(job, "describing", self.metrics),
+                                          mp_context=FORK, confine_to=self.confine_to,
+                                          progress=JobProgress(job, "describing", self.metrics),
                                           ).run(paths)
                     job.summary |= {"captioned": described.captioned, "read_by_ocr": described.read,
                                     "describe_errors": described.errors}

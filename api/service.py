@@ -58,6 +58,7 @@ class Service:
         self.model_limiter = CapacityLimiter(1)
         self.search_limiter = CapacityLimiter(32)
         self._engine_lock = threading.Lock()
+        self.delete_lock = threading.Lock()
 
     def engine(self) -> SearchEngine | None:
         """The search engine, or None while the library holds no vectors (nothing can match yet)."""

@@ -106,7 +106,10 @@ class Settings(BaseSettings):
     @field_validator("index_roots")
     @classmethod
     def _absolute(cls, roots: list[Path]) -> list[Path]:
-        return [root.expanduser().resolve() for root in roots]
+        try:
+            return [root.expanduser().resolve() for root in roots]
+        except RuntimeError as exc:  # ~someone who has no home here
+            raise ValueError(f"cannot expand ~ in a path ({exc}); give the folder's absolute path") from None
 
     @classmethod
     def settings_customise_sources(

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from captioner import ImageTextModel
 from captioner.ocr import OcrFailed, OcrReader
-from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes
+from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes, read_image_file
 from indexer.pipeline import ProgressHook, _under_any, _worker_init
 from library import ImageRecord, Library
 from library.schema import Caption, OcrText
@@ -62,9 +62,10 @@ class Pending:
 class LoadDataset(Dataset):
     """Reads and decodes one indexed file, checking it is still the file that was indexed."""
 
-    def __init__(self, items: list[Pending], max_pixels: int) -> None:
+    def __init__(self, items: list[Pending], max_pixels: int, confine_to: list[Path] | None = None) -> None:
         self.items = items
         self.max_pixels = max_pixels
+        self.confine_to = confine_to
 
     def __len__(self) -> int:
         return len(self.items)
@@ -72,9 +73,11 @@ class LoadDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[Pending, Image.Image | None, str | None]:
         item = self.items[i]
         try:
-            data = Path(item.path).read_bytes()
+            data = read_image_file(item.path, self.confine_to)
         except OSError as exc:
             return item, None, f"cannot read file: {exc.strerror or exc}"
+        except DecodeError as exc:
+            return item, None, str(exc)
         if item.sha256 is not None and hashlib.sha256(data).hexdigest() != item.sha256:
             return item, None, None  # changed since indexing
         try:
@@ -103,9 +106,11 @@ class Describer:
         progress: ProgressHook | None = None,
         mp_context: str | None = None,
         fill_gaps: bool = False,
+        confine_to: Iterable[Path] | None = None,
     ) -> None:
         """`fill_gaps`: caption only images with no caption from any model (a stand-in model then fills in what
-        is missing instead of captioning the whole library again)."""
+        is missing instead of captioning the whole library again). `confine_to`: read only files that really lie
+        inside these folders (the server's index_roots)."""
         if captioner is None and ocr is None:
             raise ValueError("nothing to do: neither captions nor OCR were asked for")
         if batch_size < 1:
@@ -121,6 +126,7 @@ class Describer:
         # "forkserver" where the caller runs threads (the server): forking a threaded process can deadlock.
         self.mp_context = mp_context
         self.fill_gaps = fill_gaps
+        self.confine_to = None if confine_to is None else [Path(os.path.realpath(p)) for p in confine_to]
 
     def run(self, paths: Iterable[Path | str] | None = None) -> DescribeReport:
         """Describe the images under `paths` (all of the library's when None) that still lack text."""
@@ -133,7 +139,7 @@ class Describer:
             self.progress.start(len(work))
         if work:
             loader = DataLoader(
-                LoadDataset(work, self.max_pixels),
+                LoadDataset(work, self.max_pixels, self.confine_to),
                 batch_size=self.batch_size,
                 num_workers=self.workers,
                 collate_fn=list,

@@ -27,8 +27,8 @@ def discover(
     def usable(path: Path) -> bool:
         if not _storable(path, unusable):
             return False
-        if allowed is None or not path.is_symlink():
-            return True
+        if allowed is None or not path.is_symlink() or not path.exists():
+            return True  # a dangling link fails when read, with that reason
         target = Path(os.path.realpath(path))
         if any(target.is_relative_to(root) for root in allowed):
             return True

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from encoders import Encoder
 from encoders.base import limit_aspect
-from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageMeta, decode_bytes
+from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageMeta, decode_bytes, read_image_file
 from indexer.discover import discover
 from library import Embedding, ImageRecord, Library, Root
 from library.schema import Caption, OcrText, utcnow
@@ -94,11 +94,13 @@ class Batch:
 class DecodeDataset(Dataset):
     """Reads, hashes, decodes, thumbnails and preprocesses one file; runs inside DataLoader workers."""
 
-    def __init__(self, items: list[WorkItem], preprocess, library_root: Path, max_pixels: int) -> None:
+    def __init__(self, items: list[WorkItem], preprocess, library_root: Path, max_pixels: int,
+                 confine_to: list[Path] | None = None) -> None:
         self.items = items
         self.preprocess = preprocess
         self.library_root = library_root
         self.max_pixels = max_pixels
+        self.confine_to = confine_to
 
     def __len__(self) -> int:
         return len(self.items)
@@ -106,9 +108,11 @@ class DecodeDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[Decoded, torch.Tensor | None]:
         item = self.items[i]
         try:
-            data = Path(item.path).read_bytes()
+            data = read_image_file(item.path, self.confine_to)
         except OSError as exc:
             return Decoded(item, error=f"cannot read file: {exc.strerror or exc}"), None
+        except DecodeError as exc:
+            return Decoded(item, error=str(exc)), None
         sha = hashlib.sha256(data).hexdigest()
         try:
             image, meta = decode_bytes(data, self.max_pixels)
@@ -162,7 +166,7 @@ class Indexer:
         self.progress = progress
         # "forkserver" where the caller runs threads (the server): forking a threaded process can deadlock.
         self.mp_context = mp_context
-        self.confine_to = None if confine_to is None else list(confine_to)
+        self.confine_to = None if confine_to is None else [Path(os.path.realpath(p)) for p in confine_to]
         self.model = encoder.name
 
     def run(self, paths: Iterable[Path | str]) -> IndexReport:
@@ -192,7 +196,8 @@ class Indexer:
             self.progress.start(len(work))
         if work:
             loader = DataLoader(
-                DecodeDataset(work, self.encoder.preprocess, self.library.root, self.max_pixels),
+                DecodeDataset(work, self.encoder.preprocess, self.library.root, self.max_pixels,
+                              self.confine_to),
                 batch_size=self.batch_size,
                 num_workers=self.workers,
                 collate_fn=collate,
@@ -408,9 +413,11 @@ def _set_vector(s, image_id: int, model: str, vector: bytes) -> None:
 def decode_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode a query image the same safe way the indexer does (raises DecodeError with the reason)."""
     try:
-        data = Path(path).read_bytes()
+        data = read_image_file(path)
     except OSError as exc:
         raise DecodeError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except DecodeError as exc:
+        raise DecodeError(f"{path}: {exc}") from None
     image, _ = decode_bytes(data, max_pixels)
     return image
 

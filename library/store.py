@@ -307,10 +307,12 @@ class Library:
         index.save(self.index_path(model), index_meta)
         self._indexes[model] = (generation, index, time.monotonic())
 
-    def delete_images(self, ids: list[int]) -> dict[str, list[int]]:
-        """Forget images (rows, vectors, captions, OCR text; thumbnails stay, shared by content hash). Returns
-        model -> the deleted ids that had its vectors, for updating FAISS; the generations are bumped."""
+    def delete_images(self, ids: list[int]) -> tuple[list[int], dict[str, list[int]]]:
+        """Forget images (rows, vectors, captions, OCR text; thumbnails stay, shared by content hash). Returns the
+        ids this call deleted (not those already gone, perhaps by a concurrent delete) and model -> the deleted
+        ids that had its vectors, for updating FAISS; the generations are bumped."""
         removed: dict[str, list[int]] = {}
+        deleted: list[int] = []
         with self.session() as s:
             for start in range(0, len(ids), 10_000):
                 chunk = ids[start : start + 10_000]
@@ -318,10 +320,10 @@ class Library:
                     select(Embedding.image_id, Embedding.model).where(Embedding.image_id.in_(chunk))
                 ):
                     removed.setdefault(model, []).append(image_id)
-                s.execute(delete(ImageRecord).where(ImageRecord.id.in_(chunk)))
+                deleted += s.scalars(delete(ImageRecord).where(ImageRecord.id.in_(chunk)).returning(ImageRecord.id))
             for model in removed:
                 self.bump_generation(s, model)
-        return removed
+        return deleted, removed
 
     def vector_count(self, model: str) -> int:
         with self.session() as s:

@@ -335,6 +335,23 @@ def test_many_images_are_deleted_in_one_request(tmp_path, tiny_encoder):
     assert check.index_path("tiny-random").stat().st_mtime_ns != saved
 
 
+def test_concurrent_deletes_report_each_image_once_and_keep_faiss_in_step(tmp_path, tiny_encoder):
+    from concurrent.futures import ThreadPoolExecutor
+
+    write_photos(tmp_path / "photos", 12)
+    lib = Library.open(tmp_path / "lib")
+    Indexer(lib, tiny_encoder, workers=0).run([tmp_path / "photos"])
+    with serving(make_app(lib, tiny_encoder, api_keys=[KEY], index_lag_s=0)) as url, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: httpx.post(url + "/api/v1/images/delete", json={"ids": [12, i]},
+                                                     headers=AUTH, timeout=60).json(), range(1, 9)))
+        left = sorted(h["id"] for h in httpx.get(url + "/api/v1/search", params={"q": "x"}).json()["hits"])
+    reported = [d["id"] for a in answers for d in a["deleted"]]
+    assert sorted(reported) == list(range(1, 9)) + [12]  # 12 was in every request and is reported by one
+    assert sum(12 in a["missing"] for a in answers) == 7
+    assert left == [9, 10, 11]
+    assert sorted(Library.open(tmp_path / "lib").vector_index("tiny-random").ids().tolist()) == [9, 10, 11]
+
+
 def test_mutating_endpoints_are_refused_when_no_key_is_configured(tmp_path, tiny_encoder):
     write_photos(tmp_path / "photos", 1)
     lib = Library.open(tmp_path / "lib")
@@ -689,6 +706,10 @@ def test_settings_from_environment_and_toml(tmp_path, monkeypatch):
     with pytest.raises(SettingsError, match="max_batch") as bad:
         load_settings(leaky)
     assert "SECRET" not in str(bad.value)  # the error names the field, never the value, which may be a key
+    monkeypatch.setenv("VLSEARCH_INDEX_ROOTS", "~no_such_user_here/photos")
+    with pytest.raises(SettingsError, match="index_roots.*absolute path"):
+        load_settings(config)
+    monkeypatch.delenv("VLSEARCH_INDEX_ROOTS")
     broken = tmp_path / "broken.toml"
     broken.write_text("port = \n")
     with pytest.raises(SettingsError, match="broken.toml"):

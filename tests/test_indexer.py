@@ -143,6 +143,45 @@ def test_broken_files_are_recorded_with_reasons_and_the_run_goes_on(library, tin
     assert {r.path for r in rows(library).values() if r.status == "error"} == {str(p) for p in broken.values()}
 
 
+def test_a_pipe_named_like_an_image_fails_without_blocking_the_run(library, tiny_encoder, tmp_path):
+    import threading
+
+    write_photos(tmp_path / "photos", 2)
+    os.mkfifo(tmp_path / "photos" / "stuck.jpg")  # reading it would wait forever for a writer
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(run(library, tiny_encoder, tmp_path / "photos")),
+                              daemon=True)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive(), "the run blocked on a named pipe"
+    assert (reports[0].embedded, reports[0].errors) == (2, 1)
+    assert "not a regular file" in rows(library)[str(tmp_path / "photos" / "stuck.jpg")].error
+
+
+def test_a_link_swapped_in_after_listing_cannot_bring_in_an_outside_file(library, tiny_encoder, tmp_path,
+                                                                          monkeypatch):
+    """The server's jobs confine reads to the allowed folders at the moment of reading, not only when listing:
+    a file replaced by a link to an outside file between the two is refused, its content never read."""
+    import indexer.pipeline
+
+    allowed = tmp_path / "allowed"
+    write_photos(allowed, 2)
+    secret = write_photo(tmp_path / "outside" / "secret.jpg", 9)
+    listed = indexer.pipeline.discover
+
+    def list_then_swap(*args, **kwargs):
+        files = list(listed(*args, **kwargs))
+        (allowed / "photo_0000.jpg").unlink()
+        (allowed / "photo_0000.jpg").symlink_to(secret)
+        return iter(files)
+
+    monkeypatch.setattr(indexer.pipeline, "discover", list_then_swap)
+    report = run(library, tiny_encoder, allowed, confine_to=[allowed])
+    assert (report.embedded, report.errors) == (1, 1)
+    swapped = rows(library)[str(allowed / "photo_0000.jpg")]
+    assert swapped.status == "error" and "outside the folders" in swapped.error and swapped.sha256 is None
+
+
 def test_a_file_that_failed_is_indexed_once_the_cause_is_gone(library, tiny_encoder, tmp_path):
     photo = write_photo(tmp_path / "p" / "big.jpg", seed=4, size=(400, 300))
     first = run(library, tiny_encoder, tmp_path / "p", max_pixels=10_000)

@@ -94,30 +94,35 @@ async def original(image_id: ImageId, service: Service = Depends(get_service)) -
 
 
 def _delete(service: Service, ids: list[int]) -> tuple[list[Deleted], list[int]]:
-    """Forget images; returns (deleted, missing ids). Many ids cost one FAISS update, not one each."""
+    """Forget images; returns (deleted, missing ids), each id reported deleted by exactly one request. Many ids
+    cost one FAISS update, not one each."""
     ids = list(dict.fromkeys(ids))
     with service.library.session() as s:
-        found = {row.id: row.path for row in s.execute(select(ImageRecord.id, ImageRecord.path)
-                                                       .where(ImageRecord.id.in_(ids)))}
-    present = [i for i in ids if i in found]
-    if present:
-        # A library object of its own, so the searches' FAISS indexes are never changed under them.
-        writer = Library.open(service.library.root, create=False)
-        try:
-            with writer.writer("the vlsearch server deleting images"):
-                with writer.session() as s:
-                    models = list(s.scalars(select(Embedding.model).where(Embedding.image_id.in_(present))
-                                            .distinct()))
-                before = {model: writer.vector_index(model) for model in models}  # current before the delete
-                removed = writer.delete_images(present)
-                for model, gone in removed.items():
-                    writer.apply_to_index(model, before[model], [], gone)
-        except LibraryBusy:
-            # An index job holds the library: the rows go now; its FAISS save sees the count differ and rebuilds.
-            writer.delete_images(present)
-        finally:
-            writer.close()
-    return [Deleted(id=i, path=found[i]) for i in present], [i for i in ids if i not in found]
+        paths = dict(s.execute(select(ImageRecord.id, ImageRecord.path).where(ImageRecord.id.in_(ids))).all())
+    gone: set[int] = set()
+    if paths:
+        # One delete at a time in this server (they would only fight over the writer lock), on a library object
+        # of its own, so the searches' FAISS indexes are never changed under them.
+        with service.delete_lock:
+            writer = Library.open(service.library.root, create=False)
+            try:
+                with writer.writer("the vlsearch server deleting images"):
+                    present = list(paths)
+                    with writer.session() as s:
+                        models = list(s.scalars(select(Embedding.model).where(Embedding.image_id.in_(present))
+                                                .distinct()))
+                    before = {model: writer.vector_index(model) for model in models}  # current before the delete
+                    deleted, removed = writer.delete_images(present)
+                    for model, removed_ids in removed.items():
+                        writer.apply_to_index(model, before[model], [], removed_ids)
+            except LibraryBusy:
+                # An index job holds the library: the rows go now; its FAISS save sees the count differ and
+                # rebuilds, and searches never show a deleted row (hits are read from SQLite).
+                deleted, _ = writer.delete_images(list(paths))
+            finally:
+                writer.close()
+        gone = set(deleted)
+    return [Deleted(id=i, path=paths[i]) for i in ids if i in gone], [i for i in ids if i not in gone]
 
 
 @router.delete("/{image_id}", response_model=Deleted, dependencies=[Depends(require_write)],
