@@ -235,6 +235,10 @@ def test_image_detail_thumbnail_and_file(site):
     original = httpx.get(url + d["file_url"])
     assert original.status_code == 200 and original.content == (photos / "pixel_may.jpg").read_bytes()
     assert original.headers["content-type"] == "image/jpeg" and original.headers["x-content-type-options"] == "nosniff"
+    for endpoint, body in ((d["thumbnail_url"], thumb.content), (d["file_url"], original.content)):
+        head = httpx.head(url + endpoint)  # what caches and link checkers send
+        assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) == len(body)
+    assert httpx.head(url + "/api/v1/images/999/file").status_code == 404
     for path in ("/api/v1/images/999", "/api/v1/images/999/thumbnail", "/api/v1/images/999/file"):
         assert_error(httpx.get(url + path), 404, "999")
 

@@ -93,6 +93,13 @@ async def original(image_id: ImageId, service: Service = Depends(get_service)) -
                         headers={"X-Content-Type-Options": "nosniff"})
 
 
+# HEAD answers as GET without the body (caches and link checkers send it); HTTP implies it, so the schema need not
+# list it twice.
+for _path, _endpoint in (("/{image_id}/thumbnail", thumbnail), ("/{image_id}/file", original)):
+    router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False,
+                         dependencies=[Depends(require_read)])
+
+
 def _delete(service: Service, ids: list[int]) -> tuple[list[Deleted], list[int]]:
     """Forget images; returns (deleted, missing ids), each id reported deleted by exactly one request. Many ids
     cost one FAISS update, not one each."""
