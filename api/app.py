@@ -36,7 +36,8 @@ def create_app(service: Service) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     api = APIRouter(prefix="/api/v1")
-    for router in (search.router, images.router, captions.router, jobs.router, system.router):
+    routers = (search.router, images.router, captions.router, jobs.router, system.router)
+    for router in routers:
         api.include_router(router)
     app.include_router(api)
 
@@ -64,5 +65,8 @@ def create_app(service: Service) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=lambda: service.metrics)
+    routes = [(api.prefix + route.path, route.methods) for router in routers for route in router.routes]
+    routes += [(route.path, getattr(route, "methods", None) or ()) for route in app.router.routes
+               if isinstance(getattr(route, "path", None), str)]
+    app.add_middleware(MetricsMiddleware, metrics=lambda: service.metrics, routes=routes)
     return app

@@ -133,7 +133,7 @@ class IndexJobs:
                 state = "succeeded"
             except Exception as exc:
                 log.exception("index job %d failed", job.id)
-                state, job.error = "failed", f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+                state, job.error = "failed", f"{type(exc).__name__}: {exc}".removesuffix(": ")
             finally:
                 # The end time and rate first and the state last: a poller that sees the job finished sees it whole.
                 job.phase_ended = time.monotonic()

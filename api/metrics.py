@@ -3,13 +3,15 @@ the library's counts (read from SQLite when scraped)."""
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from library import Embedding, ImageRecord, Library
@@ -65,20 +67,36 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def route_template(scope: Scope) -> str:
+Template = tuple[re.Pattern[str], str, frozenset[str]]  # (regex, path, methods)
+
+
+def route_template(scope: Scope, templates: Sequence[Template] = ()) -> str:
     """The matched route's path with its prefix (/api/v1/images/{image_id}), or "unmatched" (404s must not add a
-    label per URL)."""
+    label per URL). Requests FastAPI did not route (Starlette's /docs and /openapi.json, or those a middleware
+    answered first, such as the body limit's 413) are matched against `templates`: still one label per route."""
     context = (scope.get("fastapi") or {}).get("effective_route_context")  # FastAPI >= 0.16x: the prefixed path
     path = getattr(context, "path", None) or getattr(scope.get("route"), "path", None)
-    return path or "unmatched"
+    if path:
+        return path
+    matching = [(template, methods) for pattern, template, methods in templates if pattern.match(scope["path"])]
+    for template, methods in matching:  # /images/delete is POST's own route, not /images/{image_id}'s
+        if scope["method"] in methods:
+            return template
+    return matching[0][0] if matching else "unmatched"
+
+
+def compile_templates(routes: Iterable[tuple[str, Iterable[str]]]) -> list[Template]:
+    return [(compile_path(path)[0], path, frozenset(methods)) for path, methods in routes]
 
 
 class MetricsMiddleware:
     """Times every request and counts it under its route template (/api/v1/images/{image_id}, not the id)."""
 
-    def __init__(self, app: ASGIApp, metrics: Callable[[], Metrics]) -> None:
+    def __init__(self, app: ASGIApp, metrics: Callable[[], Metrics],
+                 routes: Iterable[tuple[str, Iterable[str]]] = ()) -> None:
         self.app = app
         self.metrics = metrics
+        self.templates = compile_templates(routes)  # (full path, methods) of every route, for unrouted requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,7 +114,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            name = route_template(scope)
+            name = route_template(scope, self.templates)
             # Any token is a valid HTTP method: a client making them up must not grow the label set without end.
             method = scope["method"] if scope["method"] in METHODS else "OTHER"
             m = self.metrics()

@@ -82,7 +82,8 @@ class SearchRequest(BaseModel):
     offset: int = Field(0, ge=0, le=MAX_WINDOW, description="Skip this many hits (the next page: `next_offset`).")
     mode: Mode = Field("vector", description="vector: CLIP similarity; keyword: words in file names, captions and "
                        'OCR text ("quoted phrases" match exactly); hybrid: both, fused by reciprocal rank.')
-    sort: Sort = Field("score", description="score, or date (the page's hits, newest first).")
+    sort: Sort = Field("score", description="score, or date: the best 1000 matches, newest first (pages walk "
+                       "through them).")
     rerank: int = Field(0, ge=0, le=200, description="Rescore this many top hits with the image-text matching "
                         "model (needs one loaded).")
 

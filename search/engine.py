@@ -20,7 +20,10 @@ from search.query import Filters, SearchHit, SearchQuery
 FIRST_FETCH = 4  # over-fetch factor for the first FAISS call when filters may drop candidates
 # A filter admitting at most this many images is answered by scoring all of them: exact, and ~10 ms of numpy.
 EXACT_FILTER_LIMIT = 20_000
-FUSION_DEPTH = 100  # hybrid mode fuses at least this many candidates from each ranking
+# Hybrid mode fuses this many candidates from each ranking (more when k is larger). Fixed, not grown with the
+# page: a fused score depends on the depth, so pages of one query must come from one fusion (the API's hybrid
+# and date-sorted pages reach this deep and no further).
+FUSION_DEPTH = 1000
 RERANK_CHUNK = 16  # images decoded and scored together by the matching model
 RERANK_SIDE = 768  # long side rerank images are shrunk to at once: BLIP looks at 384 px, this leaves room
 
@@ -241,7 +244,7 @@ def _filter_clauses(filters: Filters) -> list:
     if filters.before:
         clauses.append(ImageRecord.taken_at < filters.before)
     if filters.camera:
-        pattern = f"%{filters.camera.lower()}%"
+        # A plain substring (instr, not LIKE): "_" and "%" in a camera name are characters, not wildcards.
         camera = func.coalesce(ImageRecord.camera_make, "") + " " + func.coalesce(ImageRecord.camera_model, "")
-        clauses.append(func.lower(camera).like(pattern))
+        clauses.append(func.instr(func.lower(camera), filters.camera.lower()) > 0)
     return clauses

@@ -87,6 +87,35 @@ def test_get_search_pages_through_every_image_once(site):
     assert hit["thumbnail_url"] == f"/api/v1/images/{hit['id']}/thumbnail" and hit["file_url"].endswith("/file")
 
 
+def test_pages_end_exactly_and_date_sorted_and_hybrid_pages_never_repeat(site, monkeypatch):
+    url, _, _ = site
+    full = get(url, "/api/v1/search", q="a photo", k=4).json()
+    assert full["next_offset"] == 4
+    assert get(url, "/api/v1/search", q="a photo", k=4, offset=4).json()["next_offset"] is None  # 8 images: no
+    # third, empty page
+    for params in ({"sort": "date"}, {"mode": "hybrid", "q": "photo jpg"}, {"mode": "hybrid", "sort": "date"}):
+        seen, offset = [], 0
+        while offset is not None:
+            page = get(url, "/api/v1/search", **{"q": "a photo", "k": 3, "offset": offset, **params}).json()
+            seen += [Path(h["path"]).name for h in page["hits"]]
+            offset = page["next_offset"]
+        assert sorted(seen) == sorted(set(seen)) and len(seen) == 8, (params, seen)
+        if params.get("sort") == "date":
+            assert seen[:2] == ["pixel_may.jpg", "canon_jan.jpg"]  # newest first across pages, undated last
+    assert_error(get(url, "/api/v1/search", q="x", sort="date", k=1000, offset=1), 422, "1000")
+    assert_error(get(url, "/api/v1/search", q="x", mode="hybrid", k=500, offset=501), 422, "1000")
+    # Fusion is done at one depth for every page: with a window of 4, pages of 2 are the top 4 of a single query.
+    import api.routers.search
+    import search.engine
+
+    monkeypatch.setattr(search.engine, "FUSION_DEPTH", 4)
+    monkeypatch.setattr(api.routers.search, "FUSION_DEPTH", 4)
+    one = [h["id"] for h in get(url, "/api/v1/search", q="photo jpg", mode="hybrid", k=4).json()["hits"]]
+    first = get(url, "/api/v1/search", q="photo jpg", mode="hybrid", k=2).json()
+    second = get(url, "/api/v1/search", q="photo jpg", mode="hybrid", k=2, offset=2).json()
+    assert [h["id"] for h in first["hits"] + second["hits"]] == one and second["next_offset"] is None
+
+
 def test_search_filters_by_camera_date_and_folder(site):
     url, photos, _ = site
     cams = get(url, "/api/v1/search", q="x", camera="pixel").json()["hits"]
@@ -95,6 +124,8 @@ def test_search_filters_by_camera_date_and_folder(site):
     assert [Path(h["path"]).name for h in dated] == ["pixel_may.jpg"]
     assert get(url, "/api/v1/search", q="x", path=str(photos.parent / "elsewhere")).json()["hits"] == []
     assert len(get(url, "/api/v1/search", q="x", path=str(photos)).json()["hits"]) == 8
+    for wildcard in ("_", "%", "Pi_el", "%8"):  # characters, not SQL wildcards
+        assert get(url, "/api/v1/search", q="x", camera=wildcard).json()["hits"] == [], wildcard
     by_date = get(url, "/api/v1/search", q="x", sort="date", camera="o").json()["hits"]  # Google and Canon
     assert [Path(h["path"]).name for h in by_date] == ["pixel_may.jpg", "canon_jan.jpg"]
 
@@ -597,6 +628,33 @@ def test_an_index_job_does_not_follow_file_links_out_of_the_allowed_folders(tmp_
     assert lib.stats().images == 4
 
 
+def test_a_failed_job_says_what_failed(tmp_path, tiny_encoder, monkeypatch):
+    import api.jobs
+
+    allowed = tmp_path / "allowed"
+    write_photos(allowed, 1)
+    lib = Library.open(tmp_path / "lib")
+    errors = iter([RuntimeError(""), KeyError("model"), OSError(28, "No space left on device")])
+
+    class Failing:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def run(self, paths):
+            raise next(errors)
+
+    monkeypatch.setattr(api.jobs, "Indexer", Failing)
+    with serving(make_app(lib, tiny_encoder, api_keys=[KEY], index_roots=[allowed])) as url:
+        said = []
+        for _ in range(3):
+            r = httpx.post(url + "/api/v1/index", json={"paths": [str(allowed)]}, headers=AUTH)
+            job = wait_for(url, r.json()["url"])
+            assert job["state"] == "failed" and job["finished_at"] is not None
+            said.append(job["error"])
+        assert said == ["RuntimeError", "KeyError: 'model'", "OSError: [Errno 28] No space left on device"]
+        assert httpx.post(url + "/api/v1/index", json={"paths": [str(allowed)]}, headers=AUTH).status_code == 202
+
+
 # -- the service ----------------------------------------------------------------------------------
 
 
@@ -616,6 +674,15 @@ def test_stats_healthz_and_metrics(site):
     assert 'vlsearch_library_images{status="ok"} 8.0' in text and "vlsearch_text_batch_size_count" in text
     httpx.get(url + "/api/v1/images/12345")
     assert 'route="/api/v1/images/{image_id}",status="404"' in httpx.get(url + "/api/v1/metrics").text
+    httpx.get(url + "/openapi.json")
+    httpx.post(url + "/api/v1/search", content=b"{" + b" " * 2_000_000 + b"}",
+               headers={"content-type": "application/json"})  # refused by the body limit, before routing
+    text = httpx.get(url + "/api/v1/metrics").text
+    assert 'method="GET",route="/openapi.json",status="200"' in text
+    assert 'method="POST",route="/api/v1/search",status="413"' in text
+    httpx.post(url + "/api/v1/images/delete", content=b"{" + b" " * 2_000_000 + b"}",
+               headers={"content-type": "application/json", **AUTH})
+    assert 'method="POST",route="/api/v1/images/delete",status="413"' in httpx.get(url + "/api/v1/metrics").text
     for made_up in ("FOO", "BAR", "X" * 50):
         httpx.request(made_up, url + "/api/v1/stats")
     text = httpx.get(url + "/api/v1/metrics").text

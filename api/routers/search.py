@@ -17,19 +17,26 @@ from api.service import Service, in_thread
 from captioner import NotSupported
 from library import LibraryError
 from search import SearchQuery
+from search.engine import FUSION_DEPTH
 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_read)])
 ERRORS = responses(401, 403, 404, 409, 413, 415, 422, 503)
 
 
 async def run(service: Service, started: float, **fields) -> SearchResponse:
-    """Search for one page: the top offset+k, less the first offset."""
+    """Search for one page: the top hits to offset + k (and one more, to know whether a next page exists), less
+    the first offset. Hybrid and date-sorted results are ranked within a fixed window (FUSION_DEPTH best
+    matches), so every page of one query comes from the same ranking."""
     k, offset = fields.pop("k"), fields.pop("offset")
-    if offset + k > MAX_WINDOW:
-        raise ApiError(422, f"offset + k is {offset + k}; pages reach at most {MAX_WINDOW} hits deep: narrow the "
+    windowed = fields.get("mode") == "hybrid" or fields.get("sort") == "date"
+    depth = FUSION_DEPTH if windowed else MAX_WINDOW
+    if offset + k > depth:
+        what = "hybrid and date-sorted results" if windowed else "pages"
+        raise ApiError(422, f"offset + k is {offset + k}; {what} reach at most {depth} hits deep: narrow the "
                        "search with filters instead")
+    fetch = depth if fields.get("sort") == "date" else min(offset + k + 1, depth)
     try:
-        query = SearchQuery(k=offset + k, **fields)
+        query = SearchQuery(k=fetch, **fields)
     except ValueError as exc:
         raise ApiError(422, str(exc)) from None
     if query.rerank and service.models.matcher is None:
@@ -52,8 +59,8 @@ async def run(service: Service, started: float, **fields) -> SearchResponse:
             raise ApiError(503, str(exc)) from None
         except ValueError as exc:
             raise ApiError(422, str(exc)) from None
-    page = finite(hits)[offset:]
-    more = len(hits) == offset + k and offset + k < MAX_WINDOW
+    page = finite(hits[offset : offset + k])
+    more = len(hits) > offset + k
     return SearchResponse(
         model=service.models.encoder.name, mode=query.mode, k=k, offset=offset, hits=[to_hit(h) for h in page],
         next_offset=offset + k if more else None, took_ms=round((time.perf_counter() - started) * 1000, 3),
@@ -74,7 +81,8 @@ async def search_get(
     before: Annotated[datetime | None, Query(description="Taken before (YYYY-MM-DD).")] = None,
     camera: Annotated[Text | None, Query(max_length=200, description="Camera make or model contains this.")] = None,
     min_score: Annotated[float | None, Query(ge=-1, le=1, allow_inf_nan=False)] = None,
-    sort: Sort = "score",
+    sort: Annotated[Sort, Query(description="score, or date: the best 1000 matches, newest first (pages walk "
+                                "through them).")] = "score",
     mode: Annotated[Mode, Query(description="vector: CLIP similarity; keyword: words in file names, captions and "
                                 'OCR text ("quoted phrases" match exactly); hybrid: both, fused by reciprocal rank')]
     = "vector",
