@@ -107,7 +107,7 @@ async def search_post(body: SearchRequest, service: Service = Depends(get_servic
     if body.image is not None:
         data = decode_base64(body.image, service.settings.max_upload_bytes)
         image = await decode_upload(data, "image", service.settings.max_pixels)
-    if body.image_id is not None and service.record(body.image_id) is None:
+    if body.image_id is not None and await in_thread(service.record, body.image_id) is None:
         raise ApiError(404, f"image {body.image_id} is not in the library")
     return await run(service, started, text=body.text, image=image, image_id=body.image_id,
                      negatives=tuple(body.negatives), text_weight=body.text_weight, image_weight=body.image_weight,
@@ -150,7 +150,7 @@ async def similar(
 ) -> SearchResponse:
     """Nearest neighbours of an indexed image's stored vector (the image itself is left out)."""
     started = time.perf_counter()
-    if service.record(image_id) is None:
+    if await in_thread(service.record, image_id) is None:
         raise ApiError(404, f"image {image_id} is not in the library")
     filters = to_filters(Filters(path=path, min_score=min_score))
     return await run(service, started, image_id=image_id, filters=filters, k=k, offset=offset)
