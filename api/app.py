@@ -7,7 +7,9 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.routing import Mount
 
 from api import errors
 from api.limits import BodyLimit
@@ -15,7 +17,16 @@ from api.metrics import MetricsMiddleware
 from api.routers import captions, images, jobs, search, system
 from api.service import Service
 
-PAGE = Path(__file__).parent / "page.html"
+# The page is static files in the repository's web/ (no build step): index.html at /, the rest under /web/.
+WEB = Path(__file__).resolve().parent.parent / "web"
+# The page loads only its own files and talks only to this server: a strict policy makes an injected script inert.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
+                               "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 WRITES = {  # always need a key
     ("post", "/api/v1/index"), ("delete", "/api/v1/images/{image_id}"), ("post", "/api/v1/images/delete"),
 }
@@ -56,9 +67,11 @@ def create_app(service: Service) -> FastAPI:
 
     app.openapi = openapi
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> str:
-        return PAGE.read_text()
+    @app.get("/", response_class=FileResponse, include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(WEB / "index.html", media_type="text/html", headers=PAGE_HEADERS)
+
+    app.mount("/web", StaticFiles(directory=WEB), name="web")
 
     # Outermost first: metrics time everything, the body limit refuses before anything reads.
     if settings.cors_origins:
@@ -66,7 +79,8 @@ def create_app(service: Service) -> FastAPI:
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     routes = [(api.prefix + route.path, route.methods) for router in routers for route in router.routes]
-    routes += [(route.path, getattr(route, "methods", None) or ()) for route in app.router.routes
-               if isinstance(getattr(route, "path", None), str)]
+    routes += [(route.path + "/{path:path}", ("GET", "HEAD")) if isinstance(route, Mount)
+               else (route.path, getattr(route, "methods", None) or ())
+               for route in app.router.routes if isinstance(getattr(route, "path", None), str)]
     app.add_middleware(MetricsMiddleware, metrics=lambda: service.metrics, routes=routes)
     return app

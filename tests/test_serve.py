@@ -41,9 +41,15 @@ def test_caption_endpoint_without_a_model_says_how_to_start_one(server):
     assert r.status_code == 503 and "--caption-model" in r.json()["detail"]
 
 
-def test_page_is_served(server):
+def test_page_and_its_files_are_served_under_a_strict_content_security_policy(server):
     r = httpx.get(server + "/")
-    assert r.status_code == 200 and "<form" in r.text and "/api/v1/search" in r.text
+    assert r.status_code == 200 and 'id="search-form"' in r.text and "/web/app.js" in r.text
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    script = httpx.get(server + "/web/app.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert "/api/v1" in script.text
+    assert httpx.get(server + "/web/style.css").headers["content-type"].startswith("text/css")
+    assert httpx.get(server + "/web/../pyproject.toml").status_code == 404
 
 
 @pytest.fixture

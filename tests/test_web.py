@@ -1,0 +1,229 @@
+"""The web page in a real browser: Debian's chromium driven by Playwright against a real `vlsearch serve`.
+
+Each main view is saved as a screenshot under the test's tmp folder (printed with -s) so a person can look."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from captioner import load_image_text_model
+from indexer import Indexer
+from indexer.describe import Describer
+from library import Library
+from tests.api_helpers import free_port
+from tests.photos import write_photo, write_photos
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason="Debian's chromium is not installed and could not be (make test runs apt-get install chromium where "
+           "it can; Playwright cannot download browsers here)",
+)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, tiny_encoder):
+    """`vlsearch serve` over 8 photos indexed and captioned with the tiny models; yields (url, photos, shots)."""
+    root = tmp_path_factory.mktemp("web")
+    photos = root / "photos"
+    write_photos(photos, 6)
+    write_photo(photos / "pixel_may.jpg", 50, taken=datetime(2024, 5, 3), make="Google", model="Pixel 8")
+    write_photo(photos / "canon_jan.jpg", 51, taken=datetime(2023, 1, 9), make="Canon", model="EOS R6")
+    lib = Library.open(root / "lib")
+    Indexer(lib, tiny_encoder, workers=0).run([photos])
+    Describer(lib, load_image_text_model("tiny-random", "caption", device="cpu"), None, workers=0).run([photos])
+    lib.close()
+    port = free_port()
+    cmd = [sys.executable, "-m", "api.cli", "serve", "--library", str(root / "lib"), "--port", str(port),
+           "--model-dir", str(root / "models"), "--caption-model", "tiny-random", "--vqa-model", "tiny-random",
+           "--itm-model", "tiny-random"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "VLSEARCH_OCR": "false"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                if httpx.get(url + "/api/v1/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "vlsearch serve did not come up"
+            time.sleep(0.2)
+        shots = root / "screenshots"
+        shots.mkdir()
+        print(f"\nscreenshots of the web page: {shots}")
+        yield url, photos, shots
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, site):
+    # bypass_csp: Playwright evaluates its wait conditions as strings, which the page's own policy forbids.
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(site[0] + "/")
+    yield page
+    context.close()
+    # An API answer the test provoked on purpose shows in the console as a failed request; script errors do not.
+    assert not [e for e in errors if "Failed to load resource" not in e], errors
+
+
+def search(page, text: str) -> None:
+    page.fill("#q", text)
+    page.press("#q", "Enter")
+    page.wait_for_selector("#results a.result")
+
+
+def result_ids(page) -> list[int]:
+    return [int(i) for i in page.eval_on_selector_all("#results a.result", "els => els.map(e => e.dataset.id)")]
+
+
+def test_text_search_shows_results_with_alt_text_and_a_shareable_url(page, site):
+    url, _, shots = site
+    search(page, "red shapes")
+    assert len(result_ids(page)) == 8
+    alts = page.eval_on_selector_all("#results a.result img", "els => els.map(e => e.alt)")
+    assert all(alt.strip() for alt in alts)
+    assert "q=red+shapes" in page.url or "q=red%20shapes" in page.url
+    page.screenshot(path=shots / "search.png", full_page=True)
+    shared = page.context.new_page()  # the URL alone brings the same search back
+    shared.goto(page.url)
+    shared.wait_for_selector("#results a.result")
+    assert result_ids(shared) == result_ids(page) and shared.input_value("#q") == "red shapes"
+
+
+def test_image_upload_finds_that_image_first(page, site):
+    _, photos, shots = site
+    page.set_input_files("#image-input", str(photos / "pixel_may.jpg"))
+    page.wait_for_selector("#results a.result")
+    first = page.get_attribute("#results a.result", "data-id")
+    detail = httpx.get(f"{site[0]}/api/v1/images/{first}").json()
+    assert Path(detail["path"]).name == "pixel_may.jpg"
+    assert page.is_visible("#query-image")
+    page.screenshot(path=shots / "image-search.png", full_page=True)
+
+
+def test_a_filter_changes_the_results(page):
+    search(page, "shapes")
+    assert len(result_ids(page)) == 8
+    if not page.is_visible("#filter-camera"):  # filters folded away in a <details>
+        page.click("details summary")
+    page.fill("#filter-camera", "pixel")
+    page.press("#filter-camera", "Enter")
+    page.wait_for_function("document.querySelectorAll('#results a.result').length === 1")
+    assert "pixel" in page.url.lower()
+
+
+def test_detail_view_and_find_similar(page, site):
+    shots = site[2]
+    search(page, "shapes")
+    first = result_ids(page)[0]
+    page.click(f"#results a.result[data-id='{first}']")
+    page.wait_for_selector("dialog#detail[open]")
+    page.wait_for_function("document.querySelector('#detail-image').complete")
+    assert page.get_attribute("#detail-image", "alt")
+    assert page.inner_text("#detail-exif").strip()
+    page.screenshot(path=shots / "detail.png", full_page=True)
+    page.click("#find-similar")
+    page.wait_for_selector("dialog#detail:not([open])", state="attached")
+    page.wait_for_function(f"![...document.querySelectorAll('#results a.result')].some(a => a.dataset.id === "
+                           f"'{first}')")
+    similar = result_ids(page)
+    assert similar and first not in similar  # neighbours of the image, without the image itself
+
+
+def test_caption_tool_returns_alt_text(page, site):
+    _, photos, shots = site
+    page.click("#tab-caption")
+    page.set_input_files("#caption-input", str(photos / "canon_jan.jpg"))
+    page.wait_for_function("document.querySelector('#caption-text').textContent.trim().length > 0")
+    page.screenshot(path=shots / "caption.png", full_page=True)
+
+
+def test_ask_the_collection_answers_in_words(page, site):
+    page.click("#tab-ask")
+    page.fill("#ask-question", "which photos show shapes?")
+    page.press("#ask-question", "Enter")
+    page.wait_for_function("document.querySelector('#ask-results').children.length > 0 || "
+                           "document.querySelector('#status').textContent.trim().length > 0")
+    assert not page.is_visible("#error")
+    page.screenshot(path=site[2] / "ask.png", full_page=True)
+
+
+def test_an_api_error_is_shown_in_words(page):
+    page.select_option("#mode", "keyword")
+    if not page.is_visible("#filter-min-score"):
+        page.click("details summary")
+    page.fill("#filter-min-score", "0.2")
+    search_text = "shapes"
+    page.fill("#q", search_text)
+    page.press("#q", "Enter")
+    page.wait_for_selector("#error", state="visible")
+    message = page.inner_text("#error")
+    assert "keyword" in message and "{" not in message and "detail" not in message
+
+
+def test_keyboard_alone_reaches_search_a_result_and_the_detail_view(page):
+    for _ in range(30):  # from the top of the page, Tab until the search box has focus
+        if page.evaluate("document.activeElement && document.activeElement.id") == "q":
+            break
+        page.keyboard.press("Tab")
+    else:
+        pytest.fail("Tab never reached the search box")
+    page.keyboard.type("shapes")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#results a.result")
+    for _ in range(60):
+        if page.evaluate("document.activeElement.classList.contains('result')"):
+            break
+        page.keyboard.press("Tab")
+    else:
+        pytest.fail("Tab never reached a result")
+    focused = page.evaluate("document.activeElement.dataset.id")
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none", "the focused result shows no focus outline"
+    page.keyboard.press("Enter")
+    page.wait_for_selector("dialog#detail[open]")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("dialog#detail:not([open])", state="attached")
+    assert page.evaluate("document.activeElement.dataset.id") == focused  # focus goes back where it was
+
+
+def test_no_serious_accessibility_violations(page, site):
+    from axe_playwright_python.sync_playwright import Axe
+
+    search(page, "shapes")
+    for width in (1280, 375):  # desktop and phone width
+        page.set_viewport_size({"width": width, "height": 900})
+        results = Axe().run(page)
+        serious = [v for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+        assert not serious, "\n".join(f"{v['id']}: {v['help']} ({len(v['nodes'])} nodes)" for v in serious)
+    page.screenshot(path=site[2] / "phone.png", full_page=True)
+    assert re.search(r"\d", page.inner_text("#library-status"))  # the image count is shown
