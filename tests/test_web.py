@@ -159,12 +159,32 @@ def test_detail_view_and_find_similar(page, site):
     assert similar and first not in similar  # neighbours of the image, without the image itself
 
 
-def test_caption_tool_returns_alt_text(page, site):
-    _, photos, shots = site
+def test_caption_tool_returns_alt_text_and_copies_it(page, site):
+    url, photos, shots = site
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
     page.click("#tab-caption")
     page.set_input_files("#caption-input", str(photos / "canon_jan.jpg"))
-    page.wait_for_function("document.querySelector('#caption-text').textContent.trim().length > 0")
+    page.wait_for_selector("#copy-caption:enabled")  # disabled while the caption is being written
+    expected = httpx.post(url + "/api/v1/caption", files={"file": ("x.jpg", (photos / "canon_jan.jpg").read_bytes(),
+                                                                    "image/jpeg")}).json()["caption"]
+    assert page.inner_text("#caption-text").strip() == expected.strip() and expected.strip()
     page.screenshot(path=shots / "caption.png", full_page=True)
+    page.click("#copy-caption")
+    page.wait_for_function("document.querySelector('#copy-caption-status').textContent.trim().length > 0")
+    assert page.evaluate("navigator.clipboard.readText()").strip() == expected.strip()
+
+
+def test_typing_searches_without_enter_and_no_match_says_so(page):
+    page.type("#q", "shapes", delay=20)  # no Enter: the search runs once typing pauses
+    page.wait_for_selector("#results a.result")
+    assert len(result_ids(page)) == 8
+    if not page.is_visible("#filter-camera"):
+        page.click("details summary")
+    page.fill("#filter-camera", "no such camera")
+    page.press("#filter-camera", "Enter")
+    page.wait_for_function("document.querySelectorAll('#results a.result').length === 0")
+    assert "no matches" in page.inner_text("#status").lower()
+    assert not page.is_visible("#error")
 
 
 def test_ask_the_collection_answers_in_words(page, site):
