@@ -157,6 +157,16 @@ def test_detail_view_and_find_similar(page, site):
                            f"'{first}')")
     similar = result_ids(page)
     assert similar and first not in similar  # neighbours of the image, without the image itself
+    # Filters apply to "find similar" too (a search by the stored image).
+    canon = [h["id"] for h in httpx.post(site[0] + "/api/v1/search", json={"text": "x", "filters": {
+        "camera": "canon"}}).json()["hits"]]
+    if not page.is_visible("#filter-camera"):
+        page.click("details summary")
+    page.fill("#filter-camera", "canon")
+    page.press("#filter-camera", "Enter")
+    expected = [i for i in canon if i != first]
+    page.wait_for_function(f"document.querySelectorAll('#results a.result').length === {len(expected)}")
+    assert result_ids(page) == expected and "similar=" in page.url
 
 
 def test_caption_tool_returns_alt_text_and_copies_it(page, site):

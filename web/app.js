@@ -5,6 +5,8 @@ const API = '/api/v1';
 const PAGE_SIZE = 24;
 const DEBOUNCE_MS = 350;
 const JOB_POLL_MS = 3000;
+const JOB_IDLE_POLL_MS = 15000;  // no job running: look now and then for one started elsewhere
+const JOB_DONE_SHOWN_MS = 20000;  // how long "Index job finished" stays up
 const UNREACHABLE = 'Cannot reach the vlsearch server';
 
 const $ = (selector) => document.querySelector(selector);
@@ -222,19 +224,15 @@ function updateUrl() {
 function readUrl() {
   const params = new URLSearchParams(location.search);
   for (const [name, selector] of Object.entries(FIELDS)) {
-    if (params.has(name)) $(selector).value = params.get(name);
+    if (!params.has(name)) continue;
+    const field = $(selector);
+    const wanted = params.get(name);
+    // A select keeps its value only if it is one of its options (a hand-edited URL must not blank it).
+    if (field.tagName !== 'SELECT' || [...field.options].some((o) => o.value === wanted)) field.value = wanted;
   }
   const similar = Number(params.get('similar'));
   if (Number.isInteger(similar) && similar > 0) state.similarOf = similar;
   return [...params.keys()].some((k) => Object.keys(FIELDS).includes(k) || k === 'similar');
-}
-
-function similarPath(id, offset) {
-  const params = new URLSearchParams({ k: String(PAGE_SIZE), offset: String(offset) });
-  const f = filters();
-  if (f.path) params.set('path', f.path);
-  if (f.min_score !== undefined) params.set('min_score', String(f.min_score));
-  return `/images/${id}/similar?${params}`;
 }
 
 function resetResults(message) {
@@ -258,7 +256,9 @@ async function runSearch({ more = false, force = false } = {}) {
     return;
   }
   // Skip a repeat of the search on screen (e.g. the debounce firing after Enter already ran it).
-  const key = JSON.stringify({ ...body, image: state.image && state.image.previewUrl, similar: state.similarOf });
+  const key = JSON.stringify({ ...body, offset: 0, image: state.image && state.image.previewUrl,
+    similar: state.similarOf });
+  if (more && key !== state.lastKey) return runSearch({ force: true });  // the form changed: a new search
   if (!more && !force && key === state.lastKey) return;
   if (state.controller) state.controller.abort();
   const controller = new AbortController();
@@ -266,9 +266,9 @@ async function runSearch({ more = false, force = false } = {}) {
   setStatus(more ? 'Loading more results…' : 'Searching…');
   $('#results').setAttribute('aria-busy', 'true');
   try {
-    const data = state.similarOf
-      ? await api(similarPath(state.similarOf, offset), { signal: controller.signal })
-      : await api('/search', { method: 'POST', json: body, signal: controller.signal });
+    // "Find similar" is a search by the stored image: filters, not-terms, sort and mode all apply to it.
+    const json = state.similarOf ? { ...body, image: null, image_id: state.similarOf } : body;
+    const data = await api('/search', { method: 'POST', json, signal: controller.signal });
     clearError();
     state.lastKey = key;
     showHits(data, more);
@@ -528,7 +528,8 @@ async function pollJobs() {
   try {
     jobs = await api('/jobs');
   } catch {
-    return;  // the library line already tells when the server is unreachable
+    pollJobs.timer = setTimeout(pollJobs, JOB_IDLE_POLL_MS);  // the library line says the server is unreachable
+    return;
   }
   const running = jobs.find((j) => j.state === 'running');
   if (running) {
@@ -542,12 +543,18 @@ async function pollJobs() {
     box.hidden = false;
     pollJobs.timer = setTimeout(pollJobs, JOB_POLL_MS);
     pollJobs.active = true;
-  } else if (pollJobs.active) {
-    pollJobs.active = false;
-    const last = jobs[0];
-    box.textContent = last && last.state === 'failed' ? `Index job failed: ${last.error || 'see the server log'}`
-      : 'Index job finished';
-    loadStats();
+  } else {
+    if (pollJobs.active) {
+      pollJobs.active = false;
+      const last = jobs[0];
+      const errors = last && last.errors ? ` (${last.errors} files could not be read)` : '';
+      box.textContent = last && last.state === 'failed' ? `Index job failed: ${last.error || 'see the server log'}`
+        : `Index job finished${errors}`;
+      setTimeout(() => { if (!pollJobs.active) box.hidden = true; }, JOB_DONE_SHOWN_MS);
+      loadStats();
+    }
+    // A job may be started later (by another client or `vlsearch index`): look again, less often.
+    pollJobs.timer = setTimeout(pollJobs, JOB_IDLE_POLL_MS);
   }
 }
 
