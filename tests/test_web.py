@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -43,11 +44,21 @@ def site(tmp_path_factory, tiny_encoder):
     Indexer(lib, tiny_encoder, workers=0).run([photos])
     Describer(lib, load_image_text_model("tiny-random", "caption", device="cpu"), None, workers=0).run([photos])
     lib.close()
+    shots = root / "screenshots"
+    shots.mkdir()
+    print(f"\nscreenshots of the web page: {shots}")
+    with vlsearch_serve(root) as url:
+        yield url, photos, shots
+
+
+@contextmanager
+def vlsearch_serve(root: Path, **env: str):
+    """The real `vlsearch serve` over root/lib on a free loopback port, with extra VLSEARCH_* settings."""
     port = free_port()
     cmd = [sys.executable, "-m", "api.cli", "serve", "--library", str(root / "lib"), "--port", str(port),
            "--model-dir", str(root / "models"), "--caption-model", "tiny-random", "--vqa-model", "tiny-random",
            "--itm-model", "tiny-random"]
-    proc = subprocess.Popen(cmd, env={**os.environ, "VLSEARCH_OCR": "false"}, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, env={**os.environ, "VLSEARCH_OCR": "false", **env}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -61,10 +72,7 @@ def site(tmp_path_factory, tiny_encoder):
                 pass
             assert time.monotonic() < deadline, "vlsearch serve did not come up"
             time.sleep(0.2)
-        shots = root / "screenshots"
-        shots.mkdir()
-        print(f"\nscreenshots of the web page: {shots}")
-        yield url, photos, shots
+        yield url
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
@@ -257,3 +265,33 @@ def test_no_serious_accessibility_violations(page, site):
         assert not serious, "\n".join(f"{v['id']}: {v['help']} ({len(v['nodes'])} nodes)" for v in serious)
     page.screenshot(path=site[2] / "phone.png", full_page=True)
     assert re.search(r"\d", page.inner_text("#library-status"))  # the image count is shown
+
+
+def test_a_server_that_closes_reads_asks_for_the_key_and_then_works(browser, site):
+    url, photos, shots = site
+    root = photos.parent
+    with vlsearch_serve(root, VLSEARCH_API_KEYS="web-key", VLSEARCH_AUTH_READS="true") as keyed:
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+        page = context.new_page()
+        page.goto(keyed + "/")
+        page.wait_for_selector("#key-form", state="visible")
+        page.fill("#q", "shapes")
+        page.press("#q", "Enter")
+        page.wait_for_selector("#error", state="visible")
+        assert "API key" in page.inner_text("#error") and "Bearer" not in page.inner_text("#error")
+        page.fill("#api-key", "wrong")
+        page.press("#api-key", "Enter")
+        page.wait_for_function("document.querySelector('#error').textContent.includes('not accepted')")
+        page.fill("#api-key", "web-key")
+        page.press("#api-key", "Enter")
+        page.wait_for_selector("#results a.result")
+        assert page.is_hidden("#key-form") and len(result_ids(page)) == 8
+        # Thumbnails need the key too: they arrive through the key-carrying fetch, not a bare <img src>.
+        page.wait_for_function("[...document.querySelectorAll('#results a.result img')].every("
+                               "i => i.complete && i.naturalWidth > 0)")
+        page.screenshot(path=shots / "with-key.png", full_page=True)
+        page.reload()  # the key stays for this tab
+        page.fill("#q", "shapes")
+        page.press("#q", "Enter")
+        page.wait_for_selector("#results a.result")
+        context.close()

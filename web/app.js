@@ -20,6 +20,7 @@ const state = {
   opener: null,       // the element that opened the detail dialog, to give focus back
   detail: null,       // the image shown in the dialog
   caption: '',
+  apiKey: sessionStorage.getItem('vlsearch-api-key'),  // for servers whose reads need a key
 };
 
 // ---------------------------------------------------------------- API
@@ -28,7 +29,7 @@ class ApiError extends Error {}
 
 /** fetch JSON from the API; every failure becomes an ApiError whose message is fit to show a person. */
 async function api(path, { method = 'GET', json, form, signal } = {}) {
-  const init = { method, signal, headers: { Accept: 'application/json' } };
+  const init = { method, signal, headers: { Accept: 'application/json', ...authHeaders() } };
   if (json !== undefined) {
     init.body = JSON.stringify(json);
     init.headers['Content-Type'] = 'application/json';
@@ -43,6 +44,12 @@ async function api(path, { method = 'GET', json, form, signal } = {}) {
     throw new ApiError(UNREACHABLE);
   }
   const body = await res.json().catch(() => null);  // not JSON: handled below
+  if (res.status === 401) {  // reads need a key here (or the one given is wrong): ask for it in words
+    const message = state.apiKey ? 'That API key was not accepted: enter the right one above.'
+      : 'This server needs an API key: enter it above.';
+    askForKey();
+    throw new ApiError(message);
+  }
   if (!res.ok) {
     const detail = body && typeof body.detail === 'string' ? body.detail : '';
     throw new ApiError(detail || `The server could not do that (HTTP ${res.status}).`);
@@ -52,6 +59,66 @@ async function api(path, { method = 'GET', json, form, signal } = {}) {
 }
 
 const isAbort = (err) => err && err.name === 'AbortError';
+
+// ---------------------------------------------------------------- API key (servers that close reads)
+
+const KEY_STORE = 'vlsearch-api-key';  // sessionStorage, read into state.apiKey at start
+
+function authHeaders() {
+  return state.apiKey ? { Authorization: `Bearer ${state.apiKey}` } : {};
+}
+
+function askForKey() {
+  const form = $('#key-form');
+  if (!form.hidden) return;
+  form.hidden = false;
+  $('#api-key').focus();
+}
+
+function setupKey() {
+  $('#key-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const key = $('#api-key').value.trim();
+    if (!key) return;
+    state.apiKey = key;
+    sessionStorage.setItem(KEY_STORE, key);  // this tab only: closing it forgets the key
+    $('#api-key').value = '';
+    $('#key-form').hidden = true;
+    clearError();
+    loadStats();
+    pollJobs();
+    if (value('#q') || state.image || state.similarOf) runSearch({ force: true });
+    else $('#q').focus();
+  });
+}
+
+/** Point an <img> at an image. An API image on a server that wants a key is fetched with the key and shown
+ * from a blob: URL, because a plain src cannot carry the header. `fallback` is tried if the first fails. */
+async function showImage(img, url, fallback) {
+  if (img.dataset.blob) {
+    URL.revokeObjectURL(img.dataset.blob);
+    delete img.dataset.blob;
+  }
+  img.onerror = null;
+  if (!url) {
+    img.removeAttribute('src');
+    return;
+  }
+  if (!state.apiKey || !url.startsWith(`${API}/`)) {
+    if (fallback) img.onerror = () => showImage(img, fallback);
+    img.src = url;
+    return;
+  }
+  try {
+    const res = await fetch(url, { headers: authHeaders() });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    const blobUrl = URL.createObjectURL(await res.blob());
+    img.dataset.blob = blobUrl;
+    img.src = blobUrl;
+  } catch {
+    if (fallback) showImage(img, fallback);
+  }
+}
 
 // ---------------------------------------------------------------- messages and small helpers
 
@@ -155,7 +222,7 @@ function resultCard(hit, extraLines = []) {
   img.loading = 'lazy';
   img.decoding = 'async';
   img.alt = altText(hit);
-  img.src = hit.thumbnail_url || hit.file_url;
+  showImage(img, hit.thumbnail_url || hit.file_url);
   const meta = el('span', 'meta');
   meta.append(el('span', 'caption', hit.caption || fileName(hit.path)));
   const facts = el('span', 'facts');
@@ -318,7 +385,7 @@ async function setQueryImage(file) {
 }
 
 function showPreview(src, name, alt) {
-  $('#query-image').src = src;
+  showImage($('#query-image'), src);
   $('#query-image').alt = alt;
   $('#query-image-name').textContent = name;
   $('#query-preview').hidden = false;
@@ -387,11 +454,7 @@ function fillDetail(d) {
   const img = $('#detail-image');
   img.alt = (d.caption && d.caption.trim()) || fileName(d.path);
   // The original is refused when its file moved out of the indexed folders: fall back to the thumbnail.
-  img.onerror = () => {
-    const thumb = d.thumbnail_url && new URL(d.thumbnail_url, location.href).href;
-    if (thumb && img.src !== thumb) img.src = thumb;
-  };
-  img.src = d.file_url || d.thumbnail_url || '';
+  showImage(img, d.file_url || d.thumbnail_url, d.file_url ? d.thumbnail_url : null);
   $('#detail-caption').textContent = d.caption || 'No caption yet.';
   $('#detail-ocr').textContent = d.ocr_text || 'No text found.';
   const list = $('#detail-exif');
@@ -655,6 +718,7 @@ function setupPaste() {
 }
 
 function start() {
+  setupKey();
   setupTabs();
   setupSearch();
   setupDetail();
