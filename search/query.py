@@ -49,12 +49,13 @@ class SearchQuery:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.mode == "keyword" and (self.image is not None or self.image_id is not None):
-            raise ValueError("keyword mode matches words only: drop the image, or use --mode hybrid or vector")
+            raise ValueError("keyword mode matches words only: drop the image, or switch to hybrid or vector mode")
         if self.mode == "keyword" and not has_text:
-            raise ValueError("keyword mode looks for words: give some text (or use --mode vector for an image)")
+            raise ValueError("keyword mode looks for words: give some text (or switch to vector mode to search by "
+                             "an image)")
         if self.mode == "keyword" and (self.negatives or self.filters.min_score is not None):
-            raise ValueError("--not and --min-score act on CLIP similarity, which keyword mode does not use: use "
-                             "--mode vector (or hybrid, where they shape the vector ranking)")
+            raise ValueError("not-terms and a minimum score act on CLIP similarity, which keyword mode does not use: "
+                             "switch to vector mode (or hybrid, where they shape the vector ranking)")
         if self.rerank < 0:
             raise ValueError("rerank must be 0 (off) or a number of candidates")
         if self.rerank and not has_text:

@@ -4,9 +4,11 @@ Each main view is saved as a screenshot under the test's tmp folder (printed wit
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -294,4 +296,100 @@ def test_a_server_that_closes_reads_asks_for_the_key_and_then_works(browser, sit
         page.fill("#q", "shapes")
         page.press("#q", "Enter")
         page.wait_for_selector("#results a.result")
+        context.close()
+
+
+PASTE = """([name, type, b64]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const data = new DataTransfer();
+  data.items.add(new File([bytes], name, { type }));
+  document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true }));
+}"""
+
+
+def paste_file(page, name: str, mime: str, content: bytes) -> None:
+    """Paste a file as the browser does for a copied image (a paste event whose clipboardData holds the file)."""
+    page.evaluate(PASTE, [name, mime, base64.b64encode(content).decode()])
+
+
+def test_pasting_an_image_searches_by_it_and_pasting_other_files_says_why_not(page, site):
+    _, photos, _ = site
+    page.click("#tab-ask")  # pasted on the Ask tab, an image is still a search by that image
+    paste_file(page, "clip.jpg", "image/jpeg", (photos / "canon_jan.jpg").read_bytes())
+    page.wait_for_selector("#search-view:not([hidden]) #results a.result")
+    first = page.get_attribute("#results a.result", "data-id")
+    assert Path(httpx.get(f"{site[0]}/api/v1/images/{first}").json()["path"]).name == "canon_jan.jpg"
+    assert page.is_visible("#query-image") and "clip.jpg" in page.inner_text("#query-preview")
+    paste_file(page, "notes.txt", "text/plain", b"not a picture")
+    page.wait_for_selector("#error", state="visible")
+    assert "notes.txt is not an image" in page.inner_text("#error")
+    assert page.get_attribute("#results a.result", "data-id") == first  # the search on screen is kept
+
+
+def test_a_shared_link_to_a_deleted_image_says_so_and_clears_the_preview(page, site):
+    page.goto(site[0] + "/?similar=987654")
+    page.wait_for_selector("#error", state="visible")
+    assert "987654 is no longer in the library" in page.inner_text("#error")
+    assert page.is_hidden("#query-preview") and "similar=" not in page.url
+    page.fill("#q", "shapes")  # and the page goes on working
+    page.press("#q", "Enter")
+    page.wait_for_selector("#results a.result")
+
+
+def test_keyword_mode_with_an_image_explains_in_the_page_s_own_words(page, site):
+    page.select_option("#mode", "keyword")
+    page.set_input_files("#image-input", str(site[1] / "pixel_may.jpg"))
+    page.wait_for_selector("#error", state="visible")
+    message = page.inner_text("#error")
+    assert "keyword mode" in message and "--" not in message  # no CLI flags in the browser
+
+
+def test_index_job_progress_then_the_result_and_paging(browser, tmp_path):
+    """A job another client starts shows its progress, then what it did; the new images page with More results."""
+    allowed = tmp_path / "photos"
+    write_photos(allowed, 30)
+    key = "job-key"
+    env = {"VLSEARCH_API_KEYS": key, "VLSEARCH_INDEX_ROOTS": str(allowed), "VLSEARCH_MODEL": "tiny-random",
+           "VLSEARCH_INDEX_LAG_S": "0"}
+    with vlsearch_serve(tmp_path, **env) as url:
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+        page = context.new_page()
+        page.clock.install()  # time runs, and the test can jump to the page's next look at the jobs
+        page.goto(url + "/")
+        page.wait_for_function("document.querySelector('#library-status').textContent.includes('empty')")
+        # Hold the library's write lock so the job is caught running (it waits, as it would behind a busy disk).
+        db = sqlite3.connect(tmp_path / "lib" / "library.db", timeout=30)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            r = httpx.post(url + "/api/v1/index", json={"paths": [str(allowed)], "captions": False, "ocr": False},
+                           headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code == 202, r.text
+            page.clock.fast_forward(16_000)
+            page.wait_for_selector("#job-status progress")
+            assert "Indexing" in page.inner_text("#job-status")
+            page.screenshot(path=tmp_path / "job-running.png", full_page=True)
+        finally:
+            db.rollback()
+            db.close()
+        deadline = time.monotonic() + 60
+        while httpx.get(url + r.json()["url"]).json()["state"] == "running":
+            assert time.monotonic() < deadline, "the index job did not finish"
+            time.sleep(0.2)
+        page.clock.fast_forward(4_000)
+        page.wait_for_function("document.querySelector('#job-status').textContent.includes('finished')")
+        note = page.inner_text("#job-status")
+        assert "30 files checked" in note and "30 added" in note, note
+        page.wait_for_function("/\\b30 images\\b/.test(document.querySelector('#library-status').textContent)")
+        # 30 images: a first page of 24 and More results for the rest.
+        search(page, "shapes")
+        assert len(result_ids(page)) == 24 and page.is_visible("#more")
+        page.click("#more")
+        page.wait_for_function("document.querySelectorAll('#results a.result').length === 30")
+        assert page.is_hidden("#more")
+        # Words changed and More clicked before the new search ran: the new search starts, nothing is appended.
+        page.fill("#q", "circles")
+        page.evaluate("document.querySelector('#more').hidden = false")  # as if More were still on screen
+        page.click("#more")
+        page.wait_for_function("document.querySelector('#status').textContent.startsWith('24 results')")
+        assert len(result_ids(page)) == 24 and "q=circles" in page.url
         context.close()

@@ -25,7 +25,12 @@ const state = {
 
 // ---------------------------------------------------------------- API
 
-class ApiError extends Error {}
+class ApiError extends Error {
+  constructor(message, status = 0) {
+    super(message);
+    this.status = status;  // the HTTP status, 0 when the server could not be reached
+  }
+}
 
 /** fetch JSON from the API; every failure becomes an ApiError whose message is fit to show a person. */
 async function api(path, { method = 'GET', json, form, signal } = {}) {
@@ -48,11 +53,11 @@ async function api(path, { method = 'GET', json, form, signal } = {}) {
     const message = state.apiKey ? 'That API key was not accepted: enter the right one above.'
       : 'This server needs an API key: enter it above.';
     askForKey();
-    throw new ApiError(message);
+    throw new ApiError(message, res.status);
   }
   if (!res.ok) {
     const detail = body && typeof body.detail === 'string' ? body.detail : '';
-    throw new ApiError(detail || `The server could not do that (HTTP ${res.status}).`);
+    throw new ApiError(detail || `The server could not do that (HTTP ${res.status}).`, res.status);
   }
   if (body === null) throw new ApiError(`The server sent an answer this page cannot read (HTTP ${res.status}).`);
   return body;
@@ -342,6 +347,13 @@ async function runSearch({ more = false, force = false } = {}) {
   } catch (err) {
     if (isAbort(err)) return;
     state.lastKey = '';
+    if (state.similarOf && err.status === 404) {
+      // The image of "Find similar" (say from an old shared link) has been deleted since.
+      const gone = state.similarOf;
+      clearQueryImage(false);
+      updateUrl();
+      err = new ApiError(`Image ${gone} is no longer in the library, so there is nothing to find images like it.`);
+    }
     showError(err);
     if (!more) resetResults('');
     else setStatus('');
@@ -577,13 +589,30 @@ async function loadStats() {
   try {
     const stats = await api('/stats');
     const n = stats.images.toLocaleString();
-    $('#library-status').textContent = `${n} image${stats.images === 1 ? '' : 's'} · model ${stats.loaded.embedding}`;
+    $('#library-status').textContent = stats.images === 0
+      ? 'The library is empty: index a folder (vlsearch index FOLDER) and its photos appear here.'
+      : `${n} image${stats.images === 1 ? '' : 's'} · model ${stats.loaded.embedding}`;
   } catch (err) {
     $('#library-status').textContent = err.message;
   }
 }
 
-/** Poll /jobs only while a job runs; once it ends, show how it went and refresh the counts. */
+/** A finished job in words: what it did, or why it failed. */
+function jobNote(job) {
+  if (job.state === 'failed') return `Index job failed: ${job.error || 'see the server log'}`;
+  const s = job.summary || {};
+  const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+  const parts = [`${plural(s.seen || 0, 'file', 'files')} checked`];
+  const added = (s.embedded || 0) + (s.reused || 0);
+  if (added) parts.push(`${added} added or changed`);
+  if (s.moved) parts.push(`${s.moved} moved`);
+  if (s.removed) parts.push(`${s.removed} removed`);
+  if (job.errors) parts.push(`${plural(job.errors, 'file', 'files')} could not be read`);
+  return `Index job finished: ${parts.join(', ')}.`;
+}
+
+/** Look at /jobs every few seconds while a job runs, less often while none does; when one ends, say how it went
+ * and refresh the counts. */
 async function pollJobs() {
   clearTimeout(pollJobs.timer);
   const box = $('#job-status');
@@ -595,24 +624,31 @@ async function pollJobs() {
     return;
   }
   const running = jobs.find((j) => j.state === 'running');
+  const seen = pollJobs.newest;
+  pollJobs.newest = jobs.length ? jobs[0].id : null;
   if (running) {
-    const progress = el('progress');
-    progress.max = Math.max(running.total, 1);
-    progress.value = running.done;
+    const progress = el('progress');  // with no value it shows work under way of unknown length
     progress.setAttribute('aria-label', 'Index job progress');
-    const rate = running.images_per_second ? `, ${running.images_per_second.toFixed(1)} images/s` : '';
-    box.replaceChildren(el('span', '', `Indexing (${running.phase}): ${running.done} of ${running.total}${rate}`),
-      progress);
+    let words;
+    if (running.total) {
+      progress.max = running.total;
+      progress.value = running.done;
+      const rate = running.images_per_second ? `, ${running.images_per_second.toFixed(1)} images/s` : '';
+      words = `Indexing (${running.phase}): ${running.done} of ${running.total}${rate}`;
+    } else {
+      words = 'Indexing: looking for images…';
+    }
+    box.replaceChildren(el('span', '', words), progress);
     box.hidden = false;
     pollJobs.timer = setTimeout(pollJobs, JOB_POLL_MS);
     pollJobs.active = true;
   } else {
-    if (pollJobs.active) {
+    // A job that started and ended between two looks is news too (not one that ended before the page loaded).
+    const unseen = jobs.length && seen !== undefined && jobs[0].id !== seen;
+    if (pollJobs.active || unseen) {
       pollJobs.active = false;
-      const last = jobs[0];
-      const errors = last && last.errors ? ` (${last.errors} files could not be read)` : '';
-      box.textContent = last && last.state === 'failed' ? `Index job failed: ${last.error || 'see the server log'}`
-        : `Index job finished${errors}`;
+      box.textContent = jobNote(jobs[0]);
+      box.hidden = false;
       setTimeout(() => { if (!pollJobs.active) box.hidden = true; }, JOB_DONE_SHOWN_MS);
       loadStats();
     }
@@ -706,11 +742,22 @@ function setupCaption() {
 
 function setupPaste() {
   document.addEventListener('paste', (event) => {
-    const file = imageFrom(event.clipboardData);
-    if (!file) return;  // ordinary text paste
+    const data = event.clipboardData;
+    const file = imageFrom(data);
+    if (!file) {
+      if (!data || !data.files || !data.files.length) return;  // ordinary text paste
+      event.preventDefault();  // a pasted file that is not an image: say so rather than ignore it
+      showError(`${data.files[0].name || 'That file'} ${NOT_IMAGE}`);
+      return;
+    }
     event.preventDefault();
-    if (currentTab() === 'caption') captionFile(file);
-    else if (currentTab() === 'search') setQueryImage(file);
+    if (currentTab() === 'caption') {
+      captionFile(file);
+    } else {
+      // Search and Ask: an image pasted is a search by that image.
+      if (currentTab() !== 'search') showTab('search');
+      setQueryImage(file);
+    }
   });
   // A file dropped outside a drop zone must not navigate away from the page.
   window.addEventListener('dragover', (event) => { if (hasFiles(event)) event.preventDefault(); });
