@@ -45,11 +45,9 @@ demo: $(STAMP)
 	$(BIN)/vlsearch caption $(DEMO)/photos/chelsea.jpg --caption-model offline
 	$(BIN)/vlsearch serve --library $(DEMO)/library
 
+# Every benchmark (about an hour on a 2-core CPU machine); `python -m bench WHICH` runs one. Results: bench/results.
 bench: $(STAMP)
-	$(BIN)/python -m bench.index_choice --out bench/results
-	$(BIN)/python -m bench.indexing --out bench/results
-	$(BIN)/python -m bench.captioning --out bench/results
-	$(BIN)/python -m bench.api --out bench/results
+	$(BIN)/python -m bench all --out bench/results
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

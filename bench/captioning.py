@@ -121,15 +121,16 @@ def write_markdown(path: Path, report: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench captioning", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="1,2,4,8,16")
     parser.add_argument("--beams", default="1,3")
     parser.add_argument("--images", type=int, default=8, help="images per setting, rounded up to whole batches")
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--out", type=Path, help="folder for captioning.json and captioning.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     started = time.perf_counter()
     loadavg_start = loadavg()
@@ -152,7 +153,7 @@ def main() -> None:
                    "tokens_per_caption": round(tokens, 1)}
             rows.append(row)
             print("| " + " | ".join(str(v) for v in row.values()) + " |", flush=True)
-    report = {"command": " ".join([".venv/bin/python -m bench.captioning", *sys.argv[1:]]),
+    report = {"command": " ".join(["python -m bench captioning", *(sys.argv[1:] if argv is None else argv)]),
               "date": datetime.date.today().isoformat(), "device": device, "machine": machine(device),
               "max_new_tokens": args.max_new_tokens, "total_seconds": round(time.perf_counter() - started, 1),
               "loadavg_start": loadavg_start, "loadavg_end": loadavg(), "runs": rows}

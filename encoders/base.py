@@ -45,6 +45,7 @@ class Encoder(ABC):
     name: str
     dim: int
     device: str
+    input_size: int = 224  # the short side `preprocess` resizes to: decoding need not keep more than that
 
     @property
     @abstractmethod

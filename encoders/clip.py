@@ -23,6 +23,8 @@ class ClipEncoder(Encoder):
         )
         self.model = model.eval()
         self._preprocess = preprocess
+        size = self.model.visual.image_size
+        self.input_size = int(max(size) if isinstance(size, (tuple, list)) else size)
         self.tokenizer = open_clip.get_tokenizer(arch)
         self.dim = int(self.model.text_projection.shape[1]) if _has_text_projection(model) else _probe_dim(model)
 

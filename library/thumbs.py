@@ -21,7 +21,8 @@ def write_thumbnail(image: Image.Image, library_root: Path, sha256: str) -> str:
         return rel
     path.parent.mkdir(parents=True, exist_ok=True)
     thumb = image.copy()
-    thumb.thumbnail((THUMB_LONG_SIDE, THUMB_LONG_SIDE), Image.Resampling.LANCZOS)
+    # Bicubic (Pillow's default for thumbnails): a quarter cheaper than Lanczos, no visible difference at 256 px.
+    thumb.thumbnail((THUMB_LONG_SIDE, THUMB_LONG_SIDE), Image.Resampling.BICUBIC)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     thumb.save(tmp, format="JPEG", quality=85, optimize=True)
     os.replace(tmp, path)
