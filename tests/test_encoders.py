@@ -49,3 +49,28 @@ def test_long_thin_images_are_cut_to_their_central_part_before_preprocessing():
     assert limit_aspect(Image.new("RGB", (3, 900))).size == (3, 12)
     square = Image.new("RGB", (300, 200))
     assert limit_aspect(square) is square
+
+
+def test_text_encoding_trimmed_to_the_last_end_of_text_equals_the_full_context(tiny_encoder):
+    import torch
+
+    from encoders.base import normalise
+
+    assert tiny_encoder._trimmable
+    batches = [["a dog"], ["a dog", "a photo of a red bicycle leaning on a wall at night in the rain", ""],
+               ["word " * 100, "a cat"]]  # the last one fills all 77 positions: nothing to trim
+    for texts in batches:
+        tokens = tiny_encoder.tokenizer(texts)
+        with torch.inference_mode():
+            full = normalise(tiny_encoder.model.encode_text(tokens))
+            trimmed = normalise(tiny_encoder._encode_trimmed(tokens))
+        np.testing.assert_allclose(trimmed, full, atol=1e-5)
+        np.testing.assert_allclose(tiny_encoder.encode_texts(texts), full, atol=1e-5)
+    # Trimming really happens for a short query: the transformer sees 4 positions (start, a, dog, end), not 77.
+    seen = []
+    hook = tiny_encoder.model.transformer.register_forward_hook(lambda mod, args, out: seen.append(out.shape[1]))
+    try:
+        tiny_encoder.encode_texts(["a dog"])
+    finally:
+        hook.remove()
+    assert seen == [4]
