@@ -1,0 +1,25 @@
+"""The benchmarks still run (tiny sizes): a benchmark that has rotted is found here, not on the day it is needed.
+Nothing here is timed; only the shape and sanity of the reports are checked."""
+
+from __future__ import annotations
+
+import json
+
+from bench.__main__ import main as bench
+
+
+def test_indexing_benchmark_reports_the_ratio_to_the_bare_model_and_vector_fidelity(tmp_path):
+    assert bench(["indexing", "--count", "6", "--models", "tiny-random", "--bare-seconds", "0.05",
+                  "--photos", str(tmp_path / "photos"), "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "indexing.json").read_text())
+    (run,) = report["runs"]
+    assert run["images"] == 6 and run["errors"] == 0
+    assert run["ratio_to_bare"] == round(run["end_to_end_images_per_s"] / run["bare_images_per_s"], 3)
+    assert run["fidelity"]["images"] == 6 and run["fidelity"]["min_cosine"] >= 0.98
+    assert report["photos"]["files"] == 6 and report["photos"]["megapixels_max"] > 1
+    assert "| tiny-random |" in (tmp_path / "out" / "indexing.md").read_text()
+
+
+def test_unknown_benchmark_is_refused_with_the_choices(capsys):
+    assert bench(["nope"]) == 2
+    assert "indexing" in capsys.readouterr().err
