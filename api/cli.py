@@ -203,7 +203,8 @@ def index(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per model call.")] = 32,
     workers: Annotated[
         int | None,
-        typer.Option(min=0, help="Decoding processes (0: decode in this process).", show_default="min(4, CPU cores)"),
+        typer.Option(min=0, help="Decoding processes (0: decode in this process).",
+                     show_default="min(4, cores); cores-1 with a GPU"),
     ] = None,
     device: DeviceOpt = "auto",
     max_pixels: Annotated[int, typer.Option(help="Larger images are skipped as possible decompression bombs.")] = (

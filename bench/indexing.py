@@ -168,7 +168,7 @@ def fidelity(lib: Library, encoder, files: list[Path]) -> dict:
 
 def run_model(spec: str, files: list[Path], work: Path, args) -> dict:
     encoder = load_bench_encoder(spec, args.device)
-    workers = decode_workers(args.workers)
+    workers = decode_workers(args.workers, encoder.device)
     shape = tuple(encoder.preprocess(Image.new("RGB", (640, 480))).shape)
     row: dict = {"model": spec, "device": encoder.device, "batch_size": args.batch_size, "workers": workers,
                  "draft_to": None if args.full_decode else draft_size(encoder), "input": list(shape)}

@@ -135,9 +135,16 @@ def collate(samples: list[tuple[Decoded, torch.Tensor | None]]) -> Batch:
     return Batch([r for r, _ in samples], torch.stack(tensors) if tensors else None)
 
 
-def decode_workers(workers: int | None = None) -> int:
-    """Decoding processes: as asked, else one per core up to 4 (beyond that the model, not decoding, limits)."""
-    return min(4, os.cpu_count() or 1) if workers is None else workers
+def decode_workers(workers: int | None = None, device: str = "cpu", cores: int | None = None) -> int:
+    """Decoding processes: as asked, else by where the model runs. On the CPU the model needs the cores too, so
+    one worker per core up to 4; on a GPU the CPU does nothing but decode, and decoding is the limit, so every
+    core but one (the main process feeds the GPU and writes to SQLite)."""
+    if workers is not None:
+        return workers
+    cores = cores or os.cpu_count() or 1
+    if device.startswith("cuda"):
+        return max(1, cores - 1)
+    return min(4, cores)
 
 
 # A JPEG is decoded at reduced scale down to this many times the largest size the indexer needs (the model's input
@@ -179,7 +186,7 @@ class Indexer:
         self.library = library
         self.encoder = encoder
         self.batch_size = batch_size
-        self.workers = decode_workers(workers)
+        self.workers = decode_workers(workers, encoder.device)
         self.max_pixels = max_pixels
         self.prune = prune
         self.progress = progress

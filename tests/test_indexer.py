@@ -318,3 +318,13 @@ def test_sqlite_is_in_wal_mode_with_foreign_keys(library, tiny_encoder, tmp_path
         s.execute(text("DELETE FROM images"))
     with library.session() as s:
         assert s.scalar(select(func.count()).select_from(Embedding)) == 0
+
+
+def test_default_decoding_workers_follow_where_the_model_runs():
+    from indexer.pipeline import decode_workers
+
+    assert decode_workers(3, "cuda", cores=16) == 3  # asked for: as asked
+    assert decode_workers(None, "cpu", cores=2) == 2  # the model shares the cores
+    assert decode_workers(None, "cpu", cores=16) == 4
+    assert decode_workers(None, "cuda", cores=16) == 15  # on a GPU, decoding is the limit: all cores but one
+    assert decode_workers(None, "cuda:1", cores=1) == 1
