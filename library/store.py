@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import URL, Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import URL, Engine, bindparam, create_engine, delete, event, func, select, update
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from library import migrate
 from library.schema import Caption, Embedding, ImageRecord, ModelRecord, OcrText
-from library.vectors import FLAT_LIMIT, IndexMeta, VectorIndex
+from library.vectors import FLAT_LIMIT, VectorIndex, VectorLookup
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,11 @@ def decode_vectors(blobs: list[bytes], dim: int) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), dim).astype(np.float32)
 
 
+_VECTORS_BY_ID = select(Embedding.image_id, Embedding.vector).where(
+    Embedding.model == bindparam("model"), Embedding.image_id.in_(bindparam("ids", expanding=True))
+)
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -82,16 +87,20 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 class Library:
     """Rows and vectors of one image collection. SQLite is the truth; FAISS files are rebuilt from it."""
 
-    def __init__(self, root: Path, engine: Engine) -> None:
+    def __init__(self, root: Path, engine: Engine, faiss_gpu: bool = False) -> None:
+        """`faiss_gpu`: search FAISS indexes on a GPU when there is one and the index kind runs there. Off by
+        default: copying an index to the GPU pays only in a long-lived process (the server), not in one CLI query
+        or an indexing run."""
         self.root = root
         self.engine = engine
+        self.faiss_gpu = faiss_gpu
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         # model -> (generation it matches, index, monotonic time it was last known to match)
         self._indexes: dict[str, tuple[int, VectorIndex, float]] = {}
         self._index_lock = threading.Lock()  # one thread loads or rebuilds a stale index; the others wait for it
 
     @classmethod
-    def open(cls, root: Path | str, create: bool = True) -> Library:
+    def open(cls, root: Path | str, create: bool = True, faiss_gpu: bool = False) -> Library:
         """Open (or create) the library at `root`, applying any pending schema migration."""
         root = Path(root).expanduser().resolve()
         db = root / DB_NAME
@@ -118,7 +127,7 @@ class Library:
                 from None
         if before != after:
             log.info("library %s: schema migrated from %s to %s", root, before or "empty", after)
-        return cls(root, engine)
+        return cls(root, engine, faiss_gpu)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -260,7 +269,7 @@ class Library:
         index = None
         if path.exists():
             try:
-                loaded, meta = VectorIndex.load(path, rec.dim)
+                loaded, meta = VectorIndex.load(path, rec.dim, rescore_from=self.stored_vectors(model))
                 if meta.generation == rec.generation and meta.count == count and meta.model == model:
                     index = loaded
                 else:
@@ -273,6 +282,7 @@ class Library:
         if index is None:
             index = self.rebuild_index(model)
         else:
+            self._place(index)
             self._indexes[model] = (rec.generation, index, time.monotonic())
         return index
 
@@ -280,9 +290,31 @@ class Library:
         """Build `model`'s FAISS index from SQLite and save it."""
         rec = self.require_model(model)
         ids, vectors = self.load_vectors(model)
-        index = VectorIndex.build(ids, vectors, rec.dim, kind)
+        index = VectorIndex.build(ids, vectors, rec.dim, kind, rescore_from=self.stored_vectors(model))
+        del vectors  # before serialising: at 1M vectors each copy is 2 GB
+        self._place(index)
         self.save_index(model, index, rec.generation)
         return index
+
+    def stored_vectors(self, model: str) -> VectorLookup:
+        """Image ids -> (the ids that have `model` vectors, the vectors), read from SQLite: what an IVF-PQ index
+        rescores its candidates with, on every query. Through a plain connection rather than a session: ~0.7 ms
+        for 100 vectors instead of ~1.8."""
+        dim = self.require_model(model).dim
+
+        def lookup(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            rows = []
+            with self.engine.connect() as conn:
+                for start in range(0, len(ids), 30_000):
+                    chunk = [int(i) for i in ids[start : start + 30_000]]
+                    rows += conn.execute(_VECTORS_BY_ID, {"model": model, "ids": chunk}).all()
+            return np.asarray([r[0] for r in rows], dtype=np.int64), decode_vectors([r[1] for r in rows], dim)
+
+        return lookup
+
+    def _place(self, index: VectorIndex) -> None:
+        if index.use_gpu(self.faiss_gpu):
+            log.info("searching the %s index of %d vectors on the GPU", index.kind, index.ntotal)
 
     def apply_to_index(self, model: str, index: VectorIndex, upserts: list[int], removed: list[int]) -> None:
         """Bring an index that was current before a run up to date with that run's changes, and save it."""
@@ -303,8 +335,7 @@ class Library:
         self.save_index(model, index, rec.generation)
 
     def save_index(self, model: str, index: VectorIndex, generation: int) -> None:
-        index_meta = IndexMeta(model=model, generation=generation, count=index.ntotal, kind=index.kind)
-        index.save(self.index_path(model), index_meta)
+        index.save(self.index_path(model), index.meta(model, generation))
         self._indexes[model] = (generation, index, time.monotonic())
 
     def delete_images(self, ids: list[int]) -> tuple[list[int], dict[str, list[int]]]:

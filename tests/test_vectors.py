@@ -1,0 +1,291 @@
+"""FAISS index kinds beyond exact search: IVF-PQ with exact rescoring, the recall guard, and GPU placement."""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+
+import faiss
+import numpy as np
+import pytest
+from sqlalchemy import insert
+
+import library.vectors
+from bench.index_choice import make_mixture
+from library import Library, VectorIndex
+from library.schema import Embedding, ImageRecord
+from library.store import encode_vector
+from library.vectors import PQ_MIN_VECTORS, IndexMeta, gpu_eligible, meta_path, text_like_probes
+
+DIM = 32
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, vectors, image-like queries not in the set): clustered, anisotropic, like CLIP image vectors."""
+    vectors, queries = make_mixture(12_000, 200, DIM, seed=1, n_clusters=60, noise=0.7, iso_noise=0.3, rank=16,
+                                    mean_scale=1.0)
+    return np.arange(1000, 13_000, dtype=np.int64), vectors, queries
+
+
+def lookup_of(ids: np.ndarray, vectors: np.ndarray) -> dict[int, np.ndarray]:
+    return dict(zip(ids.tolist(), vectors, strict=True))
+
+
+def from_dict(store: dict[int, np.ndarray]):
+    """A rescore_from over a dict, as the library's reads from SQLite: ids missing from it are left out."""
+
+    def lookup(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        have = [i for i in ids.tolist() if i in store]
+        return np.asarray(have, dtype=np.int64), np.asarray([store[i] for i in have], dtype=np.float32).reshape(-1, DIM)
+
+    return lookup
+
+
+def recall(index: VectorIndex, ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray) -> float:
+    _, rows = faiss.knn(queries, vectors, 10, faiss.METRIC_INNER_PRODUCT)
+    _, found = index.search(queries, 10)
+    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found.tolist(), ids[rows].tolist(), strict=True)]))
+
+
+def test_ivfpq_rescores_removes_saves_and_loads(tmp_path, data):
+    ids, vectors, queries = data
+    store = lookup_of(ids, vectors)
+    index = VectorIndex.build(ids, vectors, DIM, "ivfpq", rescore_from=from_dict(store))
+    assert index.kind == "ivfpq" and index.ntotal == len(ids)
+    assert {"nprobe", "rescore_factor"} <= index.params.keys()
+    assert index.recall["stored"] >= 0.95 and index.recall["text_like"] >= 0.95
+
+    scores, found = index.search(vectors[:50], 5)
+    assert (found[:, 0] == ids[:50]).all()  # a stored vector finds itself ...
+    np.testing.assert_allclose(scores[:, 0], np.sum(vectors[:50] ** 2, axis=1), rtol=1e-5)  # ... by its exact score
+    rng = np.random.default_rng(3)
+    assert recall(index, ids, vectors, queries) >= 0.95
+    assert recall(index, ids, vectors, text_like_probes(vectors[:200], rng)) >= 0.93
+
+    gone = ids[:50]
+    index.remove(gone)
+    for i in gone.tolist():
+        del store[i]  # deleted from SQLite too
+    assert index.ntotal == len(ids) - 50
+    assert not set(index.search(vectors[:50], 10)[1].ravel().tolist()) & set(gone.tolist())
+    assert sorted(index.ids().tolist()) == ids[50:].tolist()
+
+    path = tmp_path / "v.faiss"
+    index.save(path, index.meta("m", 3))
+    saved = json.loads(meta_path(path).read_text())
+    assert saved["kind"] == "ivfpq" and saved["params"] == index.params and saved["recall"]["target"] == 0.95
+    loaded, meta = VectorIndex.load(path, DIM, rescore_from=from_dict(store))
+    assert meta.params == index.params and loaded.params == index.params
+    np.testing.assert_array_equal(loaded.search(queries, 10)[1], index.search(queries, 10)[1])
+
+    loaded.add(ids[:50], vectors[:50])  # the library writes SQLite first, then the index
+    store.update(lookup_of(ids[:50], vectors[:50]))
+    assert (loaded.search(vectors[:50], 1)[1][:, 0] == ids[:50]).all()
+
+    orphan, _ = VectorIndex.load(path, DIM)
+    with pytest.raises(RuntimeError, match="rescore"):
+        orphan.search(queries, 10)
+
+
+def test_ivfpq_needs_exact_vectors_and_enough_of_them(data):
+    ids, vectors, _ = data
+    with pytest.raises(ValueError, match="rescore_from"):
+        VectorIndex.build(ids, vectors, DIM, "ivfpq")
+    few = PQ_MIN_VECTORS // 2
+    small = VectorIndex.build(ids[:few], vectors[:few], DIM, "ivfpq", rescore_from=from_dict({}))
+    assert small.kind == "ivf" and small.ntotal == few
+
+
+def test_recall_guard_raises_a_tiny_nprobe_until_the_target_is_met(tmp_path, data):
+    ids, vectors, queries = data
+    index = VectorIndex.build(ids, vectors, DIM, "ivf", nprobe=1)
+    assert index.params["nprobe"] > 1
+    assert faiss.extract_index_ivf(index.index).nprobe == index.params["nprobe"]
+    assert min(index.recall["stored"], index.recall["text_like"]) >= 0.95
+    assert recall(index, ids, vectors, queries) >= 0.95  # holds for queries the guard never saw
+
+    untuned = VectorIndex.build(ids, vectors, DIM, "ivf", nprobe=1, target_recall=None)
+    assert untuned.params["nprobe"] == 1 and untuned.recall == {}
+    assert recall(untuned, ids, vectors, text_like_probes(vectors[:200], np.random.default_rng(5))) < 0.9
+
+    path = tmp_path / "v.faiss"
+    index.save(path, index.meta("m", 1))
+    loaded, meta = VectorIndex.load(path, DIM)
+    assert meta.params["nprobe"] == index.params["nprobe"] == faiss.extract_index_ivf(loaded.index).nprobe
+    assert meta.recall["stored"] == index.recall["stored"] and meta.recall["queries"] > 0
+
+
+def test_recall_guard_raises_hnsw_ef_search(data):
+    ids, vectors, _ = data
+    index = VectorIndex.build(ids[:4000], vectors[:4000], DIM, "hnsw", ef_search=2)
+    assert index.params["ef_search"] > 2
+    assert faiss.downcast_index(index.index.index).hnsw.efSearch == index.params["ef_search"]
+    assert min(index.recall["stored"], index.recall["text_like"]) >= 0.95
+
+
+def test_recall_guard_warns_when_its_bound_stops_it(data, monkeypatch, caplog):
+    ids, vectors, _ = data
+    monkeypatch.setattr(library.vectors, "NPROBE_MAX", 2)
+    with caplog.at_level(logging.WARNING, logger="library.vectors"):
+        index = VectorIndex.build(ids, vectors, DIM, "ivf", nprobe=1)
+    assert index.params["nprobe"] == 2
+    assert index.recall["text_like"] < 0.95 and index.recall["target"] == 0.95
+    assert "below the 0.95 target" in caplog.text
+
+
+def test_an_index_saved_before_the_guard_still_loads(tmp_path, data):
+    ids, vectors, _ = data
+    index = VectorIndex.build(ids, vectors, DIM, "ivf", nprobe=7, target_recall=None)
+    path = tmp_path / "v.faiss"
+    index.save(path, index.meta("m", 1))
+    meta_path(path).write_text(json.dumps({"model": "m", "generation": 1, "count": len(ids), "kind": "ivf"}))
+    loaded, meta = VectorIndex.load(path, DIM)
+    assert meta == IndexMeta("m", 1, len(ids), "ivf") and loaded.params == {"nprobe": 7}
+
+
+def synthetic_library(root, ids: np.ndarray, vectors: np.ndarray, model: str = "m", **opts) -> Library:
+    lib = Library.open(root, **opts)
+    lib.ensure_model(model, DIM)
+    with lib.session() as s:
+        s.execute(insert(ImageRecord.__table__), [
+            {"id": i, "path": f"/p/{i}.jpg", "sha256": f"{i:064x}", "size": 1, "mtime": 0.0, "status": "ok"}
+            for i in ids.tolist()])
+        s.execute(insert(Embedding.__table__), [
+            {"image_id": i, "model": model, "vector": encode_vector(v)} for i, v in zip(ids.tolist(), vectors,
+                                                                                         strict=True)])
+        Library.bump_generation(s, model)
+    return lib
+
+
+def test_a_library_ivfpq_index_rescores_from_sqlite_and_follows_deletes(tmp_path, data):
+    ids, vectors, queries = data
+    lib = synthetic_library(tmp_path / "lib", ids, vectors)
+    built = lib.rebuild_index("m", "ivfpq")
+    assert built.kind == "ivfpq" and not built.on_gpu
+    stored = vectors.astype(np.float16).astype(np.float32)  # what SQLite keeps
+    scores, found = lib.vector_index("m").search(stored[:20], 1)
+    assert (found[:, 0] == ids[:20]).all()
+    np.testing.assert_allclose(scores[:, 0], np.sum(stored[:20] ** 2, axis=1), rtol=1e-5)
+
+    deleted, by_model = lib.delete_images(ids[:20].tolist())
+    assert not set(lib.vector_index("m", max_stale_s=60).search(stored[:20], 10)[1].ravel()) & set(deleted)
+    lib.apply_to_index("m", built, [], by_model["m"])
+    reopened = Library.open(tmp_path / "lib")
+    index = reopened.vector_index("m")
+    assert index.kind == "ivfpq" and index.ntotal == len(ids) - 20
+    assert index.params == built.params
+    assert recall(index, ids[20:], stored[20:], queries) >= 0.95
+
+
+# -- GPU placement, with fake FAISS modules: no test may need a GPU ------------------------------------------------
+
+
+class GpuCopy:
+    """What a fake index_cpu_to_gpu returns: a real CPU clone that counts its searches."""
+
+    def __init__(self, index: faiss.Index) -> None:
+        self.index = faiss.clone_index(index)
+        self.searches = 0
+
+    def search(self, queries: np.ndarray, k: int):
+        self.searches += 1
+        return self.index.search(queries, k)
+
+
+def fake_faiss(gpus: int = 1, gpu_build: bool = True) -> SimpleNamespace:
+    module = SimpleNamespace(get_num_gpus=lambda: gpus, copies=[])
+    if gpu_build:
+        module.StandardGpuResources = object
+
+        def index_cpu_to_gpu(resources, device, index):
+            module.copies.append(GpuCopy(index))
+            return module.copies[-1]
+
+        module.index_cpu_to_gpu = index_cpu_to_gpu
+    return module
+
+
+@pytest.mark.parametrize(("kind", "allowed", "module", "expected"), [
+    ("flat", True, fake_faiss(), True),
+    ("ivf", True, fake_faiss(), True),
+    ("hnsw", True, fake_faiss(), False),  # no GPU HNSW
+    ("ivfpq", True, fake_faiss(), False),  # GPU IVF-PQ does not take 128-byte codes
+    ("flat", False, fake_faiss(), False),  # the setting forbids it
+    ("flat", True, fake_faiss(gpus=0), False),  # a GPU build on a machine without a GPU
+    ("flat", True, fake_faiss(gpu_build=False), False),  # faiss-cpu
+])
+def test_gpu_eligible(kind, allowed, module, expected):
+    assert gpu_eligible(kind, allowed, module) is expected
+
+
+def test_a_gpu_copy_searches_while_the_cpu_index_is_updated_and_saved(tmp_path, data):
+    ids, vectors, queries = data
+    module = fake_faiss()
+    index = VectorIndex.build(ids, vectors, DIM, "ivf")
+    assert index.use_gpu(True, module) and index.on_gpu
+    copy = module.copies[-1]
+    assert copy.index.nprobe == index.params["nprobe"]  # the guard's setting travels with the copy
+    expected = index.index.search(queries, 10)[1]
+    np.testing.assert_array_equal(index.search(queries, 10)[1], expected)
+    assert copy.searches == 1
+
+    index.search(queries[:1], library.vectors.GPU_MAX_K + 1)  # deeper than a GPU search goes: the CPU answers
+    assert copy.searches == 1
+
+    index.remove(ids[:10])
+    assert len(module.copies) == 2 and module.copies[-1].index.ntotal == index.ntotal  # a fresh copy
+    index.search(queries, 10)
+    assert module.copies[-1].searches == 1
+
+    path = tmp_path / "v.faiss"
+    index.save(path, index.meta("m", 1))
+    loaded, _ = VectorIndex.load(path, DIM)
+    assert loaded.ntotal == len(ids) - 10 and not loaded.on_gpu
+
+    hnsw = VectorIndex.build(ids[:500], vectors[:500], DIM, "hnsw")
+    assert not hnsw.use_gpu(True, module) and len(module.copies) == 2
+
+
+def test_on_this_machine_nothing_goes_to_a_gpu(tmp_path, data):
+    """faiss-cpu here: no kind is placed on a GPU, and a library searches as before."""
+    ids, vectors, _ = data
+    assert not any(gpu_eligible(kind, True) for kind in ("flat", "ivf", "ivfpq", "hnsw"))
+    lib = synthetic_library(tmp_path / "lib", ids[:300], vectors[:300])
+    index = lib.vector_index("m")
+    assert index.kind == "flat" and not index.on_gpu
+    assert index.search(vectors[:3].astype(np.float16).astype(np.float32), 1)[1][:, 0].tolist() == ids[:3].tolist()
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_a_library_places_its_index_on_a_gpu_only_when_asked(tmp_path, data, monkeypatch, allowed):
+    """With a GPU build of FAISS that sees a GPU, `Library.open(faiss_gpu=...)` decides; the server asks for it
+    unless its device is "cpu" (test_the_server_asks_for_faiss_on_the_gpu_unless_pinned_to_the_cpu)."""
+    ids, vectors, _ = data
+    module = fake_faiss()
+    for name in ("get_num_gpus", "StandardGpuResources", "index_cpu_to_gpu"):
+        monkeypatch.setattr(library.vectors.faiss, name, getattr(module, name), raising=False)
+    monkeypatch.setattr(library.vectors, "_GPU_RESOURCES", {})
+    lib = synthetic_library(tmp_path / "lib", ids[:300], vectors[:300], faiss_gpu=allowed)
+    index = lib.vector_index("m")
+    assert index.on_gpu is allowed and len(module.copies) == int(allowed)
+    index.search(vectors[:2], 5)
+    assert [c.searches for c in module.copies] == ([1] if allowed else [])
+
+
+@pytest.mark.parametrize(("device", "expected"), [("cpu", False), ("auto", True), ("cuda", True)])
+def test_the_server_asks_for_faiss_on_the_gpu_unless_pinned_to_the_cpu(tmp_path, monkeypatch, device, expected):
+    import api.cli
+    from api.settings import load_settings
+
+    opened = {}
+
+    def open_library(path, create=False, faiss_gpu=False):
+        opened["faiss_gpu"] = faiss_gpu
+        raise RuntimeError("stop here: no models needed")
+
+    monkeypatch.setattr(api.cli, "open_library", open_library)
+    with pytest.raises(RuntimeError, match="stop here"):
+        api.cli.build_service(load_settings(library=tmp_path / "lib", device=device))
+    assert opened == {"faiss_gpu": expected}
