@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
                           flush=True)
             finally:
                 server.stop()
-    report = {"command": " ".join([".venv/bin/python -m bench.api", *sys.argv[1:]]),
+    report = {"command": " ".join(["python -m bench api", *(sys.argv[1:] if argv is None else argv)]),
               "date": datetime.datetime.now(UTC).date().isoformat(), "device": device, "machine": machine(device),
               "vectors": args.vectors, "index_kind": index_kind, "warmup_s": args.warmup,
               "duration_s": args.duration, "batch_wait_ms": args.batch_wait_ms, "batch_max": args.batch_max,

@@ -23,3 +23,22 @@ def test_indexing_benchmark_reports_the_ratio_to_the_bare_model_and_vector_fidel
 def test_unknown_benchmark_is_refused_with_the_choices(capsys):
     assert bench(["nope"]) == 2
     assert "indexing" in capsys.readouterr().err
+
+
+def test_query_benchmark_reports_recall_latency_and_memory_per_index_kind(tmp_path):
+    assert bench(["query", "--sizes", "12000", "--queries", "50", "--latency-queries", "10", "--repeats", "1",
+                  "--ivfpq-from", "12000", "--dim", "64", "--encoders", "", "--cache", str(tmp_path / "cache"),
+                  "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "query.json").read_text())
+    (size,) = report["sizes"]
+    kinds = {k["kind"]: k for k in size["kinds"]}
+    assert set(kinds) == {"flat", "ivf", "hnsw", "ivfpq"}
+    assert kinds["flat"]["recall"]["text"] == kinds["flat"]["recall"]["image"] == 1.0  # exact search against itself
+    for name in ("ivf", "hnsw", "ivfpq"):
+        kind = kinds[name]
+        assert 0.0 < kind["recall"]["text"] <= 1.0 and kind["params"] and kind["guard"]["queries"] > 0
+        for query in ("text", "image"):
+            latency = kind["latency_ms"][query]["end_to_end"]
+            assert latency["n"] == 10 and 0 < latency["p50"] <= latency["p99"]
+    assert kinds["ivfpq"]["bytes_per_vector"] < kinds["ivf"]["bytes_per_vector"] / 2  # codes, not floats
+    assert "| 12,000 | ivfpq |" in (tmp_path / "out" / "query.md").read_text()
