@@ -282,6 +282,14 @@ class Library:
         if index is None:
             index = self.rebuild_index(model)
         else:
+            if index.kind != "flat" and not index.recall:
+                # Saved before the recall guard existed, with fixed settings that miss text queries: tune it now
+                # (no retraining: the guard only searches), once, and keep what it chose.
+                log.warning("%s was built without a recall check; checking it now", path)
+                ids, vectors = self.load_vectors(model)
+                index.check_recall(ids, vectors)
+                del vectors
+                index.save(path, index.meta(model, rec.generation))
             self._place(index)
             self._indexes[model] = (rec.generation, index, time.monotonic())
         return index

@@ -203,6 +203,12 @@ class VectorIndex:
             options.append({"ef_search": step(self.params["ef_search"], EF_SEARCH_MAX)})
         return options
 
+    def check_recall(self, ids: np.ndarray, vectors: np.ndarray, target: float = RECALL_TARGET) -> None:
+        """Run the recall guard on an index that was built without it: `ids` and `vectors` are what it holds."""
+        if self.kind != "flat" and len(ids):
+            self._guard_recall(np.ascontiguousarray(ids, dtype=np.int64),
+                               np.ascontiguousarray(vectors, dtype=np.float32), target)
+
     def _guard_recall(self, ids: np.ndarray, vectors: np.ndarray, target: float) -> None:
         """Raise the search settings until recall@10 against exact search reaches `target` for both kinds of
         query, or a bound is hit (then warn). The queries: GUARD_QUERIES stored vectors (what "find similar" and

@@ -159,6 +159,35 @@ def synthetic_library(root, ids: np.ndarray, vectors: np.ndarray, model: str = "
     return lib
 
 
+def test_a_library_checks_the_recall_of_an_index_saved_before_the_guard_once(tmp_path, data, caplog):
+    """An upgraded library's IVF file has the old fixed nprobe and no recall in its .json: opening it runs the
+    guard (no retraining), saves what it chose, and the next open uses that without checking again."""
+    ids, vectors, _ = data
+    lib = synthetic_library(tmp_path / "lib", ids, vectors)
+    generation = lib.require_model("m").generation
+    old = VectorIndex.build(ids, vectors.astype(np.float16).astype(np.float32), DIM, "ivf", nprobe=1,
+                            target_recall=None)
+    path = lib.index_path("m")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old.save(path, old.meta("m", generation))
+    meta_path(path).write_text(json.dumps({"model": "m", "generation": generation, "count": len(ids), "kind": "ivf"}))
+    trained = faiss.extract_index_ivf(old.index).quantizer.reconstruct_n(0, 4)
+    lib.close()
+
+    with caplog.at_level(logging.WARNING, logger="library.store"):
+        index = Library.open(tmp_path / "lib").vector_index("m")
+    assert "without a recall check" in caplog.text
+    assert index.params["nprobe"] > 1 and min(index.recall["stored"], index.recall["text_like"]) >= 0.95
+    np.testing.assert_array_equal(faiss.extract_index_ivf(index.index).quantizer.reconstruct_n(0, 4), trained)
+    saved = json.loads(meta_path(path).read_text())
+    assert saved["params"] == index.params and saved["generation"] == generation
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="library.store"):
+        again = Library.open(tmp_path / "lib").vector_index("m")
+    assert again.params == index.params and caplog.text == ""
+
+
 def test_a_library_ivfpq_index_rescores_from_sqlite_and_follows_deletes(tmp_path, data):
     ids, vectors, queries = data
     lib = synthetic_library(tmp_path / "lib", ids, vectors)
