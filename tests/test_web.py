@@ -157,7 +157,8 @@ def test_detail_view_and_find_similar(page, site):
     first = result_ids(page)[0]
     page.click(f"#results a.result[data-id='{first}']")
     page.wait_for_selector("dialog#detail[open]")
-    page.wait_for_function("document.querySelector('#detail-image').complete")
+    # An <img> without src is "complete" too: wait for the image the details set (the alt text is set before it).
+    page.wait_for_function("(i => i.getAttribute('src') && i.complete)(document.querySelector('#detail-image'))")
     assert page.get_attribute("#detail-image", "alt")
     assert page.inner_text("#detail-exif").strip()
     page.screenshot(path=shots / "detail.png", full_page=True)
