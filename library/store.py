@@ -267,9 +267,11 @@ class Library:
         path = self.index_path(model)
         count = self.vector_count(model)
         index = None
+        requested = "auto"
         if path.exists():
             try:
                 loaded, meta = VectorIndex.load(path, rec.dim, rescore_from=self.stored_vectors(model))
+                requested = loaded.requested  # a stale ivfpq or hnsw index is rebuilt as one
                 if meta.generation == rec.generation and meta.count == count and meta.model == model:
                     index = loaded
                 else:
@@ -280,7 +282,7 @@ class Library:
         elif count:
             log.warning("%s is missing; rebuilding it from %s", path, DB_NAME)
         if index is None:
-            index = self.rebuild_index(model)
+            index = self.rebuild_index(model, requested)
         else:
             if index.kind != "flat" and not index.recall:
                 # Saved before the recall guard existed, with fixed settings that miss text queries: tune it now
@@ -289,7 +291,7 @@ class Library:
                 ids, vectors = self.load_vectors(model)
                 index.check_recall(ids, vectors)
                 del vectors
-                index.save(path, index.meta(model, rec.generation))
+                self._save_checked(model, index, rec.generation)
             self._place(index)
             self._indexes[model] = (rec.generation, index, time.monotonic())
         return index
@@ -303,6 +305,18 @@ class Library:
         self._place(index)
         self.save_index(model, index, rec.generation)
         return index
+
+    def _save_checked(self, model: str, index: VectorIndex, generation: int) -> None:
+        """Keep a recall check's settings on disk, if no writer is busy and the library is still at `generation`
+        (a reader must not write an old index over a writer's new one). Otherwise the index is used from memory
+        and checked again the next time a process loads the file."""
+        try:
+            with self.writer("a recall check"):
+                if self.require_model(model).generation != generation:
+                    return
+                index.save(self.index_path(model), index.meta(model, generation))
+        except (LibraryBusy, OSError) as exc:
+            log.info("the recall check of %s's index is not saved (%s); using it from memory", model, exc)
 
     def stored_vectors(self, model: str) -> VectorLookup:
         """Image ids -> (the ids that have `model` vectors, the vectors), read from SQLite: what an IVF-PQ index
@@ -328,9 +342,9 @@ class Library:
         """Bring an index that was current before a run up to date with that run's changes, and save it."""
         rec = self.require_model(model)
         if not index.can_remove and (removed or upserts):
-            self.rebuild_index(model, index.kind)
+            self.rebuild_index(model, index.requested)
             return
-        if index.kind == "flat" and index.ntotal + len(upserts) >= FLAT_LIMIT:
+        if index.kind == "flat" and index.requested == "auto" and index.ntotal + len(upserts) >= FLAT_LIMIT:
             self.rebuild_index(model, "auto")  # grown past exact search: switch to the approximate index
             return
         index.remove(np.asarray(sorted(set(upserts) | set(removed)), dtype=np.int64))
@@ -338,7 +352,7 @@ class Library:
         index.add(ids, vectors)
         if index.ntotal != self.vector_count(model):
             log.warning("index of %s disagrees with %s after update; rebuilding it", model, DB_NAME)
-            self.rebuild_index(model, index.kind)
+            self.rebuild_index(model, index.requested)
             return
         self.save_index(model, index, rec.generation)
 

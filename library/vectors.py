@@ -67,7 +67,8 @@ VectorLookup = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 @dataclass(frozen=True)
 class IndexMeta:
     """What a saved index was built from: compared with SQLite on load to detect a stale file. `params` are the
-    search settings the recall guard chose, `recall` what it measured (empty for exact search and old files)."""
+    search settings the recall guard chose, `recall` what it measured (empty for exact search and old files),
+    `requested` the kind a rebuild should ask for again (a stale ivfpq index stays ivfpq)."""
 
     model: str
     generation: int
@@ -75,6 +76,7 @@ class IndexMeta:
     kind: str
     params: dict[str, int] = field(default_factory=dict)
     recall: dict[str, float] = field(default_factory=dict)
+    requested: str = ""  # the kind asked for (auto or a kind); "" in files saved before it was recorded
 
 
 def gpu_eligible(kind: str, allowed: bool = True, faiss_module: Any = faiss) -> bool:
@@ -90,15 +92,17 @@ def gpu_eligible(kind: str, allowed: bool = True, faiss_module: Any = faiss) -> 
         return False
 
 
-_GPU_RESOURCES: dict[int, Any] = {}  # id(faiss module) -> its StandardGpuResources
+_GPU_RESOURCES: dict[int, tuple[Any, threading.Lock]] = {}  # id(faiss module) -> its resources and their lock
 _GPU_RESOURCES_LOCK = threading.Lock()
 
 
-def _gpu_resources(faiss_module: Any) -> Any:
-    """One StandardGpuResources per process: each reserves scratch memory on the GPU."""
+def _gpu_resources(faiss_module: Any) -> tuple[Any, threading.Lock]:
+    """One StandardGpuResources per process (each reserves scratch memory on the GPU), with the lock every use of
+    it takes: FAISS allows a resources object one user at a time, and the indexes of every VectorIndex (the
+    server's current one and the one replacing it after an index job) share it."""
     with _GPU_RESOURCES_LOCK:
         if id(faiss_module) not in _GPU_RESOURCES:
-            _GPU_RESOURCES[id(faiss_module)] = faiss_module.StandardGpuResources()
+            _GPU_RESOURCES[id(faiss_module)] = (faiss_module.StandardGpuResources(), threading.Lock())
         return _GPU_RESOURCES[id(faiss_module)]
 
 
@@ -106,16 +110,17 @@ class VectorIndex:
     """A FAISS index of one model's vectors, searchable by batches of query vectors."""
 
     def __init__(self, index: faiss.Index, kind: str, dim: int, params: dict[str, int] | None = None,
-                 recall: dict[str, float] | None = None, rescore_from: VectorLookup | None = None) -> None:
+                 recall: dict[str, float] | None = None, rescore_from: VectorLookup | None = None,
+                 requested: str = "auto") -> None:
         self.index = index  # the CPU index: what is updated and saved
         self.kind = kind
+        self.requested = requested  # what a rebuild asks for: "auto", or the kind someone chose
         self.dim = dim
         self.params: dict[str, int] = {}
         self.recall: dict[str, float] = dict(recall or {})
         self.rescore_from = rescore_from
         self._gpu: Any = None  # a GPU copy that searches, when one is in use
         self._gpu_module: Any = None
-        self._gpu_lock = threading.Lock()  # GPU resources serve one calling thread at a time
         self.tune(params or self._default_params())
 
     @classmethod
@@ -127,6 +132,7 @@ class VectorIndex:
         starts. IVF-PQ needs `rescore_from`: where the exact vectors of its candidates are read."""
         if kind not in INDEX_KINDS:
             raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(INDEX_KINDS)}")
+        requested = kind
         n = len(ids)
         if kind == "auto":
             kind = "flat" if n < FLAT_LIMIT else "ivf"
@@ -161,7 +167,7 @@ class VectorIndex:
             index = faiss.IndexIDMap2(hnsw)
         if n:
             index.add_with_ids(vectors, ids)
-        built = cls(index, kind, dim, params, rescore_from=rescore_from)
+        built = cls(index, kind, dim, params, rescore_from=rescore_from, requested=requested)
         if target_recall is not None and kind != "flat" and n:
             built._guard_recall(ids, vectors, target_recall)
         return built
@@ -324,9 +330,10 @@ class VectorIndex:
         return self._faiss_search(queries, k)
 
     def _faiss_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._gpu is not None and k <= GPU_MAX_K:
-            with self._gpu_lock:
-                return self._gpu.search(queries, k)
+        gpu, module = self._gpu, self._gpu_module
+        if gpu is not None and module is not None and k <= GPU_MAX_K:
+            with _gpu_resources(module)[1]:
+                return gpu.search(queries, k)
         if len(queries) > 1:
             return self.index.search(queries, k)
         # One query runs faster on one OpenMP thread: exact search over 100k vectors takes ~8 ms on one thread
@@ -374,8 +381,9 @@ class VectorIndex:
     def _clone_to_gpu(self) -> None:
         module = self._gpu_module
         try:
-            with self._gpu_lock:
-                self._gpu = module.index_cpu_to_gpu(_gpu_resources(module), 0, self.index)
+            resources, lock = _gpu_resources(module)
+            with lock:
+                self._gpu = module.index_cpu_to_gpu(resources, 0, self.index)
         except RuntimeError as exc:  # out of GPU memory, say: the CPU index still answers
             log.warning("cannot copy the %s index of %d vectors to the GPU (%s); searching on the CPU",
                         self.kind, self.ntotal, exc)
@@ -390,7 +398,7 @@ class VectorIndex:
 
     def meta(self, model: str, generation: int) -> IndexMeta:
         return IndexMeta(model=model, generation=generation, count=self.ntotal, kind=self.kind,
-                         params=dict(self.params), recall=dict(self.recall))
+                         params=dict(self.params), recall=dict(self.recall), requested=self.requested)
 
     def save(self, path: Path, meta: IndexMeta) -> None:
         """Write the index and then its metadata, each through a temp file and a rename: a crash leaves
@@ -409,7 +417,12 @@ class VectorIndex:
             raise ValueError(f"{path}: index has dimension {index.d}, expected {dim}")
         if index.ntotal != meta.count:
             raise ValueError(f"{path}: index holds {index.ntotal} vectors, its metadata says {meta.count}")
-        loaded = cls(index, meta.kind, dim, recall=meta.recall, rescore_from=rescore_from)
+        if kind_of(index) != meta.kind:  # a crash between writing the index and its metadata
+            raise ValueError(f"{path}: holds a {kind_of(index)} index, its metadata says {meta.kind}")
+        # Files from before `requested` was recorded: an approximate kind was asked for or chosen by size; either
+        # way a rebuild of that kind is right. Exact search may have been auto's pick for a smaller library.
+        requested = meta.requested or (meta.kind if meta.kind != "flat" else "auto")
+        loaded = cls(index, meta.kind, dim, recall=meta.recall, rescore_from=rescore_from, requested=requested)
         loaded.tune(meta.params)
         return loaded, meta
 
@@ -428,6 +441,19 @@ def text_like_probes(sources: np.ndarray, rng: np.random.Generator, cosine: floa
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
     probes = cosine * sources + math.sqrt(1 - cosine**2) * noise
     return (probes / np.linalg.norm(probes, axis=1, keepdims=True)).astype(np.float32)
+
+
+def kind_of(index: faiss.Index) -> str:
+    """Which of INDEX_KINDS a (deserialised) FAISS index is."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexIDMap2):
+        inner = faiss.downcast_index(index.index)
+        return "hnsw" if isinstance(inner, faiss.IndexHNSW) else "flat" if isinstance(inner, faiss.IndexFlat) else "?"
+    if isinstance(index, faiss.IndexIVFPQ):
+        return "ivfpq"
+    if isinstance(index, faiss.IndexIVFFlat):
+        return "ivf"
+    return type(index).__name__
 
 
 def meta_path(path: Path) -> Path:

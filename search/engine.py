@@ -155,10 +155,11 @@ class SearchEngine:
             scores, ids = index.search(vector[None, :], min(fetch, total))
             pairs = [(int(i), float(sc)) for i, sc in zip(ids[0], scores[0], strict=True) if i >= 0]
             pairs = [(i, sc) for i, sc in pairs if i not in exclude]
+            below_min = False  # hits come best first: once one falls below min_score, fetching deeper cannot help
             if filters.min_score is not None:
-                pairs = [(i, sc) for i, sc in pairs if sc >= filters.min_score]
+                kept = [(i, sc) for i, sc in pairs if sc >= filters.min_score]
+                below_min, pairs = len(kept) < len(pairs), kept
             hits = self._hydrate(pairs, filters)
-            below_min = filters.min_score is not None and len(pairs) < min(fetch, total) - len(exclude)
             if len(hits) >= k or fetch >= total or below_min:
                 return hits[:k]
             fetch *= 4

@@ -318,3 +318,117 @@ def test_the_server_asks_for_faiss_on_the_gpu_unless_pinned_to_the_cpu(tmp_path,
     with pytest.raises(RuntimeError, match="stop here"):
         api.cli.build_service(load_settings(library=tmp_path / "lib", device=device))
     assert opened == {"faiss_gpu": expected}
+
+
+def add_one_vector_behind_the_index(lib: Library, image_id: int, vector: np.ndarray) -> None:
+    """What an index run that died after committing a batch leaves: SQLite a generation ahead of the file."""
+    with lib.session() as s:
+        s.execute(insert(ImageRecord.__table__), [{"id": image_id, "path": f"/p/{image_id}.jpg",
+                                                   "sha256": f"{image_id:064x}", "size": 1, "mtime": 0.0,
+                                                   "status": "ok"}])
+        s.execute(insert(Embedding.__table__), [{"image_id": image_id, "model": "m", "vector": encode_vector(vector)}])
+        Library.bump_generation(s, "m")
+
+
+@pytest.mark.parametrize("kind", ["ivfpq", "hnsw", "flat"])
+def test_a_stale_index_is_rebuilt_as_the_kind_that_was_asked_for(tmp_path, data, kind):
+    ids, vectors, _ = data
+    n = PQ_MIN_VECTORS + 100
+    lib = synthetic_library(tmp_path / "lib", ids[:n], vectors[:n])
+    assert lib.rebuild_index("m", kind).kind == kind
+    add_one_vector_behind_the_index(lib, 99_999, vectors[0])
+    reopened = Library.open(tmp_path / "lib")
+    index = reopened.vector_index("m")
+    assert index.kind == kind and index.requested == kind and index.ntotal == n + 1
+    assert json.loads(meta_path(reopened.index_path("m")).read_text())["requested"] == kind
+
+
+def test_an_index_whose_metadata_names_another_kind_is_rebuilt(tmp_path, data):
+    """A crash between writing the .faiss file and its .json: the old .json must not vouch for the new file."""
+    ids, vectors, _ = data
+    n = PQ_MIN_VECTORS + 100
+    lib = synthetic_library(tmp_path / "lib", ids[:n], vectors[:n])
+    flat = lib.vector_index("m")
+    path = lib.index_path("m")
+    old_meta = meta_path(path).read_text()
+    lib.rebuild_index("m", "ivfpq")
+    meta_path(path).write_text(old_meta)  # the new index, the old metadata (same generation and count)
+    with pytest.raises(ValueError, match="holds a ivfpq index, its metadata says flat"):
+        VectorIndex.load(path, DIM)
+    index = Library.open(tmp_path / "lib").vector_index("m")
+    assert index.kind == "flat" and index.ntotal == flat.ntotal  # rebuilt as the metadata's request: auto
+    assert library.vectors.kind_of(index.index) == "flat"
+
+
+def test_every_gpu_index_takes_turns_with_the_shared_gpu_resources(data, monkeypatch):
+    """One StandardGpuResources serves the process, and FAISS allows it one user at a time: the server's current
+    index is still searched while its replacement is copied to the GPU and searched."""
+    import threading
+    import time
+
+    ids, vectors, _ = data
+    uses = {"now": 0, "overlaps": 0}
+    guard = threading.Lock()
+
+    def use():
+        with guard:
+            uses["now"] += 1
+            uses["overlaps"] += uses["now"] > 1
+        time.sleep(0.001)
+        with guard:
+            uses["now"] -= 1
+
+    class Copy(GpuCopy):
+        def search(self, queries, k):
+            use()
+            return super().search(queries, k)
+
+    module = fake_faiss()
+
+    def index_cpu_to_gpu(resources, device, index):
+        use()
+        module.copies.append(Copy(index))
+        return module.copies[-1]
+
+    module.index_cpu_to_gpu = index_cpu_to_gpu
+    monkeypatch.setattr(library.vectors, "_GPU_RESOURCES", {})
+    old = VectorIndex.build(ids[:500], vectors[:500], DIM, "flat")
+    new = VectorIndex.build(ids[:500], vectors[:500], DIM, "flat")
+    assert old.use_gpu(True, module)
+    stop = threading.Event()
+
+    def search_old():
+        while not stop.is_set():
+            old.search(vectors[:1], 5)
+
+    threads = [threading.Thread(target=search_old) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(20):
+            assert new.use_gpu(True, module)
+            new.search(vectors[:1], 5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert uses["overlaps"] == 0 and sum(c.searches for c in module.copies) > 20
+
+
+def test_a_recall_check_while_a_writer_works_is_used_but_not_saved(tmp_path, data):
+    """A reader must not write an index file under a writer's feet (it could put an old generation over the
+    writer's new one): while the writer lock is held, the checked index is used from memory only."""
+    ids, vectors, _ = data
+    lib = synthetic_library(tmp_path / "lib", ids, vectors)
+    generation = lib.require_model("m").generation
+    old = VectorIndex.build(ids, vectors.astype(np.float16).astype(np.float32), DIM, "ivf", nprobe=1,
+                            target_recall=None)
+    path = lib.index_path("m")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old.save(path, old.meta("m", generation))
+    unchecked = json.dumps({"model": "m", "generation": generation, "count": len(ids), "kind": "ivf"})
+    meta_path(path).write_text(unchecked)
+    with lib.writer("a test"):
+        index = Library.open(tmp_path / "lib").vector_index("m")
+    assert index.params["nprobe"] > 1 and index.recall
+    assert meta_path(path).read_text() == unchecked
