@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := .demo
 
-.PHONY: demo test lint bench clean chromium
+.PHONY: demo test lint bench audit clean chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,12 @@ demo: $(STAMP)
 # Every benchmark (about an hour on a 2-core CPU machine); `python -m bench WHICH` runs one. Results: bench/results.
 bench: $(STAMP)
 	$(BIN)/python -m bench all --out bench/results
+
+# Known vulnerabilities in the installed dependencies (PyPI's advisory data, through pip-audit). Needs network
+# access to pypi.org; --strict fails when a package could not be checked instead of passing it silently.
+audit: $(STAMP)
+	$(BIN)/pip install -q 'pip-audit>=2.7'
+	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
