@@ -7,6 +7,7 @@ BENCHMARKS.md reads them. `python -m bench WHICH --help` lists a benchmark's opt
     captioning    captions/s of BLIP-base, batch sizes and beams swept, against bare generate
     query         text and image search latency and recall at 10k/100k/1M vectors per FAISS index kind
     api           HTTP requests/s and p50/p99 at 1/8/32 clients, micro-batching on and off
+    soak          32 clients searching while index jobs add and deletes remove images: errors, torn reads, RSS
     index-choice  the FAISS study behind the Flat/IVF choice (recall, latency, memory)
     all           every one of them in turn, with their defaults
 """
@@ -18,8 +19,8 @@ import sys
 import time
 
 BENCHES = {"indexing": "bench.indexing", "captioning": "bench.captioning", "query": "bench.query",
-           "api": "bench.api", "index-choice": "bench.index_choice"}
-ALL = ("indexing", "captioning", "query", "api")  # index-choice is a one-off study, run on its own
+           "api": "bench.api", "soak": "bench.soak", "index-choice": "bench.index_choice"}
+ALL = ("indexing", "captioning", "query", "api", "soak")  # index-choice is a one-off study, run on its own
 
 
 def main(argv: list[str] | None = None) -> int:
