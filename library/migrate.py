@@ -34,7 +34,19 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     before = current_revision(engine)
     cfg = alembic_config(engine)
     if before != head_revision(engine):
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            # All or nothing: Python's sqlite3 commits each CREATE/DROP on its own outside a transaction it opened,
+            # so a crash mid-migration left a half-migrated schema at the old revision that every later open
+            # failed on ("table captions already exists"). SQLite's DDL is transactional once we issue BEGIN
+            # ourselves; IMMEDIATE also makes a second process opening the library wait, then find it migrated.
+            conn.execution_options(isolation_level="AUTOCOMMIT")  # the driver stops managing transactions
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+            except BaseException:
+                if conn.connection.driver_connection.in_transaction:
+                    conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")
     return before, current_revision(engine)

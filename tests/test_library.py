@@ -210,3 +210,38 @@ def test_a_reader_may_keep_a_recent_index_while_another_process_writes(tmp_path,
     hits = SearchEngine(reader, tiny_encoder, max_stale_s=3600).search(SearchQuery(image=picture(2), k=5))
     assert str(photos[2]) not in [h.path for h in hits]  # a removed image is never returned, even so
     assert reader.vector_index(model).ntotal == 7  # a reader that wants it current gets it current
+
+
+def test_a_migration_that_dies_midway_leaves_the_old_schema_and_reruns(tmp_path):
+    """A migration is one transaction: Python's sqlite3 used to commit each CREATE on its own, so a crash after
+    the first one left a half-migrated library at the old revision that no later open could migrate."""
+    from alembic import command
+    from sqlalchemy import URL, Engine, create_engine, event
+
+    db = tmp_path / "lib" / "library.db"
+    db.parent.mkdir()
+    engine = create_engine(URL.create("sqlite", database=str(db)))
+    cfg = migrate.alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    engine.dispose()
+
+    class Crash(Exception):
+        pass
+
+    def crash(conn, cursor, statement, *args):
+        if "CREATE VIRTUAL TABLE" in statement:
+            raise Crash  # after CREATE TABLE captions and ocr ran
+
+    event.listen(Engine, "before_cursor_execute", crash)
+    try:
+        with pytest.raises(Crash):
+            Library.open(db.parent)
+    finally:
+        event.remove(Engine, "before_cursor_execute", crash)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert not conn.execute("SELECT name FROM sqlite_master WHERE name IN ('captions', 'ocr')").fetchall()
+    lib = Library.open(db.parent)
+    assert migrate.current_revision(lib.engine) == migrate.head_revision(lib.engine)
