@@ -9,7 +9,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +73,23 @@ def decode_vectors(blobs: list[bytes], dim: int) -> np.ndarray:
 _VECTORS_BY_ID = select(Embedding.image_id, Embedding.vector).where(
     Embedding.model == bindparam("model"), Embedding.image_id.in_(bindparam("ids", expanding=True))
 )
+
+
+# Writer-lock file descriptors this process holds. A process forked while holding one (the indexer's decoding
+# workers) closes its copy: otherwise the flock lives on in the child, and after `kill -9` of the indexer its
+# orphaned workers kept the library locked ("already writing") until they noticed and exited. Closing the copy
+# leaves the lock with the parent (flock releases only on LOCK_UN or when the last descriptor closes).
+_HELD_WRITER_FDS: set[int] = set()
+
+
+def _close_inherited_writer_locks() -> None:
+    for fd in list(_HELD_WRITER_FDS):
+        with suppress(OSError):
+            os.close(fd)
+    _HELD_WRITER_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_writer_locks)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -147,9 +164,11 @@ class Library:
                                   "(or stop it) and try again") from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{who} (pid {os.getpid()})".encode(), 0)
+            _HELD_WRITER_FDS.add(fd)
             try:
                 yield
             finally:
+                _HELD_WRITER_FDS.discard(fd)
                 os.ftruncate(fd, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:

@@ -245,3 +245,26 @@ def test_a_migration_that_dies_midway_leaves_the_old_schema_and_reruns(tmp_path)
         assert not conn.execute("SELECT name FROM sqlite_master WHERE name IN ('captions', 'ocr')").fetchall()
     lib = Library.open(db.parent)
     assert migrate.current_revision(lib.engine) == migrate.head_revision(lib.engine)
+
+
+def test_a_killed_writers_forked_children_do_not_keep_the_library_locked(tmp_path):
+    """The indexer's decoding workers are forked while it holds the writer lock; after `kill -9` of the indexer
+    they linger a few seconds, and must not hold the lock meanwhile."""
+    Library.open(tmp_path / "lib").close()
+    script = (
+        "import os, signal, sys, time\n"
+        "from library import Library\n"
+        "lib = Library.open(sys.argv[1])\n"
+        "with lib.writer('a test'):\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(30)\n"
+        "        os._exit(0)\n"
+        "    print('locked', flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "lib")], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "locked\n"
+    proc.wait()
+    lib = Library.open(tmp_path / "lib")
+    with lib.writer("the next run"):  # raised LibraryBusy while the orphaned child lived
+        pass
