@@ -7,6 +7,7 @@ measured are kept in the index metadata (the .json beside the .faiss file)."""
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import math
@@ -404,6 +405,8 @@ class VectorIndex:
         """Write the index and then its metadata, each through a temp file and a rename: a crash leaves
         either the old pair, or a new index beside old metadata, which reads as stale and is rebuilt."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        for target in (path, meta_path(path)):
+            _remove_dead_writers_temps(target)
         _atomic_write(path, faiss.serialize_index(self.index).tobytes())
         _atomic_write(meta_path(path), json.dumps(asdict(meta)).encode())
 
@@ -471,6 +474,27 @@ def _training_sample(vectors: np.ndarray, nlist: int) -> np.ndarray:
         return vectors
     rng = np.random.default_rng(0)
     return vectors[rng.choice(len(vectors), size=n, replace=False)]
+
+
+def _remove_dead_writers_temps(path: Path) -> None:
+    """Delete the temp files of `path` that writers killed mid-write left (kill -9, OOM killer): each is as large
+    as the index (GBs at 1M vectors), and every crash during a save would leave one more. A temp file whose
+    writer (the pid in its name) is alive is kept: it may be renamed any moment."""
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -268,3 +268,20 @@ def test_a_killed_writers_forked_children_do_not_keep_the_library_locked(tmp_pat
     lib = Library.open(tmp_path / "lib")
     with lib.writer("the next run"):  # raised LibraryBusy while the orphaned child lived
         pass
+
+
+def test_saving_an_index_deletes_temp_files_of_killed_writers(tmp_path, tiny_encoder):
+    lib = Library.open(tmp_path / "lib")
+    write_photos(tmp_path / "p", 3)
+    index(lib, tiny_encoder, tmp_path / "p")
+    path = lib.index_path(tiny_encoder.name)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    left = [path.with_name(f".{path.name}.{dead_pid}.0123abcd.tmp"),
+            path.with_name(f".{path.with_suffix('.json').name}.{dead_pid}.4567cdef.tmp")]
+    live = path.with_name(f".{path.name}.{os.getppid()}.89abcdef.tmp")  # a writer that is still at work
+    for tmp in [*left, live]:
+        tmp.write_bytes(b"partial")
+    lib.rebuild_index(tiny_encoder.name)
+    assert not any(tmp.exists() for tmp in left)
+    assert live.exists()
