@@ -253,7 +253,8 @@ async def soak(server: Server, root: Path, args: argparse.Namespace) -> dict:
         **stats,
         "rss_mb": {"start": round(rss_start, 1), "end": round(rss[-1] if rss else rss_start, 1),
                    "max": round(max(rss, default=rss_start), 1),
-                   "median": round(statistics.median(rss), 1) if rss else None},
+                   "median": round(statistics.median(rss), 1) if rss else None,
+                   "every_10_s": [round(v, 1) for v in rss[::10]]},
     }
 
 
