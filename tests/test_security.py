@@ -137,3 +137,26 @@ def test_uploads_are_spooled_only_to_temporary_files_that_are_gone_after_each_re
         f for f in library_files if not f.endswith(("-wal", "-shm"))}
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert KEY not in logged and "sk-wrong-key" not in logged
+
+
+def test_keys_are_compared_in_constant_time_against_every_configured_key(monkeypatch):
+    """hmac.compare_digest for each key, and no early exit when one matches: neither the time of one comparison
+    nor the number of them says which key (or how much of one) was right."""
+    import hmac
+
+    from api import security
+
+    compared = []
+    real = hmac.compare_digest
+
+    def counting(a, b):
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(security.hmac, "compare_digest", counting)
+    keys = ["first-key-aaaa", "second-key-bbbb", "third-key-cccc"]
+    for given, expected in (("first-key-aaaa", True), ("third-key-cccc", True), ("first-key-aaab", False),
+                            ("", False), ("ключ-\udcff", False)):
+        compared.clear()
+        assert security.key_matches(given, keys) is expected
+        assert len(compared) == len(keys) and {b for _, b in compared} == {k.encode() for k in keys}
