@@ -14,7 +14,7 @@ from captioner import ImageTextModel
 from encoders import Encoder
 from library import ImageRecord, Library
 from library.schema import Caption, OcrText
-from search.keywords import KeywordQuery, keyword_ranking, reciprocal_rank_fusion
+from search.keywords import SQLITE_MAX_INT, KeywordQuery, keyword_ranking, reciprocal_rank_fusion
 from search.query import Filters, SearchHit, SearchQuery
 
 FIRST_FETCH = 4  # over-fetch factor for the first FAISS call when filters may drop candidates
@@ -53,11 +53,15 @@ class SearchEngine:
         if query.negatives:
             vector = vector - query.negative_weight * self.encoder.encode_texts(list(query.negatives)).sum(axis=0)
         norm = float(np.linalg.norm(vector))
+        if not np.isfinite(norm):  # weights so large the sum overflows: every score would be NaN
+            raise ValueError("the query's weights are too large to combine; use weights between -10 and 10")
         if norm == 0:
             raise ValueError("the query's parts cancel out; change the weights or the negative terms")
         return (vector / norm).astype(np.float32)
 
     def stored_vector(self, image_id: int) -> np.ndarray:
+        if not 1 <= image_id <= SQLITE_MAX_INT:  # no such row, and SQLite could not even be asked about it
+            raise LookupError(f"image {image_id} is not in the library")
         ids, vectors = self.library.load_vectors(self.encoder.name, [image_id])
         if not len(ids):
             raise LookupError(f"image {image_id} is not in the library (or has no vector from {self.encoder.name})")
@@ -237,7 +241,11 @@ def _filter_clauses(filters: Filters) -> list:
     """SQL conditions for an ok image that passes `filters`."""
     clauses = [ImageRecord.status == "ok"]
     if filters.path_prefix:
-        prefix = str(Path(filters.path_prefix).expanduser().resolve())
+        try:
+            prefix = str(Path(filters.path_prefix).expanduser().resolve())
+        except RuntimeError:  # "~someone/…" for a user this machine does not have
+            raise ValueError(f"the path filter {filters.path_prefix!r} names the home folder of an unknown user; "
+                             "give an absolute path") from None
         folder = prefix.rstrip("/") + "/"
         clauses.append(or_(ImageRecord.path == prefix, func.substr(ImageRecord.path, 1, len(folder)) == folder))
     if filters.after:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from library.schema import TEXT_TABLE
 
+SQLITE_MAX_INT = 2**63 - 1  # a larger LIMIT (from a huge k) cannot even be bound as a parameter
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009): 1 / (60 + rank)
 _PHRASE = re.compile(r'"([^"]*)"')
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -71,7 +72,7 @@ def keyword_ranking(session: Session, query: KeywordQuery, limit: int) -> list[t
         rows = session.execute(
             text(f"SELECT rowid, -bm25({TEXT_TABLE}, {weights}) FROM {TEXT_TABLE} "
                  f"WHERE {TEXT_TABLE} MATCH :q ORDER BY bm25({TEXT_TABLE}, {weights}) LIMIT :n"),
-            {"q": expression, "n": limit},
+            {"q": expression, "n": min(limit, SQLITE_MAX_INT)},
         )
         for image_id, relevance in rows:
             ranked.setdefault(int(image_id), float(relevance))

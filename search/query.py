@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -19,6 +20,14 @@ class Filters:
     before: datetime | None = None
     camera: str | None = None
     min_score: float | None = None
+
+    def __post_init__(self) -> None:
+        _require_text("the camera filter", self.camera)
+        _require_text("the path filter", self.path_prefix)
+        if self.path_prefix and "\x00" in self.path_prefix:
+            raise ValueError("the path filter contains a NUL character, which no file path can hold")
+        if self.min_score is not None and math.isnan(self.min_score):
+            raise ValueError("min_score must be a number (a similarity from -1 to 1), not NaN")
 
     @property
     def empty(self) -> bool:
@@ -43,6 +52,11 @@ class SearchQuery:
     rerank: int = 0  # rescore this many top candidates with an image-text matching model
 
     def __post_init__(self) -> None:
+        _require_text("the query text", self.text)
+        for negative in self.negatives:
+            _require_text("a not-term", negative)
+        if not all(math.isfinite(w) for w in (self.text_weight, self.image_weight, self.negative_weight)):
+            raise ValueError("weights must be finite numbers")
         has_text = bool(self.text and self.text.strip())
         if not has_text and self.image is None and self.image_id is None:
             raise ValueError("a search needs text, an image, or both")
@@ -64,6 +78,17 @@ class SearchQuery:
             raise ValueError("k must be at least 1")
         if self.sort not in ("score", "date"):
             raise ValueError(f"sort must be 'score' or 'date', not {self.sort!r}")
+
+
+def _require_text(what: str, value: str | None) -> None:
+    """Text that SQLite and the tokenizer can take: a lone UTF-16 surrogate (from a JSON escape or a broken
+    client) is no character at all, and would fail deep inside them with an encoding error."""
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} contains an invalid character (a lone surrogate); send UTF-8 text") from None
 
 
 @dataclass(frozen=True)
