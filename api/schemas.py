@@ -155,7 +155,8 @@ MAX_DELETE = 1000
 class DeleteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"ids": [42, 43, 97]}]})
 
-    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+    # Strict: a delete names images by JSON integers only; lax parsing would take `true` or "1" for image 1.
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]] = Field(
         min_length=1, max_length=MAX_DELETE, description=f"Image ids to forget, at most {MAX_DELETE} per request.")
 
 
