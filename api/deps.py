@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import Path as PathParam
 from fastapi import Request, UploadFile
 from PIL import Image
+from pydantic import BeforeValidator
 
 from api.errors import ApiError
 from api.schemas import MAX_ID, Hit
@@ -23,8 +24,18 @@ from indexer.decode import ImageTooLarge
 from library import ImageRecord
 from search import Filters, SearchHit
 
-ImageId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="An image's id (from search results).")]
-JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+
+def _decimal(value: object) -> object:
+    """An id in a URL is written in decimal digits: "+1", "1.0" or " 1" is not another way to name image 1 (a
+    DELETE to a mistyped URL must not forget an image)."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("an id is a whole number written in digits, e.g. 42")
+    return value
+
+
+ImageId = Annotated[int, BeforeValidator(_decimal),
+                    PathParam(ge=1, le=MAX_ID, description="An image's id (from search results).")]
+JobId = Annotated[int, BeforeValidator(_decimal), PathParam(ge=1, le=MAX_ID)]
 
 
 def get_service(request: Request) -> Service:
