@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from captioner import ImageTextModel, NotSupported
 from search.engine import SearchEngine
@@ -81,7 +80,7 @@ def ask_collection(
     filters: Filters | None = None,
 ) -> AskResult:
     """Images of the library for which the answer to `question` is yes, best first (at most k)."""
-    from indexer import DecodeError, decode_image
+    from indexer import DecodeError
 
     if not re.search(r"\w", question):
         raise ValueError(f"{question!r} has no words to search for: ask a question, e.g. "
@@ -91,12 +90,13 @@ def ask_collection(
     query = retrieval_query(question)
     hits = engine.search(SearchQuery(text=query, k=candidates, filters=filters or Filters()))
     images, kept = [], []
+    roots = engine.indexed_roots()
     for hit in hits:
         try:
-            images.append(decode_image(Path(hit.path)))
+            images.append(engine.decode_indexed(hit.path, roots))
             kept.append(hit)
         except DecodeError:
-            continue  # changed or gone since indexing
+            continue  # changed, gone or linked out of the indexed folders since indexing
     check = check_question(query)
     try:
         scores = model.yes_probability(images, [check] * len(images))  # even with no images: can it answer?

@@ -3,17 +3,19 @@ captions, OCR text and file names, fused with the vector ranking in hybrid mode;
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from sqlalchemy import func, or_, select
 
 from captioner import ImageTextModel
 from encoders import Encoder
 from library import ImageRecord, Library
-from library.schema import Caption, OcrText
+from library.schema import Caption, OcrText, Root
 from search.keywords import SQLITE_MAX_INT, KeywordQuery, keyword_ranking, reciprocal_rank_fusion
 from search.query import Filters, SearchHit, SearchQuery
 
@@ -111,9 +113,10 @@ class SearchEngine:
 
         Each file is shrunk as soon as it is decoded and scored RERANK_CHUNK at a time, so a deep rerank over
         camera-sized photos holds one full-size image and a chunk of small ones, not `depth` full-size images."""
-        from indexer import DecodeError, decode_image
+        from indexer import DecodeError
 
         assert self.matcher is not None
+        roots = self.indexed_roots()
         head, tail = hits[:depth], hits[depth:]
         reranked: list[SearchHit] = []
         unreadable: list[SearchHit] = []
@@ -121,8 +124,8 @@ class SearchEngine:
             images, scored = [], []
             for hit in head[start : start + RERANK_CHUNK]:
                 try:
-                    image = decode_image(Path(hit.path))
-                except DecodeError:  # the file changed or vanished since indexing: below the rescored ones
+                    image = self.decode_indexed(hit.path, roots)
+                except DecodeError:  # changed, vanished or linked out since indexing: below the rescored ones
                     unreadable.append(hit)
                     continue
                 image.thumbnail((RERANK_SIDE, RERANK_SIDE))
@@ -133,6 +136,27 @@ class SearchEngine:
                 reranked += [replace(h, match_score=float(sc)) for h, sc in zip(scored, scores, strict=True)]
         reranked.sort(key=lambda h: -(h.match_score or 0.0))
         return reranked + unreadable + tail
+
+    def indexed_roots(self) -> list[Path] | None:
+        """Real paths of the folders the library indexed (None for a library that recorded none)."""
+        with self.library.session() as s:
+            roots = [Path(os.path.realpath(p)) for p in s.scalars(select(Root.path))]
+        return roots or None
+
+    def decode_indexed(self, path: str, roots: list[Path] | None) -> Image.Image:
+        """An indexed image's file, decoded for a rerank or a question, only while it lies inside `roots` (symlinks
+        resolved): a file swapped since indexing for a link out of the indexed folders is not read, as the server
+        would not serve it (its score would tell a client about a file it may not see). Raises DecodeError."""
+        from indexer import DecodeError, decode_bytes
+        from indexer.decode import read_image_file
+
+        try:
+            data = read_image_file(path, confine_to=roots)
+        except OSError as exc:
+            raise DecodeError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except DecodeError as exc:
+            raise DecodeError(f"{path}: {exc}") from None
+        return decode_bytes(data)[0]
 
     def similar(self, target: int | str | Path, k: int = 20, filters: Filters | None = None) -> list[SearchHit]:
         """Images like an indexed image (by id or path) or like any image file."""
