@@ -278,9 +278,12 @@ class Indexer:
         for path_str, path in files.items():
             try:
                 st = path.stat()
-            except OSError as exc:
-                log.warning("cannot stat %s: %s", path, exc)
-                continue
+            except OSError:
+                try:  # a dangling or looping symlink: planned all the same, so its read fails and is recorded
+                    st = path.lstat()
+                except OSError as exc:  # gone since it was listed
+                    log.warning("cannot stat %s: %s", path, exc)
+                    continue
             row = known.get(path_str)
             if row is not None:
                 image_id, size, mtime, status, embedded = row
