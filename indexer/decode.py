@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import stat
 import warnings
 from collections.abc import Sequence
@@ -102,7 +103,21 @@ def decode_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int |
     memory); other formats decode in full. The metadata always gives the file's full size."""
     if not data:
         raise DecodeError("empty file (0 bytes)")
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        return _decode(data, max_pixels, draft)
+    except DecodeError as exc:
+        # A PNG's text or ICC chunk that inflates past Pillow's limit (a metadata zip bomb) fails the whole file;
+        # the pixels are fine, so decode them without those chunks, as broken EXIF is ignored.
+        stripped = _without_png_metadata(data) if "MAX_TEXT" in str(exc) else None
+        if stripped is None:
+            raise
+        return _decode(stripped, max_pixels, draft)
+
+
+def _decode(data: bytes, max_pixels: int, draft: int | None) -> tuple[Image.Image, ImageMeta]:
+    # Pillow's own check is only the backstop (ours below gives the size and the limit): it is process-wide, so it
+    # only ever rises, and a server thread decoding with a lower limit cannot make another thread's image "too big".
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -112,22 +127,28 @@ def decode_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int |
                 raise DecodeError(f"image has no pixels ({width}x{height})")
             if width * height > max_pixels:
                 raise _too_big(width, height, max_pixels)
+            if image.format in ("JPEG", "MPO"):
+                _check_scans(data)
             meta_exif = _exif(image)
             image.seek(0)  # animated GIF/WebP/APNG: the first frame stands for the file
             if draft and image.format == "JPEG" and min(width, height) >= 2 * draft:
                 image.draft(image.mode, (draft, draft))
             image.load()
+            if image.width * image.height > max_pixels:  # a container (ICO) that held a larger image than it said
+                raise _too_big(image.width, image.height, max_pixels)
             upright = ImageOps.exif_transpose(image) or image
             rgb = to_rgb(upright)
         except DecodeError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            claimed = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"{int(claimed[1]) / 1e6:.6g} megapixels, " if claimed else ""
             raise ImageTooLarge(
-                f"over the {max_pixels / 1e6:.0f} megapixels limit ({exc}): a decompression bomb, or a very large "
-                "scan: raise --max-pixels to index it"
+                f"{size}over the {max_pixels / 1e6:g} MP limit (a decompression bomb, or a very large scan: raise "
+                "--max-pixels to index it)"
             ) from None
         except UnidentifiedImageError:
-            raise DecodeError("not an image Pillow can read (unknown format, or not an image at all)") from None
+            raise DecodeError(_unidentified(data)) from None
         except OSError as exc:
             raise DecodeError(f"truncated or corrupt image data: {exc}") from None
         except (ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, MemoryError) as exc:
@@ -155,8 +176,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
         arr = np.asarray(image, dtype=np.float64)
         if mode.startswith("I;16"):
             arr = arr / 257.0
-        else:
-            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        else:  # scaled by the finite values; NaN and infinities (a float TIFF's no-data) become black or white
+            finite = np.isfinite(arr)
+            lo, hi = (float(arr[finite].min()), float(arr[finite].max())) if finite.any() else (0.0, 0.0)
+            arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
             arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
         return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L").convert("RGB")
     if mode in ("P", "PA"):
@@ -169,9 +192,95 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if mode == "RGB" else image.convert("RGB")
 
 
+# Progressive JPEGs from cameras and encoders have about 10 scans (mozjpeg up to ~20). libjpeg walks every block of
+# the image once per scan, so a few hundred KB of empty scans keep a decoder busy for minutes (a "scan bomb").
+MAX_JPEG_SCANS = 256
+
+
+def _check_scans(data: bytes) -> None:
+    """Refuse a JPEG with more than MAX_JPEG_SCANS scans, counted by walking its segments (a marker's bytes inside
+    an APP segment, such as an embedded thumbnail's, are not counted)."""
+    scans, pos, end = 0, 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return  # not where a marker should be: let the decoder say what is wrong
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI
+            return
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker != 0xDA:
+            continue
+        scans += 1
+        if scans > MAX_JPEG_SCANS:
+            raise DecodeError(f"a JPEG with over {MAX_JPEG_SCANS} scans (cameras write about 10): a file made to "
+                              "keep the decoder busy, not a photo")
+        while True:  # entropy-coded data: up to the next marker that is not a stuffed byte or a restart
+            pos = data.find(b"\xff", pos)
+            if pos < 0 or pos + 1 >= end:
+                return
+            following = data[pos + 1]
+            if following == 0 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+                pos += 1 if following == 0xFF else 2
+                continue
+            break
+
+
+_SIGNATURES = (
+    (b"\xff\xd8", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+)
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
+def _unidentified(data: bytes) -> str:
+    """Why Pillow could not even identify the file, as precisely as its first bytes tell."""
+    head = data[:512]
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "a HEIC/HEIF image, which this installation cannot decode: install pillow-heif to index it"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
+        return "a corrupt AVIF image (its header cannot be read)"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a corrupt WebP image (its header cannot be read)"
+    for signature, name in _SIGNATURES:
+        if head.startswith(signature):
+            return f"a corrupt {name} image (its header cannot be read)"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<svg", b"<?xml")) and b"<svg" in head.lower():
+        return "an SVG drawing (vector graphics), not a photo format this indexer reads; export it as PNG"
+    if text.startswith((b"<!doctype html", b"<html")):
+        return "an HTML page, not an image (a download that saved the web page instead of the picture?)"
+    return "not an image Pillow can read (unknown format, or not an image at all)"
+
+
+_PNG_METADATA = {b"tEXt", b"zTXt", b"iTXt", b"iCCP"}
+
+
+def _without_png_metadata(data: bytes) -> bytes | None:
+    """The PNG without its text and ICC profile chunks, or None if it is not a PNG or has none."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    out, pos, dropped = [data[:8]], 8, False
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        end = pos + 12 + length
+        if data[pos + 4 : pos + 8] in _PNG_METADATA:
+            dropped = True
+        else:
+            out.append(data[pos:end])
+        pos = end
+    out.append(data[pos:])
+    return b"".join(out) if dropped else None
+
+
 def _too_big(width: int, height: int, max_pixels: int) -> DecodeError:
     return ImageTooLarge(
-        f"{width}x{height} is {width * height / 1e6:.0f} megapixels, over the {max_pixels / 1e6:.0f} MP limit "
+        f"{width}x{height} is {width * height / 1e6:.0f} megapixels, over the {max_pixels / 1e6:g} MP limit "
         "(a decompression bomb, or a very large scan: raise --max-pixels to index it)"
     )
 
