@@ -27,7 +27,7 @@ from tests.photos import write_photos
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "tiny-random"
-SEED = 20261123
+SEED = int(os.environ.get("VLSEARCH_CRASH_SEED", "20261123"))  # another seed explores other kill points
 PHOTOS = 200
 MORE_PHOTOS = 40  # added whenever fewer are left to index, so that every run has work to be killed in
 RANDOM_KILLS = 16  # a third of them during start-up (opening, loading the model, rebuilding the index, planning)
