@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 MODEL = "tiny-random"
 SEED = int(os.environ.get("VLSEARCH_CRASH_SEED", "20261123"))  # another seed explores other kill points
 PHOTOS = 200
-MORE_PHOTOS = 40  # added whenever fewer are left to index, so that every run has work to be killed in
+MORE_PHOTOS = 60  # added whenever fewer are left to index, so that every run has work to be killed in
 RANDOM_KILLS = 16  # a third of them during start-up (opening, loading the model, rebuilding the index, planning)
 TRIGGERS = len(importlib.import_module("migrations.versions.0002_captions_ocr_fts").TRIGGERS)
 WAIT_S = 90  # the most one run may take to reach a pause point or show progress (never reached when all is well)
@@ -240,16 +240,19 @@ def test_sigkill_anywhere_loses_nothing(tmp_path, capsys):
         if photos - max(count_embeddings(db), 0) < MORE_PHOTOS:
             write_photos(photo_dir, MORE_PHOTOS, start=photos)
 
-    def cycle(phase: str, pause: dict | None = None) -> None:
-        """Start an index run, kill it at the pause point (or at a random moment: during start-up, or once it has
-        committed a batch), then check the library."""
+    startups = [1.0]  # seconds from fork to the first committed batch, as measured so far
+
+    def cycle(phase: str, pause: dict | None = None) -> bool:
+        """Start an index run, kill it at the pause point or at a random moment (during start-up, or once it has
+        committed a random number of images), then check the library. Returns whether the kill landed."""
         marker.unlink(missing_ok=True)
         ensure_work()
         before = count_embeddings(db)
         with log.open("a") as f:
             f.write(f"\n=== {phase} {pause or ''}\n")
         pid = server.start(index_argv, log, pause=pause and {**pause, "marker": str(marker)})
-        deadline = time.monotonic() + WAIT_S
+        forked = time.monotonic()
+        deadline = forked + WAIT_S
         if pause:
             while running(pid) and not marker.exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -257,12 +260,17 @@ def test_sigkill_anywhere_loses_nothing(tmp_path, capsys):
             if reached:
                 where[marker.read_text()] += 1
         elif phase == "random (start-up)":
-            time.sleep(rng.uniform(0.05, 1.0))
+            time.sleep(rng.uniform(0.02, 0.9) * sorted(startups)[len(startups) // 2])
             reached = running(pid)
         else:
+            # Progress, not time, picks the moment: how fast a batch goes depends on the machine and its load.
+            target = before + rng.randint(1, MORE_PHOTOS // 2)
             while running(pid) and count_embeddings(db) <= before and time.monotonic() < deadline:
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.3))
+                time.sleep(0.005)
+            startups.append(time.monotonic() - forked)
+            while running(pid) and count_embeddings(db) < target and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.05))  # somewhere in the next batch
             reached = running(pid)
         if running(pid):
             os.kill(pid, signal.SIGKILL)
@@ -276,6 +284,7 @@ def test_sigkill_anywhere_loses_nothing(tmp_path, capsys):
         else:
             inconsistencies.append(f"{phase}: the restarted run failed with exit code {code}; see {log}")
         inconsistencies.extend(f"after a {phase} kill: {p}" for p in check_library(lib_dir))
+        return code == -signal.SIGKILL and reached
 
     try:
         # A library at the first schema revision; killed while the first run migrates it (empty), twice.
@@ -292,7 +301,10 @@ def test_sigkill_anywhere_loses_nothing(tmp_path, capsys):
                 downgrade_to_first_revision(lib_dir)
                 for statement in ("INSERT INTO image_text", "CREATE TRIGGER", "UPDATE alembic_version"):
                     cycle("migration", {"at": "migration", "statement": statement})
-            cycle(phase, {"at": "faiss", "nth": rng.choice([1, 2])} if phase == "faiss-save" else None)
+            pause = {"at": "faiss", "nth": rng.choice([1, 2])} if phase == "faiss-save" else None
+            for _ in range(3):  # a run that finished before its random kill came is tried again
+                if cycle(phase, pause):
+                    break
         # Kills while the updated index is saved at the end of a run that finished its work (the stale index
         # was rebuilt and saved at start-up: renames 1 and 2).
         cycle("faiss-save", {"at": "faiss", "nth": 3})
