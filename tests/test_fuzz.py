@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from sqlalchemy import func, select
 
+from captioner import load_image_text_model
 from indexer import DecodeError, Indexer, decode_bytes
 from library import ImageRecord, Library
 from search import Filters, SearchEngine, SearchQuery
@@ -59,10 +60,10 @@ def _encoded(fmt: str, seed: int) -> bytes:
 SEEDS = {fmt: _encoded(fmt, i) for i, fmt in enumerate(("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"))}
 
 
-def _decodes_or_refuses(data: bytes, max_pixels: int) -> None:
+def _decodes_or_refuses(data: bytes, max_pixels: int, draft: int | None = None) -> None:
     """The decoder's contract: an RGB image within the pixel limit, or a DecodeError that says why."""
     try:
-        image, meta = decode_bytes(data, max_pixels)
+        image, meta = decode_bytes(data, max_pixels, draft)
     except DecodeError as exc:
         assert str(exc)
         event(f"refused: {type(exc).__name__}")
@@ -104,9 +105,10 @@ def _mutate(data: bytes, mutations) -> bytes:
 
 @bounded(250)
 @given(fmt=st.sampled_from(sorted(SEEDS)), mutations=st.lists(Mutation, min_size=1, max_size=4),
-       max_pixels=st.sampled_from([SMALL_PIXELS, 60 * 45, 1_000_000]))
-def test_mutated_valid_images_decode_or_raise_decode_error(fmt, mutations, max_pixels):
-    _decodes_or_refuses(_mutate(SEEDS[fmt], mutations), max_pixels)
+       max_pixels=st.sampled_from([SMALL_PIXELS, 60 * 45, 1_000_000]), draft=st.sampled_from([None, None, 8, 20]))
+def test_mutated_valid_images_decode_or_raise_decode_error(fmt, mutations, max_pixels, draft):
+    """Uploads decode in full (no draft); the indexer asks JPEGs for a reduced-size draft: both paths are fuzzed."""
+    _decodes_or_refuses(_mutate(SEEDS[fmt], mutations), max_pixels, draft)
 
 
 def test_unmutated_seeds_decode():
@@ -202,8 +204,10 @@ def test_the_library_is_intact_after_fuzzing(engine):
 
 @pytest.fixture(scope="module")
 def server(engine, tiny_encoder):
+    """The engine's library over HTTP, with a matching model so that reranks run too."""
     eng, _ = engine
-    with serving(make_app(eng.library, tiny_encoder)) as url:
+    matcher = load_image_text_model("tiny-random", "match", device="cpu")
+    with serving(make_app(eng.library, tiny_encoder, matcher=matcher)) as url:
         yield url
 
 
@@ -223,12 +227,26 @@ param_name = st.sampled_from(["q", "k", "offset", "mode", "sort", "not", "path",
                               "min_score", "rerank", "surprise"])
 
 
+plausible_param = st.one_of(  # values of the right kind, so that many requests get as far as the search itself
+    st.tuples(st.just("k"), st.integers(1, 1000).map(lambda n: str(n).encode())),
+    st.tuples(st.just("offset"), st.integers(0, 9000).map(lambda n: str(n).encode())),
+    st.tuples(st.just("mode"), st.sampled_from([b"vector", b"keyword", b"hybrid"])),
+    st.tuples(st.just("sort"), st.sampled_from([b"score", b"date"])),
+    st.tuples(st.sampled_from(["camera", "not"]), st.text(min_size=1, max_size=12).map(str.encode)),
+    st.tuples(st.just("path"), st.text(max_size=20).map(lambda t: ("/" + t).encode())),
+    st.tuples(st.just("min_score"), st.floats(-1, 1).map(lambda f: repr(f).encode())),
+    st.tuples(st.sampled_from(["after", "before"]), st.dates().map(lambda d: d.isoformat().encode())),
+)
+
+
 @bounded(120)
-@given(params=st.lists(st.tuples(param_name, param_value), max_size=6), q=param_value)
+@given(params=st.lists(st.tuples(param_name, param_value) | plausible_param, max_size=6),
+       q=param_value | fts_text.filter(str.strip).map(lambda t: t.encode("utf-8", "surrogatepass")))
 def test_search_query_parameters_never_cause_a_server_error(server, params, q):
     query = "&".join(f"{name}={_raw(value)}" for name, value in [("q", q), *params])
     r = httpx.get(f"{server}/api/v1/search?{query}", timeout=60)
     assert r.status_code < 500, (query, r.text)
+    event(f"HTTP {r.status_code}")
     body = r.json()
     if r.status_code >= 400:
         assert set(body) == {"error", "detail"} and body["detail"], (query, body)
@@ -247,3 +265,39 @@ def test_image_path_parameters_never_cause_a_server_error(server, segment, tail)
         assert set(r.json()) == {"error", "detail"}
     assert b"root:" not in r.content
 
+
+
+json_text = st.one_of(st.text(max_size=40), st.sampled_from(FTS_TOKENS))
+search_body = st.fixed_dictionaries({}, optional={
+    "text": st.none() | json_text, "image_id": st.none() | st.integers(-2, 2**64) | st.booleans() | json_text,
+    "negatives": st.lists(json_text, max_size=3), "text_weight": finite_or_not, "image_weight": st.floats(-20, 20),
+    "k": st.integers(-1, 2**64), "offset": st.integers(-1, 2**64), "mode": st.sampled_from(["vector", "keyword",
+    "hybrid", "x"]), "sort": st.sampled_from(["score", "date", ""]), "rerank": st.integers(-1, 300),
+    "filters": st.fixed_dictionaries({}, optional={"path": json_text, "camera": json_text, "min_score": finite_or_not,
+                                                   "after": st.datetimes().map(str) | json_text,
+                                                   "before": st.datetimes().map(str) | json_text}),
+})
+
+
+plausible_body = st.fixed_dictionaries({"text": fts_text.filter(str.strip)}, optional={
+    "image_id": st.integers(1, 9), "negatives": st.lists(st.text(min_size=1, max_size=10), max_size=2),
+    "text_weight": st.floats(-10, 10), "image_weight": st.floats(-10, 10), "k": st.integers(1, 1000),
+    "offset": st.integers(0, 200), "mode": st.sampled_from(["vector", "hybrid"]), "sort": st.sampled_from(["score",
+    "date"]), "filters": st.fixed_dictionaries({}, optional={"camera": json_text, "min_score": st.floats(-1, 1)}),
+})
+
+
+@bounded(80)
+@given(body=search_body | plausible_body)
+def test_search_bodies_never_cause_a_server_error(server, body):
+    """POST /search with any JSON body of the right shape: lone surrogates, NaN, huge numbers and all (the JSON is
+    written by hand, so nothing the client library would refuse is lost)."""
+    import json
+
+    content = json.dumps(body, allow_nan=True, ensure_ascii=True).encode()
+    r = httpx.post(f"{server}/api/v1/search", content=content, headers={"content-type": "application/json"},
+                   timeout=60)
+    assert r.status_code < 500, (content, r.text)
+    event(f"HTTP {r.status_code}")
+    if r.status_code >= 400:
+        assert set(r.json()) == {"error", "detail"}, (content, r.text)

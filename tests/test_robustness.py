@@ -65,7 +65,7 @@ def site(tmp_path_factory, tiny_encoder):
         count = s.scalar(select(func.count()).select_from(ImageRecord))
         rows = s.execute(select(ImageRecord.id, ImageRecord.path))
         ids.update({str(Path(path).relative_to(photos)): image_id for image_id, path in rows})
-    with serving(app) as url:
+    with serving(app) as url, CLIENT:
         yield url, photos, lib, count
 
 
