@@ -160,3 +160,20 @@ def test_keys_are_compared_in_constant_time_against_every_configured_key(monkeyp
         compared.clear()
         assert security.key_matches(given, keys) is expected
         assert len(compared) == len(keys) and {b for _, b in compared} == {k.encode() for k in keys}
+
+
+def test_the_server_caps_malloc_arenas_unless_the_operator_chose(monkeypatch):
+    """Fewer glibc arenas keep a long-running server's memory from creeping up (RELIABILITY.md, soak)."""
+    from api.cli import M_ARENA_MAX, SERVER_MALLOC_ARENAS, limit_malloc_arenas
+
+    class Libc:
+        calls: list = []
+
+        def mallopt(self, param, value):
+            self.calls.append((param, value))
+            return 1
+
+    libc = Libc()
+    assert limit_malloc_arenas({}, libc) and libc.calls == [(M_ARENA_MAX, SERVER_MALLOC_ARENAS)]
+    assert not limit_malloc_arenas({"MALLOC_ARENA_MAX": "8"}, libc) and len(libc.calls) == 1
+    assert not limit_malloc_arenas({}, object())  # not glibc: nothing to set
