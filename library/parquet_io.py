@@ -305,7 +305,7 @@ class ImportReport:
 @dataclass(frozen=True)
 class _Source:
     path: Path
-    file: pq.ParquetFile
+    rows: int
     model: str | None  # None: the file has no embeddings
     dim: int | None
     columns: list[str]
@@ -327,7 +327,7 @@ class _Incoming:
 
 
 def import_parquet(lib: Library, sources: Sequence[Path], *, model: str | None = None, batch_rows: int = 2000,
-                   progress: ProgressHook | None = None) -> ImportReport:
+                   progress: ProgressHook | None = None, update_index: bool = True) -> ImportReport:
     """Merge Parquet files (or folders of them, read in name order) into `lib`, upserting by path.
 
     The caller holds the library's writer lock (`lib.writer(...)`). Every file is checked before anything is
@@ -335,7 +335,9 @@ def import_parquet(lib: Library, sources: Sequence[Path], *, model: str | None =
     without it, and must agree with the library. A row whose path is known keeps its id: with the same sha256 it
     gets the file's vector, caption and OCR text; with another sha256 its content is replaced, and the captions,
     OCR text and other models' vectors of the old content are dropped. Invalid rows are skipped and reported.
-    Each batch of `batch_rows` rows commits on its own; the FAISS index is brought up to date at the end."""
+    Each batch of `batch_rows` rows commits on its own; the FAISS index is brought up to date at the end, or with
+    `update_index=False` left stale (rebuilt from SQLite when next used), for a caller merging many files in turn
+    that would otherwise rewrite the index file after each."""
     started = time.perf_counter()
     if batch_rows < 1:
         raise ValueError("batch rows must be at least 1")
@@ -344,14 +346,15 @@ def import_parquet(lib: Library, sources: Sequence[Path], *, model: str | None =
     for name, dim in dims.items():
         lib.ensure_model(name, dim)
     report = ImportReport(models=sorted(dims))
-    indexes = {name: lib.vector_index(name) for name in dims}  # current before the import: deltas apply to it
-    changes: dict[str, tuple[list[int], list[int]]] = {name: ([], []) for name in dims}  # upserts, removed
+    # Current before the import: the deltas apply to it.
+    indexes = {name: lib.vector_index(name) for name in dims} if update_index else {}
+    changes: dict[str, tuple[list[int], list[int]]] = {name: ([], []) for name in indexes}  # upserts, removed
     if progress:
-        progress.start(sum(s.file.metadata.num_rows for s in opened))
+        progress.start(sum(s.rows for s in opened))
     try:
         for source in opened:
             start = 0
-            for batch in source.file.iter_batches(batch_size=batch_rows, columns=source.columns):
+            for batch in _batches(source, batch_rows):
                 skipped_before = report.skipped
                 rows = list(_read_batch(source, batch, start, report))
                 start += batch.num_rows
@@ -383,6 +386,15 @@ def _update_indexes(lib: Library, indexes: dict[str, VectorIndex],
             lib.apply_to_index(name, index, upserts, removed)
 
 
+def _batches(source: _Source, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The file's record batches, one at a time; a file damaged past its footer is an error naming it."""
+    try:
+        with pq.ParquetFile(source.path) as file:
+            yield from file.iter_batches(batch_size=batch_rows, columns=source.columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise ParquetError(f"{source.path} is damaged: {exc} (the rows read before that are imported)") from None
+
+
 def parquet_files(sources: Sequence[Path]) -> list[Path]:
     """The files named, and the *.parquet files of the folders named (in name order; hidden ones left out)."""
     files: list[Path] = []
@@ -408,33 +420,38 @@ def _open_sources(lib: Library, sources: Sequence[Path], model: str | None) -> l
         recorded = {m.name: m.dim for m in s.scalars(select(ModelRecord))}
     for path in parquet_files(sources):
         try:
-            file = pq.ParquetFile(path)
+            with pq.ParquetFile(path) as file:
+                opened.append(_check_source(lib, path, file, model, recorded, dims))
         except (pa.ArrowException, OSError) as exc:
             raise ParquetError(f"{path}: not a readable Parquet file ({exc})") from None
-        schema = file.schema_arrow
-        if "path" not in schema.names:
-            raise ParquetError(f"{path}: no `path` column; every row needs the path or URL of its image")
-        meta_model, meta_dim = _read_metadata(path, schema)
-        columns = [name for name in parquet_schema(1).names if name in schema.names and name != "id"]
-        name = dim = None
-        if "embedding" in schema.names:
-            if model is not None and meta_model is not None and model != meta_model:
-                raise ParquetError(f"{path} holds vectors of {meta_model!r}, not {model!r}; leave out the model to "
-                                   f"import them as {meta_model!r}")
-            name = meta_model or model
-            if name is None:
-                raise ParquetError(f"{path}: no vlsearch metadata says which model made its embeddings; name it "
-                                   "(--model NAME)")
-            dim = _embedding_dim(path, file, meta_dim, recorded.get(name))
-            if name in recorded and recorded[name] != dim:
-                raise ParquetError(f"{path}: its {name!r} embeddings have {dim} dimensions, but the library "
-                                   f"{lib.root} holds {name!r} vectors of dimension {recorded[name]}")
-            if name in dims and dims[name][0] != dim:
-                raise ParquetError(f"{path}: its {name!r} embeddings have {dim} dimensions, but those of "
-                                   f"{dims[name][1]} have {dims[name][0]}")
-            dims[name] = (dim, path)
-        opened.append(_Source(path, file, name, dim, columns))
     return opened
+
+
+def _check_source(lib: Library, path: Path, file: pq.ParquetFile, model: str | None, recorded: dict[str, int],
+                  dims: dict[str, tuple[int, Path]]) -> _Source:
+    schema = file.schema_arrow
+    if "path" not in schema.names:
+        raise ParquetError(f"{path}: no `path` column; every row needs the path or URL of its image")
+    meta_model, meta_dim = _read_metadata(path, schema)
+    columns = [name for name in parquet_schema(1).names if name in schema.names and name != "id"]
+    name = dim = None
+    if "embedding" in schema.names:
+        if model is not None and meta_model is not None and model != meta_model:
+            raise ParquetError(f"{path} holds vectors of {meta_model!r}, not {model!r}; leave out --model to "
+                               f"import them as {meta_model!r}")
+        name = meta_model or model
+        if name is None:
+            raise ParquetError(f"{path}: no vlsearch metadata says which model made its embeddings; name it "
+                               "(--model NAME)")
+        dim = _embedding_dim(path, file, meta_dim, recorded.get(name))
+        if name in recorded and recorded[name] != dim:
+            raise ParquetError(f"{path}: its {name!r} embeddings have {dim} dimensions, but the library "
+                               f"{lib.root} holds {name!r} vectors of dimension {recorded[name]}")
+        if name in dims and dims[name][0] != dim:
+            raise ParquetError(f"{path}: its {name!r} embeddings have {dim} dimensions, but those of "
+                               f"{dims[name][1]} have {dims[name][0]}")
+        dims[name] = (dim, path)
+    return _Source(path, file.metadata.num_rows, name, dim, columns)
 
 
 def _read_metadata(path: Path, schema: pa.Schema) -> tuple[str | None, int | None]:
@@ -562,9 +579,8 @@ def _write_batch(lib: Library, source: _Source, rows: list[_Incoming], report: I
     every model whose vectors changed. The FAISS ids go into `changes` before the commit (an id recorded for a
     batch that then fails to commit is harmless: FAISS is updated from SQLite)."""
     with lib.session() as s:
-        known = {r.path: r for r in s.scalars(
-            select(ImageRecord).where(ImageRecord.path.in_({r.path for r in rows}))
-            .options(selectinload(ImageRecord.embeddings))
+        known = {r.path: r for paths in _chunks(list({r.path for r in rows})) for r in s.scalars(
+            select(ImageRecord).where(ImageRecord.path.in_(paths)).options(selectinload(ImageRecord.embeddings))
         )}
         touched: set[str] = set()
         seen = Counter(r.path for r in rows)
@@ -572,11 +588,12 @@ def _write_batch(lib: Library, source: _Source, rows: list[_Incoming], report: I
         if new:
             _insert_new(lib, s, source.model, new, touched, changes, report)
         rest = [r for r in rows if r.path in known or seen[r.path] > 1]
-        ids = [r.id for r in known.values()]
         captions: dict[int, dict[str, Caption]] = {}
-        for caption in s.scalars(select(Caption).where(Caption.image_id.in_(ids))):
-            captions.setdefault(caption.image_id, {})[caption.model] = caption
-        ocr = {o.image_id: o for o in s.scalars(select(OcrText).where(OcrText.image_id.in_(ids)))}
+        ocr: dict[int, OcrText] = {}
+        for ids in _chunks([r.id for r in known.values()]):
+            for caption in s.scalars(select(Caption).where(Caption.image_id.in_(ids))):
+                captions.setdefault(caption.image_id, {})[caption.model] = caption
+            ocr.update((o.image_id, o) for o in s.scalars(select(OcrText).where(OcrText.image_id.in_(ids))))
         fresh = {path: ImageRecord(path=path, size=0, mtime=0.0, status="ok", embeddings=[])
                  for path in dict.fromkeys(r.path for r in rest if r.path not in known)}
         s.add_all(fresh.values())
@@ -593,6 +610,12 @@ def _write_batch(lib: Library, source: _Source, rows: list[_Incoming], report: I
                 report.unchanged += 1
         for name in touched:
             Library.bump_generation(s, name)
+
+
+def _chunks(items: list, size: int = 10_000) -> Iterator[list]:
+    """Slices short enough for one IN (...) (SQLite allows 32,766 parameters a statement)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _insert_new(lib: Library, s: Session, model: str | None, rows: list[_Incoming], touched: set[str],
@@ -617,7 +640,8 @@ def _insert_new(lib: Library, s: Session, model: str | None, rows: list[_Incomin
             continue
         if r.vector is not None and model is not None:
             vectors.append({"image_id": image_id, "model": model, "vector": encode_vector(r.vector)})
-            changes[model][0].append(image_id)
+            if model in changes:
+                changes[model][0].append(image_id)
         if r.caption is not None:
             captions.append({"image_id": image_id, "model": r.caption[0], "text": r.caption[1], "created_at": now})
         if r.ocr is not None:
@@ -677,7 +701,8 @@ def _upsert(lib: Library, s: Session, row: ImageRecord, incoming: _Incoming, mod
         assign("error", None)
     if incoming.vector is not None and model is not None and _set_vector(row, model, incoming.vector):
         touched.add(model)
-        changes[model][0].append(row.id)
+        if model in changes:
+            changes[model][0].append(row.id)
         changed = True
     if incoming.caption is not None and incoming.status != "error":
         name, text = incoming.caption

@@ -179,7 +179,9 @@ def test_bad_rows_are_skipped_with_reasons_and_good_rows_land(library, tmp_path)
         ("/photos/status.jpg", good),
         ("/photos/sha.jpg", good),
         ("/photos/no-vector.jpg", None),
-    ], status=["ok"] * 6 + ["maybe", "ok", None], sha256=[None] * 7 + ["../../etc/passwd", None])
+    ], status=["ok"] * 6 + ["maybe", "ok", None], sha256=[None] * 7 + ["../../etc/passwd", None],
+        width=pa.array([640] * 9, pa.int64()),  # types other tools write are converted
+        taken_at=pa.array([datetime(2020, 1, 2, 3, 4)] * 9, pa.timestamp("ms", tz="UTC")))
     result = import_parquet(library, [file], model=MODEL)
     assert (result.read, result.added, result.skipped) == (9, 2, 7)
     reasons = dict(result.reasons)
@@ -192,6 +194,8 @@ def test_bad_rows_are_skipped_with_reasons_and_good_rows_land(library, tmp_path)
     vector = stored["/photos/good.jpg"]["vectors"][MODEL].astype(np.float32)
     assert abs(np.linalg.norm(vector) - 1) < 1e-2  # normalised on the way in
     assert stored["/photos/no-vector.jpg"]["vectors"] == {} and library.vector_index(MODEL).ntotal == 1
+    assert stored["/photos/good.jpg"]["fields"]["width"] == 640
+    assert stored["/photos/good.jpg"]["fields"]["taken_at"] == datetime(2020, 1, 2, 3, 4)
 
 
 def test_a_file_with_only_paths_and_embeddings_imports_with_the_model_named(library, tmp_path, tiny_encoder):
@@ -201,8 +205,9 @@ def test_a_file_with_only_paths_and_embeddings_imports_with_the_model_named(libr
     file = foreign_file(tmp_path / "vectors.parquet", rows)
     with pytest.raises(ParquetError, match="no vlsearch metadata says which model.*--model"):
         import_parquet(library, [file])
-    result = import_parquet(library, [file], model=MODEL)
+    result = import_parquet(library, [file], model=MODEL, update_index=False)
     assert result.added == 3 and library.require_model(MODEL).dim == DIM
+    assert library.vector_index(MODEL).ntotal == 3  # left stale, rebuilt from SQLite when used
     hit = SearchEngine(library, tiny_encoder).search(SearchQuery(image=picture(1), k=1))[0]
     assert hit.path == str(photos[1])
     # The next index run fills in what the file did not say (size, pixels, hash), keeping the vectors' rows.
@@ -225,7 +230,11 @@ def test_a_model_or_dimension_mismatch_is_refused_before_anything_is_written(sou
         import_parquet(library, [wrong])
     with pytest.raises(ParquetError, match="no such file or folder"):
         import_parquet(library, [tmp_path / "missing"])
-    assert rows_by_path(library) == {}
+    (tmp_path / "garbage.parquet").write_bytes(b"PAR1 not really" * 10)
+    fresh = Library.open(tmp_path / "fresh")
+    with pytest.raises(ParquetError, match="garbage.parquet: not a readable Parquet file"):
+        import_parquet(fresh, [report.out, tmp_path / "garbage.parquet"])  # checked before the export is read
+    assert rows_by_path(library) == rows_by_path(fresh) == {}
 
 
 def test_an_interrupted_import_keeps_its_finished_batches_and_the_rerun_finishes(source, tmp_path):
