@@ -196,9 +196,10 @@ class RichProgress:
 
 @app.command()
 def index(
-    paths: Annotated[list[Path], typer.Argument(help="Folders (walked recursively) and image files.")],
     library: LibraryOpt,
     model_dir: ModelDirOpt,
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Folders (walked recursively) and image files.", show_default=False)] = None,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per model call.")] = 32,
@@ -217,15 +218,49 @@ def index(
     caption_model: CaptionModelOpt = None,
     beams: BeamsOpt = 3,
     max_length: MaxLengthOpt = 30,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="auto|local|ADDRESS", rich_help_panel="Distributed (Ray)",
+        help="Spread decoding, embedding, captioning and OCR over a Ray cluster: `auto` joins the running cluster "
+        "(RAY_ADDRESS, or one started here by `ray start`) or else starts Ray on this machine, `local` starts it on "
+        "this machine, ADDRESS joins that cluster (ray://HEAD:10001 or HEAD:6379). Every node must see the files at "
+        "the same paths. Results come back in shards of --shard-size files, each merged into the library when "
+        "complete: a stopped run keeps its merged shards and the same command resumes.")] = None,
+    lists: Annotated[list[Path] | None, typer.Option(
+        "--list", metavar="FILE", rich_help_panel="Distributed (Ray)",
+        help="A Parquet or CSV file listing image files or http(s) URLs to index (its `path` or `url` column, else "
+        "its first column); repeatable; needs --ray.")] = None,
+    shard_size: Annotated[int, typer.Option(
+        min=1, rich_help_panel="Distributed (Ray)", help="Files per shard: the unit that is resumed.")] = 10_000,
+    shards: Annotated[Path | None, typer.Option(
+        "--shards", metavar="DIR", rich_help_panel="Distributed (Ray)",
+        help="Write the shards as Parquet files into DIR and keep them there instead of merging them: "
+        "`vlsearch import DIR` merges them later (here or on another machine).")] = None,
+    actors: Annotated[int | None, typer.Option(
+        min=1, rich_help_panel="Distributed (Ray)", help="Model actors per stage.",
+        show_default="one per GPU in the cluster, else 1")] = None,
+    ray_cpus: Annotated[int | None, typer.Option(
+        min=1, rich_help_panel="Distributed (Ray)", help="CPUs of a Ray instance started on this machine.",
+        show_default="all")] = None,
 ) -> None:
     """Index images: embed new and changed files, then caption them and read their text.
 
     New and changed files are embedded, unchanged ones skipped, moved ones keep their vectors. Then images
     without a caption or OCR text get them (on a CPU this takes longer than embedding: --no-captions skips it,
-    and `vlsearch caption` does it later)."""
+    and `vlsearch caption` does it later).
+
+    With --ray the work runs on a Ray cluster, e.g. `vlsearch index --ray auto /mnt/photos` or
+    `vlsearch index --ray ray://head:10001 --list urls.csv`."""
     from indexer import Indexer
 
-    for p in paths:
+    paths = paths or []
+    lists = lists or []
+    if not paths and not lists:
+        raise fail("name the folders or files to index (or, with --ray, a --list FILE)")
+    if lists and ray is None:
+        raise fail("--list needs --ray (on one machine: --ray local)")
+    if shards is not None and ray is None:
+        raise fail("--shards needs --ray")
+    for p in [*paths, *lists]:
         if not p.exists():
             raise fail(f"{p}: no such file or folder")
     lib = open_library(library, create=True)
@@ -234,6 +269,19 @@ def index(
     captioner, stand_in = (library_caption_model(lib, caption_model, model_dir, device, generation(beams, max_length))
                            if captions else (None, False))
     reader = load_ocr(required=False) if ocr else None
+    if ray is not None:
+        from indexer.distributed import ModelSpecs, RayOptions
+
+        specs = ModelSpecs(
+            encoder=spec if weights else encoder.name, weights=str(weights) if weights else None,
+            model_dir=str(model_dir) if model_dir else None, device=device,
+            caption=captioner.name if captioner is not None else None,
+            generation=generation(beams, max_length), ocr=reader is not None)
+        options = RayOptions(address=ray, cpus=ray_cpus, shard_size=shard_size, batch_size=batch_size,
+                             actors=actors, shards_dir=shards, max_pixels=max_pixels)
+        del captioner, reader  # the workers load their own
+        index_on_ray(lib, encoder, specs, options, paths, lists, prune)
+        return
     with writer_lock(lib, "`vlsearch index`"), Progress(*progress_columns(), console=err, transient=False) as progress:
         try:
             report = Indexer(lib, encoder, batch_size=batch_size, workers=workers, max_pixels=max_pixels,
@@ -256,6 +304,33 @@ def index(
     if captioner is not None or reader is not None:
         with writer_lock(lib, "`vlsearch index`"):
             describe_library(lib, captioner, reader, paths, None, workers, max_pixels, fill_gaps=stand_in)
+
+
+def index_on_ray(lib, encoder, specs, options, paths: list[Path], lists: list[Path], prune: bool) -> None:
+    from indexer.distributed import DistributedError, RayIndexer
+    from library import LibraryError
+
+    with writer_lock(lib, "`vlsearch index --ray`"), Progress(*progress_columns(), console=err) as progress:
+        try:
+            report = RayIndexer(lib, encoder, specs, options, progress=RichProgress(progress),
+                                prune=prune).run(paths, lists)
+        except KeyboardInterrupt:
+            raise fail("interrupted; merged shards are kept, run the same command again to finish", code=130) from None
+        except (DistributedError, LibraryError, FileNotFoundError, ValueError) as exc:
+            raise fail(str(exc)) from None
+    where = f"{options.shards_dir}" if options.shards_dir else str(lib.root)
+    console.print(
+        f"{report.seen} files: [green]{report.embedded} embedded[/], {report.captioned} captioned, {report.read} "
+        f"read by OCR, {report.unchanged} unchanged, [red]{report.errors} errors[/], {report.removed} removed in "
+        f"{report.shards} shards in {report.seconds:.1f}s with {escape(encoder.name)} on Ray "
+        f"({escape(report.cluster or 'not started: nothing to do')}) → {escape(where)}"
+    )
+    if report.merged_leftovers:
+        console.print(f"merged {report.merged_leftovers} shards left by an earlier run first")
+    if options.shards_dir:
+        console.print(f"{len(report.shard_files)} shard files written; merge them with "
+                      f"`vlsearch import {escape(str(options.shards_dir))}`")
+    print_failures(report.failures)
 
 
 @contextmanager
@@ -855,6 +930,92 @@ def optional_matcher(spec: str, model_dir: Path, device: str):
         return load_image_text_model("auto", "match", model_dir=model_dir, device=device)
     except (WeightsUnavailable, ValueError):
         return None
+
+
+@app.command("export")
+def export_library(
+    out: Annotated[Path, typer.Argument(help="Folder to write the part files to (created; must be empty).")],
+    library: LibraryOpt,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Whose vectors go in the embedding column.",
+                                              show_default="the library's model")] = None,
+    thumbnails: Annotated[bool, typer.Option("--thumbnails", help="Include each image's thumbnail JPEG "
+                                             "(~10 KB a row).")] = False,
+    rows_per_file: Annotated[int, typer.Option("--rows-per-file", min=1, help="Rows per part file.")] = 100_000,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a folder that has files: its *.parquet "
+                                            "files are deleted first, other files stay.")] = False,
+) -> None:
+    """Export the library to Parquet: one row per image, with its path, metadata, vector, caption and OCR text.
+
+    OUT becomes a folder of part files (part-00000.parquet, ...) that DuckDB, Spark, pandas and vector databases
+    read, for example in DuckDB:
+
+        SELECT path, caption FROM read_parquet('out/*.parquet') WHERE caption ILIKE '%beach%';
+
+    The embedding column holds L2-normalised float32 vectors; the schema metadata key "vlsearch" names the model
+    and dimension. `vlsearch import` reads the folder back (into this library or another)."""
+    from library import LibraryError
+    from library.parquet_io import export_parquet
+
+    lib = open_library(library)
+    with Progress(*progress_columns(), console=err, transient=False) as progress:
+        try:
+            report = export_parquet(lib, out, model, thumbnails=thumbnails, rows_per_file=rows_per_file,
+                                    overwrite=overwrite, progress=RichProgress(progress, "exporting"))
+        except KeyboardInterrupt:
+            raise fail(f"interrupted; the part files in {out} are complete but the export is not: run it again "
+                       "with --overwrite", code=130) from None
+        except (LibraryError, OSError) as exc:
+            raise fail(str(exc)) from None
+    console.print(
+        f"{report.rows} images ({report.errors} unreadable), {report.vectors} vectors of {escape(report.model)}, "
+        f"{report.captions} captions, {report.ocr} OCR texts, {report.thumbnails} thumbnails → "
+        f"{escape(str(report.out))} ({len(report.files)} part file{'s' if len(report.files) != 1 else ''}) "
+        f"in {report.seconds:.1f}s"
+    )
+
+
+@app.command("import")
+def import_library(
+    sources: Annotated[list[Path], typer.Argument(help="Parquet files, or folders of them (read in name order).")],
+    library: LibraryOpt,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="The model that made the embeddings, for files without vlsearch metadata (written by "
+        "other tools): a preset or ARCH/PRETRAINED, as `vlsearch search --model` takes it.")] = None,
+) -> None:
+    """Import Parquet files written by `vlsearch export`, by distributed indexing, or by other tools.
+
+    Rows are matched by path: new paths are added, known ones updated (a different sha256 means the file changed:
+    its old captions, OCR text and other models' vectors are dropped), rows that say nothing new are left alone,
+    so importing the same files twice changes nothing. Only `path` is required; other columns are those of
+    `vlsearch export`, for example a file with just path and embedding, written by pandas:
+
+        vlsearch import vectors.parquet --model ViT-B-32
+
+    Invalid rows (empty path, wrong vector length, NaN) are skipped and listed. A library that does not exist
+    yet is created."""
+    from library import LibraryError
+    from library.parquet_io import import_parquet
+
+    if model:
+        from encoders import canonical_name
+
+        model = canonical_name(model) or model  # as the library records it: ViT-B-32 -> ViT-B-32/laion2b_s34b_b79k
+    lib = open_library(library, create=True)
+    with writer_lock(lib, "`vlsearch import`"), Progress(*progress_columns(), console=err,
+                                                           transient=False) as progress:
+        try:
+            report = import_parquet(lib, sources, model=model, progress=RichProgress(progress, "importing"))
+        except KeyboardInterrupt:
+            raise fail("interrupted; the rows imported so far are kept, run the same command again to finish",
+                       code=130) from None
+        except (LibraryError, OSError) as exc:
+            raise fail(str(exc)) from None
+    models = f" with {escape(', '.join(report.models))}" if report.models else ""
+    console.print(
+        f"{report.read} rows: [green]{report.added} added[/], {report.updated} updated, {report.unchanged} "
+        f"unchanged, [red]{report.skipped} skipped[/] in {report.seconds:.1f}s{models} → {escape(str(lib.root))}"
+    )
+    print_failures(report.reasons)
 
 
 if __name__ == "__main__":

@@ -295,6 +295,9 @@ class ImportReport:
     thumbnails: int = 0  # thumbnail files written
     models: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # model -> (ids whose vectors were added or changed, ids whose vectors were removed): for a caller that passed
+    # update_index=False and brings FAISS up to date itself, once, with `Library.apply_to_index`
+    changes: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
 
     def skip(self, where: str, reason: str) -> None:
         self.skipped += 1
@@ -336,8 +339,9 @@ def import_parquet(lib: Library, sources: Sequence[Path], *, model: str | None =
     gets the file's vector, caption and OCR text; with another sha256 its content is replaced, and the captions,
     OCR text and other models' vectors of the old content are dropped. Invalid rows are skipped and reported.
     Each batch of `batch_rows` rows commits on its own; the FAISS index is brought up to date at the end, or with
-    `update_index=False` left stale (rebuilt from SQLite when next used), for a caller merging many files in turn
-    that would otherwise rewrite the index file after each."""
+    `update_index=False` left stale (rebuilt from SQLite when next used, or brought up to date by the caller
+    from `report.changes`), for a caller merging many files in turn that would otherwise rewrite the index file
+    after each."""
     started = time.perf_counter()
     if batch_rows < 1:
         raise ValueError("batch rows must be at least 1")
@@ -348,7 +352,8 @@ def import_parquet(lib: Library, sources: Sequence[Path], *, model: str | None =
     report = ImportReport(models=sorted(dims))
     # Current before the import: the deltas apply to it.
     indexes = {name: lib.vector_index(name) for name in dims} if update_index else {}
-    changes: dict[str, tuple[list[int], list[int]]] = {name: ([], []) for name in indexes}  # upserts, removed
+    changes: dict[str, tuple[list[int], list[int]]] = {name: ([], []) for name in dims}  # upserts, removed
+    report.changes = changes
     if progress:
         progress.start(sum(s.rows for s in opened))
     try:
@@ -381,7 +386,7 @@ def import_parquet(lib: Library, sources: Sequence[Path], *, model: str | None =
 def _update_indexes(lib: Library, indexes: dict[str, VectorIndex],
                     changes: dict[str, tuple[list[int], list[int]]]) -> None:
     for name, index in indexes.items():
-        upserts, removed = changes[name]
+        upserts, removed = changes.get(name, ([], []))
         if upserts or removed:
             lib.apply_to_index(name, index, upserts, removed)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import FileResponse, RedirectResponse
 from sqlalchemy import select
 
 from api.deps import ImageId, get_service, servable_path
@@ -73,14 +73,18 @@ async def thumbnail(image_id: ImageId, service: Service = Depends(get_service)) 
 
 
 @router.get("/{image_id}/file", response_class=FileResponse, dependencies=[Depends(require_read)],
-            responses={200: {**IMAGE_CONTENT, "description": "the original file"}, **responses(401, 403, 404, 422)},
+            responses={200: {**IMAGE_CONTENT, "description": "the original file"},
+                       307: {"description": "an image indexed from a URL (`vlsearch index --ray --list`): its URL"},
+                       **responses(401, 403, 404, 422)},
             summary="The original image file")
-async def original(image_id: ImageId, service: Service = Depends(get_service)) -> FileResponse:
+async def original(image_id: ImageId, service: Service = Depends(get_service)) -> Response:
     """Only indexed images whose files lie inside the library's indexed folders (symlinks resolved) are served;
-    no path ever comes from the request."""
+    no path ever comes from the request. An image indexed from an http(s) URL is a redirect to that URL."""
     row = await asyncio.to_thread(service.record, image_id)
     if row is None:
         raise ApiError(404, f"image {image_id} is not in the library")
+    if row.path.startswith(("http://", "https://")) and row.status == "ok":
+        return RedirectResponse(row.path, status_code=307)
     path = await asyncio.to_thread(servable_path, service, row)
     if path is None:
         raise ApiError(404, f"image {image_id}'s file is not available: it could not be read when indexed, or it is "
