@@ -510,7 +510,14 @@ class RayIndexer:
             for start in range(0, len(shards), WINDOW_SHARDS):
                 window = {f"{run_id}-{n:06d}": shard for n, shard in enumerate(shards[start : start + WINDOW_SHARDS],
                                                                                 start)}
-                self._run_window(ray, window, report, upserts, removed)
+                try:
+                    self._run_window(ray, window, report, upserts, removed)
+                except ray.exceptions.RayError as exc:  # a model that cannot load on a node, a worker out of memory
+                    lines = [line for line in str(exc).splitlines() if line.strip()]
+                    cause = lines[-1] if lines else type(exc).__name__
+                    raise DistributedError(
+                        f"the Ray job failed: {cause}. {report.shards} shards were finished and are kept; run the same "
+                        "command again to resume.") from exc
         finally:
             if started_here:
                 ray.shutdown()

@@ -258,3 +258,18 @@ def test_clear_errors(env):
     (env / "l.csv").write_text("path\n")
     code, out = cli("index", "--list", env / "l.csv", "--library", env / "lib", "--model", "tiny-random")
     assert code == 2 and "--list needs --ray" in out
+
+
+def test_a_model_that_cannot_load_on_the_workers_is_a_clear_error(cluster, env):
+    from encoders import load_encoder
+    from indexer.distributed import DistributedError, ModelSpecs, RayIndexer, RayOptions
+
+    write_photos(env / "photos", 2)
+    lib = Library.open(env / "lib")
+    try:
+        specs = ModelSpecs(encoder="no-such-model", weights=None, model_dir=None, device="cpu")
+        with pytest.raises(DistributedError, match="the Ray job failed: .*unknown model 'no-such-model'.*resume"):
+            RayIndexer(lib, load_encoder("tiny-random", device="cpu"), specs, RayOptions()).run([env / "photos"])
+        assert not list((env / "lib" / "ray-shards").glob("*"))
+    finally:
+        lib.close()
