@@ -9,6 +9,7 @@ BENCHMARKS.md reads them. `python -m bench WHICH --help` lists a benchmark's opt
     api           HTTP requests/s and p50/p99 at 1/8/32 clients, micro-batching on and off
     soak          32 clients searching while index jobs add and deletes remove images: errors, torn reads, RSS
     index-choice  the FAISS study behind the Flat/IVF choice (recall, latency, memory)
+    scale         budgeted IVF-PQ indexes at 1M and 10M vectors: build time, bytes/vector, latency, recall
     all           every one of them in turn, with their defaults
 """
 
@@ -19,8 +20,8 @@ import sys
 import time
 
 BENCHES = {"indexing": "bench.indexing", "captioning": "bench.captioning", "query": "bench.query",
-           "api": "bench.api", "soak": "bench.soak", "index-choice": "bench.index_choice"}
-ALL = ("indexing", "captioning", "query", "api", "soak")  # index-choice is a one-off study, run on its own
+           "api": "bench.api", "soak": "bench.soak", "index-choice": "bench.index_choice", "scale": "bench.scale"}
+ALL = ("indexing", "captioning", "query", "api", "soak")  # index-choice and scale (hours at 10M) run on their own
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from library import migrate
 from library.schema import Caption, Embedding, ImageRecord, ModelRecord, OcrText
-from library.vectors import FLAT_LIMIT, VectorIndex, VectorLookup
+from library.vectors import CHUNK_VECTORS, FLAT_LIMIT, VectorChunks, VectorIndex, VectorLookup
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,27 @@ class Library:
                     blobs.append(blob)
         return np.asarray(out_ids, dtype=np.int64), decode_vectors(blobs, rec.dim)
 
+    def vector_chunks(self, model: str, chunk: int = CHUNK_VECTORS) -> VectorChunks:
+        """Passes over `model`'s (ids, float32 vectors) in image id order, `chunk` rows at a time: what an index of
+        a library too large to load at once is built from. Each pass reads SQLite afresh."""
+        dim = self.require_model(model).dim
+        query = select(Embedding.image_id, Embedding.vector).where(Embedding.model == model)
+
+        def passes() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            last = None
+            while True:
+                with self.engine.connect() as conn:
+                    page = query if last is None else query.where(Embedding.image_id > last)
+                    rows = conn.execute(page.order_by(Embedding.image_id).limit(chunk)).all()
+                if not rows:
+                    return
+                last = rows[-1][0]
+                yield np.asarray([r[0] for r in rows], dtype=np.int64), decode_vectors([r[1] for r in rows], dim)
+                if len(rows) < chunk:
+                    return
+
+        return passes
+
     def vector_index(self, model: str, max_stale_s: float = 0.0) -> VectorIndex:
         """The FAISS index of `model`, current with SQLite: from memory, from its file, or rebuilt.
 
@@ -286,11 +307,12 @@ class Library:
         path = self.index_path(model)
         count = self.vector_count(model)
         index = None
-        requested = "auto"
+        requested, options = "auto", {}
         if path.exists():
             try:
                 loaded, meta = VectorIndex.load(path, rec.dim, rescore_from=self.stored_vectors(model))
-                requested = loaded.requested  # a stale ivfpq or hnsw index is rebuilt as one
+                # a stale ivfpq or hnsw index is rebuilt as one, within the memory budget it was built for
+                requested, options = loaded.requested, loaded.build_options
                 if meta.generation == rec.generation and meta.count == count and meta.model == model:
                     index = loaded
                 else:
@@ -301,7 +323,7 @@ class Library:
         elif count:
             log.warning("%s is missing; rebuilding it from %s", path, DB_NAME)
         if index is None:
-            index = self.rebuild_index(model, requested)
+            index = self.rebuild_index(model, requested, **options)
         else:
             if index.kind != "flat" and not index.recall:
                 # Saved before the recall guard existed, with fixed settings that miss text queries: tune it now
@@ -315,12 +337,15 @@ class Library:
             self._indexes[model] = (rec.generation, index, time.monotonic())
         return index
 
-    def rebuild_index(self, model: str, kind: str = "auto") -> VectorIndex:
-        """Build `model`'s FAISS index from SQLite and save it."""
+    def rebuild_index(self, model: str, kind: str = "auto", *, memory_budget: int | None = None,
+                      latency_target_ms: float | None = None, opq: bool = False) -> VectorIndex:
+        """Build `model`'s FAISS index from SQLite, a chunk of vectors at a time, and save it. `memory_budget`
+        (bytes) lets the builder pick the index that fits (library/vectors.py plan_index); `latency_target_ms`
+        caps the search setting the recall guard may choose."""
         rec = self.require_model(model)
-        ids, vectors = self.load_vectors(model)
-        index = VectorIndex.build(ids, vectors, rec.dim, kind, rescore_from=self.stored_vectors(model))
-        del vectors  # before serialising: at 1M vectors each copy is 2 GB
+        index = VectorIndex.build_from_chunks(self.vector_chunks(model), self.vector_count(model), rec.dim, kind,
+                                              rescore_from=self.stored_vectors(model), memory_budget=memory_budget,
+                                              latency_target_ms=latency_target_ms, opq=opq)
         self._place(index)
         self.save_index(model, index, rec.generation)
         return index
@@ -358,20 +383,23 @@ class Library:
             log.info("searching the %s index of %d vectors on the GPU", index.kind, index.ntotal)
 
     def apply_to_index(self, model: str, index: VectorIndex, upserts: list[int], removed: list[int]) -> None:
-        """Bring an index that was current before a run up to date with that run's changes, and save it."""
+        """Bring an index that was current before a run up to date with that run's changes, and save it. A
+        memory-mapped index (a large one, mapped read-only when loaded) is read into memory for the update first."""
         rec = self.require_model(model)
+        options = index.build_options
         if not index.can_remove and (removed or upserts):
-            self.rebuild_index(model, index.requested)
+            self.rebuild_index(model, index.requested, **options)
             return
         if index.kind == "flat" and index.requested == "auto" and index.ntotal + len(upserts) >= FLAT_LIMIT:
-            self.rebuild_index(model, "auto")  # grown past exact search: switch to the approximate index
+            self.rebuild_index(model, "auto", **options)  # grown past exact search: switch to the approximate index
             return
+        index = index.in_memory()
         index.remove(np.asarray(sorted(set(upserts) | set(removed)), dtype=np.int64))
         ids, vectors = self.load_vectors(model, sorted(set(upserts)))
         index.add(ids, vectors)
         if index.ntotal != self.vector_count(model):
             log.warning("index of %s disagrees with %s after update; rebuilding it", model, DB_NAME)
-            self.rebuild_index(model, index.requested)
+            self.rebuild_index(model, index.requested, **options)
             return
         self.save_index(model, index, rec.generation)
 

@@ -42,3 +42,16 @@ def test_query_benchmark_reports_recall_latency_and_memory_per_index_kind(tmp_pa
             assert latency["n"] == 10 and 0 < latency["p50"] <= latency["p99"]
     assert kinds["ivfpq"]["bytes_per_vector"] < kinds["ivf"]["bytes_per_vector"] / 2  # codes, not floats
     assert "| 12,000 | ivfpq |" in (tmp_path / "out" / "query.md").read_text()
+
+
+def test_scale_benchmark_builds_within_the_budget_and_reports_recall_latency_and_size(tmp_path):
+    assert bench(["scale", "--sizes", "12000", "--dim", "32", "--memory", "300KB", "--queries", "20",
+                  "--latency-queries", "5", "--repeats", "1", "--chunk", "5000", "--cache", str(tmp_path / "cache"),
+                  "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "scale.json").read_text())
+    (size,) = report["sizes"]
+    assert size["kind"] == "ivfpq" and size["build"]["memory_budget"] == 300_000
+    assert size["file_bytes"] <= 300_000 and abs(size["estimate_error"]) < 0.02
+    assert 0.5 < size["recall"]["text"] <= 1.0 and size["recall"]["image"] > 0.8
+    assert size["latency_ms"]["text"]["rescored"]["p50"] > 0 and size["build"]["train_s"] >= 0
+    assert "| 12,000 | 300.0 KB | ivfpq" in (tmp_path / "out" / "scale.md").read_text()

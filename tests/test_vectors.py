@@ -432,3 +432,157 @@ def test_a_recall_check_while_a_writer_works_is_used_but_not_saved(tmp_path, dat
         index = Library.open(tmp_path / "lib").vector_index("m")
     assert index.params["nprobe"] > 1 and index.recall
     assert meta_path(path).read_text() == unchecked
+
+
+# -- memory budgets, chunked builds, memory-mapped files, latency targets, sharding ---------------------------------
+
+
+def test_a_memory_budget_picks_exact_search_while_it_fits_then_ever_smaller_codes():
+    """autofaiss's rules: Flat if it fits, IVF-Flat below 1M vectors if it fits, else IVF-PQ with the largest code
+    that fits; never an estimate over the budget, and a clear error where nothing fits."""
+    plan = library.vectors.plan_index
+    assert plan(20_000, 64, "auto", 10**8).kind == "flat"
+    assert plan(200_000, 64, "auto", 10**9).kind == "ivf"  # past FLAT_LIMIT: IVF-Flat while it fits
+    chosen = [plan(20_000, 64, "auto", budget) for budget in (700_000, 600_000, 500_000)]
+    assert [p.m for p in chosen] == [16, 8, 4] and {p.kind for p in chosen} == {"ivfpq"}
+    assert all(p.estimated_bytes <= p.memory_budget for p in chosen)
+    too_small = r"need at least 440.7 KB \(IVF-PQ with 4-byte codes\); the memory budget is 400.0 KB"
+    with pytest.raises(ValueError, match=too_small):
+        plan(20_000, 64, "auto", 400_000)
+    big = plan(10_000_000, 512, "auto", 4 * 10**9)
+    assert big.factory == "IVF16384_HNSW32,PQ128x8" and big.estimated_bytes <= 4 * 10**9
+    assert plan(10_000_000, 512, "auto", 1 * 10**9).m == 64
+    assert plan(2_000_000, 512, "ivfpq", 4 * 10**9, opq=True).factory == "OPQ128,IVF16384_HNSW32,PQ128x8"
+    assert plan(20_000, 64, "flat", 100_000).over_budget  # a kind asked for is built, and flagged
+    assert plan(20_000, 64, "auto").kind == "flat" and plan(20_000, 64, "ivfpq").m == 16  # no budget: as before
+
+
+@pytest.fixture(scope="module")
+def budgeted(data):
+    ids, vectors, _ = data
+    return VectorIndex.build(ids, vectors, DIM, "auto", memory_budget=300_000,
+                             rescore_from=from_dict(lookup_of(ids, vectors)))
+
+
+def test_a_budgeted_index_fits_its_budget_and_records_what_it_chose(tmp_path, data, budgeted):
+    ids, vectors, queries = data
+    assert budgeted.kind == "ivfpq" and budgeted.build_info["m"] == 8 and budgeted.build_info["nbits"] == 8
+    assert recall(budgeted, ids, vectors, queries) >= 0.9
+    path = tmp_path / "v.faiss"
+    budgeted.save(path, budgeted.meta("m", 1))
+    build = json.loads(meta_path(path).read_text())["build"]
+    assert build["estimated_bytes"] <= build["memory_budget"] == 300_000
+    assert abs(path.stat().st_size / build["estimated_bytes"] - 1) < 0.02  # the estimate is the file, nearly
+    assert build["file_bytes"] == path.stat().st_size
+    assert build["factory"].endswith(",PQ8x8") and build["nlist"] > 1 and build["train_points"] > 0
+    assert build["p50_ms"] > 0 and build["train_s"] >= 0 and build["add_s"] >= 0
+    loaded, _ = VectorIndex.load(path, DIM, rescore_from=from_dict(lookup_of(ids, vectors)))
+    assert loaded.build_options == {"memory_budget": 300_000, "latency_target_ms": None, "opq": False}
+
+
+def test_a_chunked_build_equals_the_one_shot_build(data, budgeted):
+    ids, vectors, queries = data
+
+    def chunks():
+        for lo in range(0, len(ids), 2_500):
+            yield ids[lo : lo + 2_500], vectors[lo : lo + 2_500]
+
+    chunked = VectorIndex.build_from_chunks(chunks, len(ids), DIM, "auto", memory_budget=300_000,
+                                            rescore_from=from_dict(lookup_of(ids, vectors)))
+    assert chunked.build_info["factory"] == budgeted.build_info["factory"] and chunked.params == budgeted.params
+    for a, b in zip(chunked.search(queries, 10), budgeted.search(queries, 10), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_memory_mapped_index_searches_alike_and_refuses_changes(tmp_path, data, budgeted):
+    ids, vectors, queries = data
+    path = tmp_path / "v.faiss"
+    budgeted.save(path, budgeted.meta("m", 1))
+    mapped, _ = VectorIndex.load(path, DIM, rescore_from=from_dict(lookup_of(ids, vectors)), mmap=True)
+    assert mapped.mmapped and mapped.params == budgeted.params
+    for a, b in zip(mapped.search(queries, 10), budgeted.search(queries, 10), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(library.vectors.ReadOnlyIndexError, match="memory-mapped read-only"):
+        mapped.add(ids[:1], vectors[:1])  # FAISS itself would abort the process
+    with pytest.raises(library.vectors.ReadOnlyIndexError):
+        mapped.save(path, mapped.meta("m", 2))
+    writable = mapped.in_memory()
+    writable.remove(ids[:10])
+    assert not writable.mmapped and writable.ntotal == len(ids) - 10 and mapped.ntotal == len(ids)
+
+
+def test_a_library_maps_a_large_index_and_updates_it_in_memory(tmp_path, data, monkeypatch):
+    """A file over MMAP_RAM_FRACTION of the free RAM is mapped when loaded; an index run's changes read it into
+    memory, apply, and save a new file, which the next load maps again."""
+    ids, vectors, _ = data
+    lib = synthetic_library(tmp_path / "lib", ids, vectors)
+    built = lib.rebuild_index("m", memory_budget=300_000)
+    assert built.kind == "ivfpq" and built.ntotal == len(ids)
+    monkeypatch.setattr(library.vectors, "MMAP_RAM_FRACTION", 0.0)
+    reopened = Library.open(tmp_path / "lib")
+    index = reopened.vector_index("m")
+    assert index.mmapped
+    deleted, removed = reopened.delete_images(ids[:5].tolist())
+    reopened.apply_to_index("m", index, [], removed["m"])
+    again = Library.open(tmp_path / "lib").vector_index("m")
+    assert again.mmapped and again.ntotal == len(ids) - 5 and again.build_options["memory_budget"] == 300_000
+    assert not set(ids[:5].tolist()) & set(again.search(vectors[:5], 10)[1].ravel().tolist())
+
+
+def test_a_latency_target_caps_nprobe_and_says_when_recall_must_give_way(data, caplog):
+    ids, vectors, _ = data
+    relaxed = VectorIndex.build(ids, vectors, DIM, "ivf", latency_target_ms=10_000)
+    assert "conflict" not in relaxed.build_info and relaxed.build_info["p50_ms"] > 0
+    assert relaxed.recall["text_like"] >= 0.95
+    with caplog.at_level(logging.WARNING, logger="library.vectors"):
+        strict = VectorIndex.build(ids, vectors, DIM, "ivf", latency_target_ms=1e-6)
+    assert strict.params["nprobe"] == 1 < relaxed.params["nprobe"]
+    assert "answers in more than 1e-06 ms" in strict.build_info["conflict"]
+    assert strict.recall["text_like"] < relaxed.recall["text_like"]  # the recall it settles for is what it reports
+    assert "answers in more than" in caplog.text
+
+
+def test_several_gpus_get_a_shard_each(data, monkeypatch):
+    ids, vectors, queries = data
+    module = fake_faiss(gpus=2)
+    calls = []
+
+    class ClonerOptions:
+        shard = False
+
+    def index_cpu_to_gpu_multiple_py(resources, index, options, gpus):
+        calls.append((len(resources), options.shard, gpus))
+        module.copies.append(GpuCopy(index))
+        return module.copies[-1]
+
+    module.GpuMultipleClonerOptions = ClonerOptions
+    module.index_cpu_to_gpu_multiple_py = index_cpu_to_gpu_multiple_py
+    monkeypatch.setattr(library.vectors, "_GPU_RESOURCES", {})
+    monkeypatch.setattr(library.vectors, "_SHARD_RESOURCES", {})
+    index = VectorIndex.build(ids, vectors, DIM, "ivf")
+    assert index.use_gpu(True, module) and index.gpu_shards == 2
+    assert calls == [(2, True, [0, 1])]
+    np.testing.assert_array_equal(index.search(queries, 10)[1], index.index.search(queries, 10)[1])
+    assert module.copies[-1].searches == 1
+    one = VectorIndex.build(ids[:500], vectors[:500], DIM, "flat")
+    assert one.use_gpu(True, fake_faiss(gpus=1)) and one.gpu_shards == 0
+
+
+def test_reindex_takes_a_memory_budget_and_reports_what_it_built(tmp_path, data, monkeypatch):
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    ids, vectors, _ = data
+    synthetic_library(tmp_path / "lib", ids[:300], vectors[:300]).close()
+    monkeypatch.setenv("VLSEARCH_LIBRARY", str(tmp_path / "lib"))
+    runner = CliRunner()
+    result = runner.invoke(app, ["reindex", "--memory", "1MB", "--latency-ms", "50"])
+    assert result.exit_code == 0, result.output
+    assert "300 vectors, flat index (IDMap2,Flat)" in result.output and "budget 1.0 MB" in result.output
+    assert "bytes/vector" in result.output
+    for bad, message in (("4XB", "not a size"), ("0GB", "more than 0"), ("lots", "such as 512MB")):
+        result = runner.invoke(app, ["reindex", "--memory", bad])
+        assert result.exit_code == 2 and message in result.output, result.output
+    result = runner.invoke(app, ["reindex", "--memory", "1KB"])
+    assert result.exit_code == 2 and "need at least" in result.output
