@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -247,16 +248,19 @@ class EmbedStage:
         self.encoder = load_encoder(specs.encoder, weights=Path(specs.weights) if specs.weights else None,
                                     model_dir=Path(specs.model_dir) if specs.model_dir else None,
                                     device=specs.device, allow_download=False)
+        from PIL import Image
+
+        self.shape = tuple(self.encoder.preprocess(Image.new("RGB", (64, 64))).shape)  # what the decoders send
 
     def __call__(self, table: pa.Table) -> pa.Table:
         import torch
 
-        size, dim = self.encoder.input_size, self.encoder.dim
+        dim = self.encoder.dim
         blobs = table.column("pixels").to_pylist()
         ok = [i for i, blob in enumerate(blobs) if blob is not None]
         vectors = np.zeros((len(blobs), dim), dtype=np.float32)
         if ok:
-            pixels = np.stack([np.frombuffer(blobs[i], dtype=np.float16).reshape(3, size, size) for i in ok])
+            pixels = np.stack([np.frombuffer(blobs[i], dtype=np.float16).reshape(self.shape) for i in ok])
             vectors[ok] = self.encoder.encode_image_tensors(torch.from_numpy(pixels.astype(np.float32)))
         valid = np.zeros(len(blobs), dtype=bool)
         valid[ok] = True
@@ -513,8 +517,7 @@ class RayIndexer:
                 try:
                     self._run_window(ray, window, report, upserts, removed)
                 except ray.exceptions.RayError as exc:  # a model that cannot load on a node, a worker out of memory
-                    lines = [line for line in str(exc).splitlines() if line.strip()]
-                    cause = lines[-1] if lines else type(exc).__name__
+                    cause = _cause(exc)
                     raise DistributedError(
                         f"the Ray job failed: {cause}. {report.shards} shards were finished and are kept; run the same "
                         "command again to resume.") from exc
@@ -616,6 +619,14 @@ class RayIndexer:
             report.captioned += part.num_rows - part.column("caption").null_count
         if "ocr_text" in names:
             report.read += part.num_rows - part.column("ocr_text").null_count
+
+
+def _cause(exc: Exception) -> str:
+    """The user-facing line of a Ray error: the worker's own exception ("ValueError: ..."), not Ray's wrapping."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    ours = [line for line in lines if re.match(r"^[\w.]*(Error|Exception|Unavailable)\b.*: ", line)
+            and not line.startswith(("ray.", "UserCodeException"))]
+    return (ours or lines or [type(exc).__name__])[0]
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
