@@ -731,21 +731,52 @@ def reindex(
     library: LibraryOpt,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Only this model's index.")] = None,
     kind: Annotated[str, typer.Option(
-        "--index", help="auto (exact below 100k vectors, IVF above), flat, ivf, ivfpq (compressed: 1M vectors in "
-        "~150 MB, rescored from SQLite) or hnsw. Approximate kinds are tuned at build to recall@10 >= 0.95.")] = "auto",
+        "--index", help="auto (exact below 100k vectors, IVF above; with --memory the index that fits), flat, ivf, "
+        "ivfpq (compressed: 1M vectors in ~150 MB, rescored from SQLite) or hnsw. Approximate kinds are tuned at "
+        "build to recall@10 >= 0.95.")] = "auto",
+    memory: Annotated[str | None, typer.Option(
+        "--memory", help="Memory budget of the index, e.g. 512MB, 4GB, 1.5GiB: auto then builds exact search, "
+        "IVF-Flat or IVF-PQ with the largest codes that fit (trained on a sample, vectors added in chunks).")] = None,
+    latency_ms: Annotated[float | None, typer.Option(
+        "--latency-ms", help="Latency target of one query (ms, on this machine): the search setting is capped "
+        "where the recall target would be slower, and the conflict reported.")] = None,
+    opq: Annotated[bool, typer.Option("--opq", help="Rotate vectors with OPQ before IVF-PQ codes.")] = False,
 ) -> None:
     """Rebuild the FAISS index files from the vectors stored in SQLite."""
     from library import LibraryError
+    from library.vectors import format_bytes, parse_size
 
+    try:
+        budget = parse_size(memory) if memory is not None else None
+    except ValueError as exc:
+        raise fail(f"--memory: {exc}") from None
+    if latency_ms is not None and latency_ms <= 0:
+        raise fail(f"--latency-ms must be more than 0, not {latency_ms}")
     lib = open_library(library)
     names = [model] if model else [m.name for m in lib.models()]
     for name in names:
         try:
-            index = lib.rebuild_index(name, kind)
+            index = lib.rebuild_index(name, kind, memory_budget=budget, latency_target_ms=latency_ms, opq=opq)
         except (LibraryError, ValueError) as exc:
             raise fail(str(exc)) from None
         where = escape(str(lib.index_path(name)))
-        console.print(f"{escape(name)}: {index.ntotal} vectors, {index.kind} index → {where}")
+        info = index.build_info
+        console.print(f"{escape(name)}: {index.ntotal} vectors, {index.kind} index ({info.get('factory', '')}) "
+                      f"→ {where}")
+        size = info.get("file_bytes") or info.get("estimated_bytes") or 0
+        facts = [f"{format_bytes(size)}, {size / max(index.ntotal, 1):,.0f} bytes/vector"]
+        if budget is not None:
+            facts.append(f"budget {format_bytes(budget)}")
+        if index.params:
+            facts.append(", ".join(f"{k} {v}" for k, v in index.params.items()))
+        if index.recall:
+            facts.append(f"recall@10 {index.recall['stored']:.3f} (stored) / {index.recall['text_like']:.3f} "
+                         "(text-like)")
+        if "p50_ms" in info:
+            facts.append(f"p50 {info['p50_ms']:.2f} ms")
+        console.print("  " + "; ".join(facts))
+        if info.get("conflict"):
+            console.print(f"  [yellow]latency target not met at the recall target:[/] {escape(info['conflict'])}")
 
 
 @db_app.command("upgrade")
