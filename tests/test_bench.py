@@ -55,3 +55,15 @@ def test_scale_benchmark_builds_within_the_budget_and_reports_recall_latency_and
     assert 0.5 < size["recall"]["text"] <= 1.0 and size["recall"]["image"] > 0.8
     assert size["latency_ms"]["text"]["rescored"]["p50"] > 0 and size["build"]["train_s"] >= 0
     assert "| 12,000 | 300.0 KB | ivfpq" in (tmp_path / "out" / "scale.md").read_text()
+
+
+def test_distributed_benchmark_compares_ray_with_a_local_run_and_measures_the_merge(tmp_path):
+    assert bench(["distributed", "--count", "6", "--models", "tiny-random", "--shard-size", "4", "--ray-cpus", "2",
+                  "--merge-rows", "3000", "--photos", str(tmp_path / "photos"), "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "distributed.json").read_text())
+    (run,) = report["runs"]
+    assert run["shards"] == 2 and run["ray_images_per_s"] > 0 and run["local_images_per_s"] > 0
+    assert run["shard_bytes_per_image"] > 1000  # a thumbnail and a vector at least
+    merge = report["synthetic_merge"]
+    assert merge["rows"] == 3000 and merge["rows_per_s"] > 0 and merge["sqlite_bytes_per_row"] > 512
+    assert "| tiny-random |" in (tmp_path / "out" / "distributed.md").read_text()
