@@ -84,6 +84,10 @@ TRAIN_MIN_POINTS_PER_LIST = 39
 TRAIN_MAX_POINTS = 256_000
 PQ_CODE_SIZES = (256, 128, 64, 48, 32, 24, 16, 8, 4)  # bytes a vector, 8-bit codes
 CHUNK_VECTORS = 100_000  # what the chunked builder adds at a time (200 MB of float32 at dimension 512)
+# Adding finds each vector's one nearest list with the HNSW quantizer's efSearch at FAISS's default, 16: at 64 (what
+# searches at nprobe 32 use) adding 1M vectors took 235 s here, most of it in that search, and an image vector sits
+# among the centroids, where a small beam finds its list.
+QUANTIZER_ADD_EF = 16
 LATENCY_QUERIES = 100  # single queries timed after the guard, for the p50 latency it records
 # A saved IVF index larger than this share of the available RAM is memory-mapped read-only on load.
 MMAP_RAM_FRACTION = 0.5
@@ -366,7 +370,7 @@ class VectorIndex:
         trained = time.perf_counter()
         queries = np.vstack([stored, text_like_probes(stored, rng)]) if guard else None
         built = cls(index, plan.kind, dim, params, rescore_from=rescore_from, requested=requested)
-        built._quantizer_ef()  # adding assigns with the HNSW quantizer's efSearch, as searches will
+        built._quantizer_ef(QUANTIZER_ADD_EF)
         truth = _TopK(queries, min(RECALL_K, count)) if guard else None
         added = 0
         for chunk_ids, chunk in chunks():
@@ -378,6 +382,7 @@ class VectorIndex:
                     truth.update(chunk, chunk_ids)
                 added += len(chunk_ids)
         finished = time.perf_counter()
+        built._quantizer_ef()
         built.build_info = {**asdict(plan), "requested": requested, "vectors": added,
                             "train_s": round(trained - started, 2), "add_s": round(finished - trained, 2)}
         if latency_target_ms is not None:
@@ -405,13 +410,14 @@ class VectorIndex:
         if "ef_search" in params and self.kind == "hnsw":
             faiss.downcast_index(self.index.index).hnsw.efSearch = int(params["ef_search"])
 
-    def _quantizer_ef(self) -> None:
-        """An HNSW coarse quantizer looks for nprobe lists with efSearch 2*nprobe, as autofaiss sets it."""
+    def _quantizer_ef(self, ef_search: int | None = None) -> None:
+        """An HNSW coarse quantizer looks for nprobe lists with efSearch 2*nprobe, as autofaiss sets it (or with
+        `ef_search`)."""
         if self.kind in ("ivf", "ivfpq"):
             ivf = faiss.extract_index_ivf(self.index)
             quantizer = faiss.downcast_index(ivf.quantizer)
             if isinstance(quantizer, faiss.IndexHNSW):
-                quantizer.hnsw.efSearch = max(2 * int(ivf.nprobe), 16)
+                quantizer.hnsw.efSearch = ef_search or max(2 * int(ivf.nprobe), 16)
 
     def _default_params(self) -> dict[str, int]:
         """The settings stored in the FAISS index itself (a file saved before the guard recorded them)."""
