@@ -67,8 +67,10 @@ INDEX_KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 # estimated_index_size_in_bytes): exact search while it fits (we keep our FLAT_LIMIT, autofaiss stops at 1,000 and
 # prefers HNSW, which misses text queries here), IVF-Flat below IVF_FLAT_MAX vectors if it fits, else IVF-PQ with
 # the largest code that fits the budget, counting 8 bytes of id per vector and the coarse quantizer. Lists: 4*sqrt(n)
-# rounded to a power of two below 1M vectors, 16,384 from 1M (autofaiss goes to 65,536 at 10M; we stop at
-# NLIST_MAX: k-means over 65,536 lists wants 2.5M training points, hours on a 2-core machine). From 1,000 lists the
+# rounded to a power of two, autofaiss's rule below 1M vectors, kept above it (autofaiss jumps to 16,384 lists at 1M:
+# there text queries needed nprobe 1024, 6 % of the lists, for recall 0.95, bench/results/scale.md), up to NLIST_MAX
+# (reached at ~10M; autofaiss goes to 65,536 at 10M, but k-means over 65,536 lists wants 2.5M training points,
+# hours on a 2-core machine). From 1,000 lists the
 # coarse quantizer is an HNSW graph (IVF{nlist}_HNSW32), which assigns a vector in microseconds where a flat one
 # compares it with every centroid: what makes adding 10M vectors take minutes. Training: 100 points a list, at least
 # the 39 faiss asks for, at most TRAIN_MAX_POINTS unless 39 a list need more. Code sizes: autofaiss's list, down to
@@ -232,14 +234,11 @@ def format_bytes(n: float) -> str:
 
 
 def _lists(n: int, budgeted: bool) -> int:
-    """IVF lists for n vectors: without a budget 4*sqrt(n) (bench/results/index_choice.md), with one autofaiss's
-    get_optimal_nb_clusters, capped at NLIST_MAX; never fewer than 39 vectors a list."""
-    if not budgeted:
-        wanted = int(IVF_LISTS_PER_SQRT_N * math.sqrt(max(n, 1)))
-    elif n < 1_000_000:
-        wanted = 2 ** round(math.log2(max(IVF_LISTS_PER_SQRT_N * math.sqrt(max(n, 1)), 1)))
-    else:
-        wanted = NLIST_MAX
+    """IVF lists for n vectors: 4*sqrt(n) (bench/results/index_choice.md), with a budget rounded to a power of two
+    as autofaiss's get_optimal_nb_clusters does, capped at NLIST_MAX; never fewer than 39 vectors a list."""
+    wanted = int(IVF_LISTS_PER_SQRT_N * math.sqrt(max(n, 1)))
+    if budgeted:
+        wanted = 2 ** round(math.log2(max(wanted, 1)))
     return max(1, min(wanted, NLIST_MAX, max(n // TRAIN_MIN_POINTS_PER_LIST, 1)))
 
 
