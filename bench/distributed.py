@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
         work = Path(tmp)
         runs = [run_model(spec, files, work, args) for spec in args.models.split(",") if spec]
         merge = synthetic_merge(work, args.merge_rows, 512, 10_000)
-    result = {"command": "python -m bench distributed " + " ".join(sys.argv[2:] if argv is None else argv),
+    result = {"command": "python -m bench distributed " + " ".join(sys.argv[1:] if argv is None else argv),
               "date": time.strftime("%Y-%m-%d"), "machine": machine(), "ray": ray.__version__,
               "photos": photo_stats(folder), "runs": runs, "synthetic_merge": merge}
     print(json.dumps(merge), flush=True)
