@@ -539,7 +539,7 @@ class RayIndexer:
             "shard": pa.array([name] * len(items), pa.string()),
         }) for name, items in window.items()]
         resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
+        gpus = int(resources.get("GPU", 0)) if self.specs.device != "cpu" else 0  # --device cpu: leave them be
         cpus = int(resources.get("CPU", 1))
         describe = bool(self.specs.caption or self.specs.ocr)
         # One embedding (and one describing) actor per GPU; the two share it when both use it, or the second
