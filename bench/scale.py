@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
             old = json.loads(previous.read_text())
             kept = [r for r in old.get("sizes", []) if r["n"] not in args.size_list]
             report["sizes"] = sorted(kept + sizes, key=lambda r: r["n"])
-            if kept and old.get("command") != report["command"]:
+            if kept and report["command"] not in old.get("command", ""):
                 report["command"] = f"{old['command']}; then {report['command']}"
         previous.write_text(json.dumps(report, indent=2) + "\n")
         write_markdown(out / "scale.md", report)

@@ -70,25 +70,29 @@ INDEX_KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 # rounded to a power of two, autofaiss's rule below 1M vectors, kept above it (autofaiss jumps to 16,384 lists at 1M:
 # there text queries needed nprobe 1024, 6 % of the lists, for recall 0.95, bench/results/scale.md), up to NLIST_MAX
 # (reached at ~10M; autofaiss goes to 65,536 at 10M, but k-means over 65,536 lists wants 2.5M training points,
-# hours on a 2-core machine). From 1,000 lists the
-# coarse quantizer is an HNSW graph (IVF{nlist}_HNSW32), which assigns a vector in microseconds where a flat one
-# compares it with every centroid: what makes adding 10M vectors take minutes. Training: 100 points a list, at least
+# hours on a 2-core machine). From HNSW_QUANTIZER_FROM lists
+# the coarse quantizer is an HNSW graph (IVF{nlist}_HNSW32; autofaiss: from 1,000), which assigns a vector in
+# microseconds where a flat one compares it with every centroid: what makes adding 10M vectors take minutes. Below
+# that a flat quantizer: over these clustered 512-d centroids HNSW finds a vector's nearest one only 56 % (efSearch
+# 16) to 74 % (64) of the time, and at 1M vectors the guard then needed nprobe 822 of 4,096 lists (28 ms) where a
+# flat quantizer needs ~32 (bench/results/scale.md, query.md). Training: 100 points a list, at least
 # the 39 faiss asks for, at most TRAIN_MAX_POINTS unless 39 a list need more. Code sizes: autofaiss's list, down to
 # sub-vectors of PQ_SUBVECTOR_DIM dimensions (it goes to 2: at dimension 512 those trained 2x and encoded 3x slower
 # on this VM, 203 vs 110 s and 45 vs 14 us a vector). OPQ (a learned rotation before PQ) is an option, off by
 # default: its training costs minutes here, and the exact rescoring recovers what PQ loses.
 IVF_FLAT_MAX = 1_000_000
 NLIST_MAX = 16_384
-HNSW_QUANTIZER_FROM = 1000  # lists
+HNSW_QUANTIZER_FROM = 16_384  # lists
 HNSW_QUANTIZER_M = 32
 TRAIN_POINTS_PER_LIST = 100
 TRAIN_MIN_POINTS_PER_LIST = 39
 TRAIN_MAX_POINTS = 256_000
 PQ_CODE_SIZES = (256, 128, 64, 48, 32, 24, 16, 8, 4)  # bytes a vector, 8-bit codes
 CHUNK_VECTORS = 100_000  # what the chunked builder adds at a time (200 MB of float32 at dimension 512)
-# Adding finds each vector's one nearest list with the HNSW quantizer's efSearch at FAISS's default, 16: at 64 (what
-# searches at nprobe 32 use) adding 1M vectors took 235 s here, most of it in that search, and an image vector sits
-# among the centroids, where a small beam finds its list.
+# Adding finds each vector's list with the HNSW quantizer's efSearch at FAISS's default, 16: at 64 (what searches at
+# nprobe 32 use) adding 1M vectors took 235 s here, most of it in that search. Neither is exact: over 16,384
+# clustered 512-d centroids HNSW found the nearest one for 56 % (16) and 74 % (64) of vectors, which is why a 10M
+# index needs nprobe ~1024 (bench/results/scale.md); exact assignment at 10M is open (see BENCHMARKS.md, Scale).
 QUANTIZER_ADD_EF = 16
 LATENCY_QUERIES = 100  # single queries timed after the guard, for the p50 latency it records
 # A saved IVF index larger than this share of the available RAM is memory-mapped read-only on load.

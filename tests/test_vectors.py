@@ -452,7 +452,7 @@ def test_a_memory_budget_picks_exact_search_while_it_fits_then_ever_smaller_code
     big = plan(10_000_000, 512, "auto", 4 * 10**9)
     assert big.factory == "IVF16384_HNSW32,PQ128x8" and big.estimated_bytes <= 4 * 10**9
     assert plan(10_000_000, 512, "auto", 1 * 10**9).m == 64
-    assert plan(2_000_000, 512, "ivfpq", 4 * 10**9, opq=True).factory == "OPQ128,IVF4096_HNSW32,PQ128x8"
+    assert plan(2_000_000, 512, "ivfpq", 4 * 10**9, opq=True).factory == "OPQ128,IVF4096,PQ128x8"
     assert plan(20_000, 64, "flat", 100_000).over_budget  # a kind asked for is built, and flagged
     assert plan(20_000, 64, "auto").kind == "flat" and plan(20_000, 64, "ivfpq").m == 16  # no budget: as before
 
