@@ -741,6 +741,10 @@ def reindex(
         "--latency-ms", help="Latency target of one query (ms, on this machine): the search setting is capped "
         "where the recall target would be slower, and the conflict reported.")] = None,
     opq: Annotated[bool, typer.Option("--opq", help="Rotate vectors with OPQ before IVF-PQ codes.")] = False,
+    quantizer: Annotated[str, typer.Option(
+        "--quantizer", help="Coarse quantizer of an IVF index: flat (exact; ~3 ms a query at 16,384 lists) or hnsw "
+        "(a graph: faster adds, but on clustered vectors it picks the wrong lists and needs a much larger nprobe; "
+        "see BENCHMARKS.md).")] = "flat",
 ) -> None:
     """Rebuild the FAISS index files from the vectors stored in SQLite."""
     from library import LibraryError
@@ -756,7 +760,8 @@ def reindex(
     names = [model] if model else [m.name for m in lib.models()]
     for name in names:
         try:
-            index = lib.rebuild_index(name, kind, memory_budget=budget, latency_target_ms=latency_ms, opq=opq)
+            index = lib.rebuild_index(name, kind, memory_budget=budget, latency_target_ms=latency_ms, opq=opq,
+                                      quantizer=quantizer)
         except (LibraryError, ValueError) as exc:
             raise fail(str(exc)) from None
         where = escape(str(lib.index_path(name)))

@@ -338,14 +338,15 @@ class Library:
         return index
 
     def rebuild_index(self, model: str, kind: str = "auto", *, memory_budget: int | None = None,
-                      latency_target_ms: float | None = None, opq: bool = False) -> VectorIndex:
+                      latency_target_ms: float | None = None, opq: bool = False,
+                      quantizer: str = "flat") -> VectorIndex:
         """Build `model`'s FAISS index from SQLite, a chunk of vectors at a time, and save it. `memory_budget`
         (bytes) lets the builder pick the index that fits (library/vectors.py plan_index); `latency_target_ms`
-        caps the search setting the recall guard may choose."""
+        caps the search setting the recall guard may choose; `quantizer` is an IVF index's coarse quantizer."""
         rec = self.require_model(model)
         index = VectorIndex.build_from_chunks(self.vector_chunks(model), self.vector_count(model), rec.dim, kind,
                                               rescore_from=self.stored_vectors(model), memory_budget=memory_budget,
-                                              latency_target_ms=latency_target_ms, opq=opq)
+                                              latency_target_ms=latency_target_ms, opq=opq, quantizer=quantizer)
         self._place(index)
         self.save_index(model, index, rec.generation)
         return index

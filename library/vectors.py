@@ -70,29 +70,33 @@ INDEX_KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 # rounded to a power of two, autofaiss's rule below 1M vectors, kept above it (autofaiss jumps to 16,384 lists at 1M:
 # there text queries needed nprobe 1024, 6 % of the lists, for recall 0.95, bench/results/scale.md), up to NLIST_MAX
 # (reached at ~10M; autofaiss goes to 65,536 at 10M, but k-means over 65,536 lists wants 2.5M training points,
-# hours on a 2-core machine). From HNSW_QUANTIZER_FROM lists
-# the coarse quantizer is an HNSW graph (IVF{nlist}_HNSW32; autofaiss: from 1,000), which assigns a vector in
-# microseconds where a flat one compares it with every centroid: what makes adding 10M vectors take minutes. Below
-# that a flat quantizer: over these clustered 512-d centroids HNSW finds a vector's nearest one only 56 % (efSearch
-# 16) to 74 % (64) of the time, and at 1M vectors the guard then needed nprobe 822 of 4,096 lists (28 ms) where a
-# flat quantizer needs ~32 (bench/results/scale.md, query.md). Training: 100 points a list, at least
+# hours on a 2-core machine). The coarse quantizer is flat (exact) unless an HNSW one is asked for
+# (IVF{nlist}_HNSW32, autofaiss's choice from 1,000 lists): over these clustered 512-d centroids an HNSW graph finds a
+# vector's nearest list for only 55 % of vectors (efSearch 16) and picks a query's lists so poorly that, at 1M vectors
+# and 16,384 lists, text recall@10 was 0.92 at nprobe 1024 (11 ms), where a flat quantizer reaches 0.95 at nprobe 64
+# (3.4 ms: comparing a query with 16,384 centroids costs ~3 ms on one core); bench/results/scale.md. A flat quantizer
+# makes adding cost a comparison with every centroid (BLAS: ~100 s per 1M vectors at 16,384 lists on 2 cores; a
+# 10M build adds for ~17 min). Training: 100 points a list, at least
 # the 39 faiss asks for, at most TRAIN_MAX_POINTS unless 39 a list need more. Code sizes: autofaiss's list, down to
 # sub-vectors of PQ_SUBVECTOR_DIM dimensions (it goes to 2: at dimension 512 those trained 2x and encoded 3x slower
 # on this VM, 203 vs 110 s and 45 vs 14 us a vector). OPQ (a learned rotation before PQ) is an option, off by
 # default: its training costs minutes here, and the exact rescoring recovers what PQ loses.
 IVF_FLAT_MAX = 1_000_000
 NLIST_MAX = 16_384
-HNSW_QUANTIZER_FROM = 16_384  # lists
+QUANTIZERS = ("flat", "hnsw")
 HNSW_QUANTIZER_M = 32
+# From this many lists k-means finds each training point's nearest centroid with an HNSW graph over the centroids
+# (rebuilt each iteration) rather than by brute force: 16,384 lists x 640k points x 10 iterations take ~25 min on 2
+# cores by brute force, ~1/5 of that with the graph. The approximate assignment costs little: centroids trained so
+# gave the flat-quantizer recall above.
+HNSW_TRAINING_FROM = 16_384
 TRAIN_POINTS_PER_LIST = 100
 TRAIN_MIN_POINTS_PER_LIST = 39
 TRAIN_MAX_POINTS = 256_000
 PQ_CODE_SIZES = (256, 128, 64, 48, 32, 24, 16, 8, 4)  # bytes a vector, 8-bit codes
 CHUNK_VECTORS = 100_000  # what the chunked builder adds at a time (200 MB of float32 at dimension 512)
-# Adding finds each vector's list with the HNSW quantizer's efSearch at FAISS's default, 16: at 64 (what searches at
-# nprobe 32 use) adding 1M vectors took 235 s here, most of it in that search. Neither is exact: over 16,384
-# clustered 512-d centroids HNSW found the nearest one for 56 % (16) and 74 % (64) of vectors, which is why a 10M
-# index needs nprobe ~1024 (bench/results/scale.md); exact assignment at 10M is open (see BENCHMARKS.md, Scale).
+# An HNSW coarse quantizer (when asked for) finds each added vector's list at FAISS's default efSearch, 16: at 64
+# (what searches at nprobe 32 use) adding 1M vectors took 235 s here, most of it in that search.
 QUANTIZER_ADD_EF = 16
 LATENCY_QUERIES = 100  # single queries timed after the guard, for the p50 latency it records
 # A saved IVF index larger than this share of the available RAM is memory-mapped read-only on load.
@@ -141,7 +145,7 @@ class IndexPlan:
     m: int = 0  # PQ bytes a vector (8-bit codes)
     nbits: int = 0
     opq: bool = False
-    quantizer: str = ""  # "flat" or "hnsw" for IVF kinds
+    quantizer: str = ""  # "flat" or "hnsw" for IVF kinds (see QUANTIZERS)
     train_points: int = 0
     estimated_bytes: int = 0
     memory_budget: int | None = None
@@ -149,17 +153,19 @@ class IndexPlan:
 
 
 def plan_index(n: int, dim: int, kind: str = "auto", memory_budget: int | None = None,
-               opq: bool = False) -> IndexPlan:
+               opq: bool = False, quantizer: str = "flat") -> IndexPlan:
     """The index to build for `n` vectors: without a budget as before (exact below FLAT_LIMIT, IVF-Flat above,
     IVF-PQ with 4-dimensional sub-vectors when asked for); with one, by autofaiss's rules (see INDEX_KINDS above).
-    Raises ValueError when auto can fit nothing in the budget."""
+    `quantizer` is the IVF kinds' coarse quantizer, flat or hnsw. Raises ValueError when auto can fit nothing in the
+    budget."""
     if kind not in INDEX_KINDS:
         raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(INDEX_KINDS)}")
+    if quantizer not in QUANTIZERS:
+        raise ValueError(f"unknown coarse quantizer {quantizer!r}; choose one of {', '.join(QUANTIZERS)}")
     if memory_budget is not None and memory_budget <= 0:
         raise ValueError(f"the memory budget must be positive, not {memory_budget}")
     budgeted = memory_budget is not None
     nlist = _lists(n, budgeted)
-    quantizer = "hnsw" if budgeted and nlist >= HNSW_QUANTIZER_FROM else "flat"
 
     def make(kind: str, m: int = 0) -> IndexPlan:
         if kind == "flat":
@@ -311,7 +317,7 @@ class VectorIndex:
     def build(cls, ids: np.ndarray, vectors: np.ndarray, dim: int, kind: str = "auto", *,
               rescore_from: VectorLookup | None = None, target_recall: float | None = RECALL_TARGET,
               nprobe: int | None = None, ef_search: int | None = None, memory_budget: int | None = None,
-              latency_target_ms: float | None = None, opq: bool = False) -> VectorIndex:
+              latency_target_ms: float | None = None, opq: bool = False, quantizer: str = "flat") -> VectorIndex:
         """Make the index that suits this many vectors (exact below FLAT_LIMIT, IVF-Flat above; with a
         `memory_budget` in bytes, see plan_index), then let the recall guard tune an approximate one
         (`target_recall` None skips it). `nprobe` / `ef_search` are where the guard starts; with a
@@ -322,20 +328,21 @@ class VectorIndex:
         return cls.build_from_chunks(lambda: [(ids, vectors)], len(ids), dim, kind, rescore_from=rescore_from,
                                      target_recall=target_recall, nprobe=nprobe, ef_search=ef_search,
                                      memory_budget=memory_budget, latency_target_ms=latency_target_ms, opq=opq,
-                                     exact_from=array_lookup(ids, vectors))
+                                     quantizer=quantizer, exact_from=array_lookup(ids, vectors))
 
     @classmethod
     def build_from_chunks(cls, chunks: VectorChunks, count: int, dim: int, kind: str = "auto", *,
                           rescore_from: VectorLookup | None = None, target_recall: float | None = RECALL_TARGET,
                           nprobe: int | None = None, ef_search: int | None = None,
                           memory_budget: int | None = None, latency_target_ms: float | None = None,
-                          opq: bool = False, exact_from: VectorLookup | None = None) -> VectorIndex:
+                          opq: bool = False, quantizer: str = "flat",
+                          exact_from: VectorLookup | None = None) -> VectorIndex:
         """`build` over vectors that need not fit in RAM: `chunks()` is called for each pass over them (a sample
         for training and the guard's queries, then adding, which also finds the guard's exact neighbours), and
         `count` says how many it yields. `exact_from` gives the guard exact vectors of IVF-PQ candidates (default
         `rescore_from`)."""
         requested = kind
-        plan = plan_index(count, dim, kind, memory_budget, opq)
+        plan = plan_index(count, dim, kind, memory_budget, opq, quantizer)
         if plan.kind == "ivfpq" and rescore_from is None:
             raise ValueError("an IVF-PQ index rescores its candidates with the exact vectors: pass rescore_from")
         started = time.perf_counter()
@@ -359,10 +366,7 @@ class VectorIndex:
                 params["rescore_factor"] = RESCORE_FACTOR
             ivf = faiss.extract_index_ivf(index)
             assigner = None
-            if plan.quantizer == "hnsw":
-                # k-means assigns each training point to its nearest centroid every iteration; FAISS does it by
-                # brute force for an HNSW quantizer, 16,384 lists x 640k points x 10 iterations, ~25 min on 2 cores.
-                # An HNSW graph over the centroids (rebuilt each iteration) does it in ~1/5 of the time.
+            if plan.nlist >= HNSW_TRAINING_FROM:  # see HNSW_TRAINING_FROM
                 assigner = faiss.IndexHNSWFlat(dim, HNSW_QUANTIZER_M, faiss.METRIC_L2)
                 ivf.clustering_index = assigner
             index.train(sample)
@@ -386,7 +390,8 @@ class VectorIndex:
                 added += len(chunk_ids)
         finished = time.perf_counter()
         built._quantizer_ef()
-        built.build_info = {**asdict(plan), "requested": requested, "vectors": added,
+        built.build_info = {**asdict(plan), "requested": requested, "quantizer_requested": quantizer,
+                            "vectors": added,
                             "train_s": round(trained - started, 2), "add_s": round(finished - trained, 2)}
         if latency_target_ms is not None:
             built.build_info["latency_target_ms"] = latency_target_ms
@@ -732,10 +737,12 @@ class VectorIndex:
 
     @property
     def build_options(self) -> dict[str, Any]:
-        """The options it was built with that a rebuild should pass again (memory budget, latency target, OPQ)."""
+        """The options it was built with that a rebuild should pass again (memory budget, latency target, OPQ, an
+        HNSW coarse quantizer asked for: files from before it was an option chose one themselves and get a flat one).
+        """
         info = self.build_info
         return {"memory_budget": info.get("memory_budget"), "latency_target_ms": info.get("latency_target_ms"),
-                "opq": bool(info.get("opq", False))}
+                "opq": bool(info.get("opq", False)), "quantizer": info.get("quantizer_requested", "flat")}
 
 
 def available_memory() -> int:

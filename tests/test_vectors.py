@@ -450,7 +450,11 @@ def test_a_memory_budget_picks_exact_search_while_it_fits_then_ever_smaller_code
     with pytest.raises(ValueError, match=too_small):
         plan(20_000, 64, "auto", 400_000)
     big = plan(10_000_000, 512, "auto", 4 * 10**9)
-    assert big.factory == "IVF16384_HNSW32,PQ128x8" and big.estimated_bytes <= 4 * 10**9
+    assert big.factory == "IVF16384,PQ128x8" and big.estimated_bytes <= 4 * 10**9  # flat coarse quantizer
+    graph = plan(10_000_000, 512, "auto", 4 * 10**9, quantizer="hnsw")  # asked for; its graph counted
+    assert graph.factory == "IVF16384_HNSW32,PQ128x8" and big.estimated_bytes < graph.estimated_bytes <= 4 * 10**9
+    with pytest.raises(ValueError, match="unknown coarse quantizer 'ivf'; choose one of flat, hnsw"):
+        plan(10_000_000, 512, "auto", 4 * 10**9, quantizer="ivf")
     assert plan(10_000_000, 512, "auto", 1 * 10**9).m == 64
     assert plan(2_000_000, 512, "ivfpq", 4 * 10**9, opq=True).factory == "OPQ128,IVF4096,PQ128x8"
     assert plan(20_000, 64, "flat", 100_000).over_budget  # a kind asked for is built, and flagged
@@ -477,7 +481,28 @@ def test_a_budgeted_index_fits_its_budget_and_records_what_it_chose(tmp_path, da
     assert build["factory"].endswith(",PQ8x8") and build["nlist"] > 1 and build["train_points"] > 0
     assert build["p50_ms"] > 0 and build["train_s"] >= 0 and build["add_s"] >= 0
     loaded, _ = VectorIndex.load(path, DIM, rescore_from=from_dict(lookup_of(ids, vectors)))
-    assert loaded.build_options == {"memory_budget": 300_000, "latency_target_ms": None, "opq": False}
+    assert loaded.build_options == {"memory_budget": 300_000, "latency_target_ms": None, "opq": False,
+                                    "quantizer": "flat"}
+
+
+def test_an_hnsw_coarse_quantizer_is_built_when_asked_for_and_kept_by_rebuilds(tmp_path, data):
+    """`reindex --quantizer hnsw`: an IVF index whose lists are found by an HNSW graph, tuned by the guard like any
+    other; a rebuild (a stale file) asks for it again, and a file that chose one itself (before it was an option)
+    gets the flat quantizer."""
+    ids, vectors, queries = data
+    lib = synthetic_library(tmp_path / "lib", ids, vectors)
+    built = lib.rebuild_index("m", "ivf", quantizer="hnsw")
+    ivf = faiss.extract_index_ivf(built.index)
+    assert isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSW)
+    assert built.build_info["factory"].startswith(f"IVF{built.build_info['nlist']}_HNSW32,")
+    assert built.recall["stored"] >= 0.95 and recall(built, ids, vectors, queries) >= 0.9
+    assert built.build_options["quantizer"] == "hnsw"
+    lib.close()
+    reopened = Library.open(tmp_path / "lib")
+    assert reopened.vector_index("m").build_options["quantizer"] == "hnsw"
+    old = dict(built.build_info)
+    del old["quantizer_requested"]  # a file saved before the option: the plan's own choice is not repeated
+    assert VectorIndex(built.index, "ivf", DIM, build_info=old).build_options["quantizer"] == "flat"
 
 
 def test_a_chunked_build_equals_the_one_shot_build(data, budgeted):
@@ -586,3 +611,5 @@ def test_reindex_takes_a_memory_budget_and_reports_what_it_built(tmp_path, data,
         assert result.exit_code == 2 and message in result.output, result.output
     result = runner.invoke(app, ["reindex", "--memory", "1KB"])
     assert result.exit_code == 2 and "need at least" in result.output
+    result = runner.invoke(app, ["reindex", "--quantizer", "tree"])
+    assert result.exit_code == 2 and "unknown coarse quantizer 'tree'; choose one of flat, hnsw" in result.output
