@@ -169,7 +169,7 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     index = VectorIndex.build_from_chunks(chunks, n, args.dim, args.index, rescore_from=lookup,
                                           memory_budget=args.memory_bytes, latency_target_ms=args.latency_ms,
-                                          opq=args.opq)
+                                          opq=args.opq, quantizer=args.quantizer)
     build_s = time.perf_counter() - started
     info = dict(index.build_info)
     print(f"  built {info['factory']} in {build_s:.0f} s (train {info['train_s']:.0f}, add {info['add_s']:.0f}); "
@@ -274,6 +274,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory", default="4GB", help="the memory budget of every index, as for vlsearch reindex")
     p.add_argument("--latency-ms", type=float, help="the latency target handed to the builder")
     p.add_argument("--index", default="auto", help="auto|flat|ivf|ivfpq|hnsw, as for vlsearch reindex")
+    p.add_argument("--quantizer", default="flat", help="flat|hnsw: the IVF coarse quantizer, as for vlsearch reindex")
     p.add_argument("--opq", action="store_true", help="an OPQ rotation before the PQ codes")
     p.add_argument("--mmap", action="store_true", default=None, help="query the index memory-mapped")
     p.add_argument("--queries", type=int, default=200, help="image and text queries each, for recall")
@@ -298,12 +299,13 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     loadavg_start = " ".join(f"{v:.2f}" for v in os.getloadavg())
     sizes = [bench_size(n, args) for n in args.size_list]
+    asked = "" if args.quantizer == "flat" else f" --quantizer {args.quantizer}"
     setup = (f"synthetic CLIP-like float16 vectors, dimension {args.dim}, built with "
-             f"`VectorIndex.build_from_chunks` (what `vlsearch reindex --index {args.index} --memory {args.memory}` "
-             f"runs) from {args.chunk:,}-vector chunks; {args.queries} image and {args.queries} text queries for "
-             f"recall@{K} against exact search, {min(args.latency_queries, args.queries)} of each timed one at a "
-             f"time on one thread, fastest of {args.repeats} passes; rescoring reads a memory-mapped float16 .npy "
-             "file standing in for SQLite (see bench/scale.py).")
+             f"`VectorIndex.build_from_chunks` (what `vlsearch reindex --index {args.index} --memory {args.memory}"
+             f"{asked}` runs) from {args.chunk:,}-vector chunks; {args.queries} image and {args.queries} text "
+             f"queries for recall@{K} against exact search, {min(args.latency_queries, args.queries)} of each timed "
+             f"one at a time on one thread, fastest of {args.repeats} passes; rescoring reads a memory-mapped "
+             "float16 .npy file standing in for SQLite (see bench/scale.py).")
     out = args.out
     report = {"command": " ".join(["python -m bench scale", *(argv if argv is not None else sys.argv[1:])]),
               "date": datetime.datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
