@@ -10,6 +10,7 @@ BENCHMARKS.md reads them. `python -m bench WHICH --help` lists a benchmark's opt
     soak          32 clients searching while index jobs add and deletes remove images: errors, torn reads, RSS
     index-choice  the FAISS study behind the Flat/IVF choice (recall, latency, memory)
     scale         budgeted IVF-PQ indexes at 1M and 10M vectors: build time, bytes/vector, latency, recall
+    quantizer     a large IVF index's coarse quantizer, flat against HNSW: recall and latency per nprobe
     distributed   indexing on a local Ray instance against a local run; shard size and the merge rate into SQLite
     all           every one of them in turn, with their defaults
 """
@@ -22,8 +23,8 @@ import time
 
 BENCHES = {"indexing": "bench.indexing", "captioning": "bench.captioning", "query": "bench.query",
            "api": "bench.api", "soak": "bench.soak", "index-choice": "bench.index_choice", "scale": "bench.scale",
-           "distributed": "bench.distributed"}
-# index-choice and scale (hours at 10M) run on their own
+           "quantizer": "bench.quantizer", "distributed": "bench.distributed"}
+# index-choice, scale (hours at 10M) and quantizer run on their own
 ALL = ("indexing", "captioning", "query", "api", "soak", "distributed")
 
 

@@ -57,6 +57,21 @@ def test_scale_benchmark_builds_within_the_budget_and_reports_recall_latency_and
     assert "| 12,000 | 300.0 KB | ivfpq" in (tmp_path / "out" / "scale.md").read_text()
 
 
+def test_quantizer_benchmark_compares_flat_and_hnsw_lists_at_each_nprobe(tmp_path):
+    assert bench(["quantizer", "--size", "6000", "--nlist", "64", "--dim", "32", "--nprobe", "4,64", "--queries", "20",
+                  "--latency-queries", "5", "--repeats", "1", "--accuracy-sample", "1000", "--chunk", "2000",
+                  "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "quantizer.json").read_text())["result"]
+    assert set(result["add_s"]) == {"hnsw", "exact-add", "flat"}
+    assert 0.0 < result["hnsw_add_assignment_accuracy"] <= 1.0
+    rows = {(r["variant"], r["nprobe"]): r for r in result["rows"]}
+    assert len(rows) == 6 and all(r["p50_ms_text"] > 0 for r in rows.values())
+    for variant in ("hnsw", "exact-add", "flat"):  # every list probed: exact search, whatever the quantizer
+        assert rows[(variant, 64)]["recall_image"] == rows[(variant, 64)]["recall_text"] == 1.0
+    assert rows[("flat", 4)]["recall_text"] < 1.0  # a few lists of 64 miss neighbours: the table can show a gap
+    assert "| 64 | 1.000 / 1.000" in (tmp_path / "out" / "quantizer.md").read_text()
+
+
 def test_distributed_benchmark_compares_ray_with_a_local_run_and_measures_the_merge(tmp_path):
     assert bench(["distributed", "--count", "6", "--models", "tiny-random", "--shard-size", "4", "--ray-cpus", "2",
                   "--merge-rows", "3000", "--photos", str(tmp_path / "photos"), "--out", str(tmp_path / "out")]) == 0
