@@ -204,7 +204,8 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         }
     print(f"  recall {recall}; text p50 {latency['text']['rescored']['p50']} ms; file {format_bytes(file_bytes)}",
           flush=True)
-    return {"n": n, "dim": args.dim, "kind": index.kind, "factory": info["factory"], "params": index.params,
+    return {"n": n, "measured": datetime.datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "dim": args.dim,
+            "kind": index.kind, "factory": info["factory"], "params": index.params,
             "guard": index.recall, "build": info, "build_s": round(build_s, 1), "save_s": round(save_s, 1),
             "generate_s": round(generate_s, 1), "truth_s": round(truth_s, 1),
             "file_bytes": file_bytes, "bytes_per_vector": round(file_bytes / n, 1),
@@ -257,7 +258,8 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
     for r in report["sizes"]:
         b = r["build"]
         lines.append(
-            f"- {r['n']:,}: guard recall {r['guard'].get('stored')} / {r['guard'].get('text_like')}, nlist "
+            f"- {r['n']:,} (measured {r.get('measured')}): guard recall {r['guard'].get('stored')} / "
+            f"{r['guard'].get('text_like')}, nlist "
             f"{b.get('nlist')}, {b.get('m')}-byte codes, {b.get('train_points', 0):,} training points, quantizer "
             f"{b.get('quantizer') or '-'}; estimated {format_bytes(b['estimated_bytes'])}, file "
             f"{format_bytes(r['file_bytes'])} ({100 * r['estimate_error']:+.2f} %); p50 at build "
@@ -316,9 +318,9 @@ def main(argv: list[str] | None = None) -> None:
         previous = out / "scale.json"
         if previous.exists():  # a 10M run after a 1M run keeps the 1M row, so the table has both
             old = json.loads(previous.read_text())
-            kept = [r for r in old.get("sizes", []) if r["n"] not in args.size_list]
+            kept = [{"measured": old.get("date"), **r} for r in old.get("sizes", []) if r["n"] not in args.size_list]
             report["sizes"] = sorted(kept + sizes, key=lambda r: r["n"])
-            if kept and report["command"] not in old.get("command", ""):
+            if kept:  # the commands that made the rows, in order
                 report["command"] = f"{old['command']}; then {report['command']}"
         previous.write_text(json.dumps(report, indent=2) + "\n")
         write_markdown(out / "scale.md", report)
