@@ -71,12 +71,12 @@ INDEX_KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 # there text queries needed nprobe 1024, 6 % of the lists, for recall 0.95, bench/results/scale.md), up to NLIST_MAX
 # (reached at ~10M; autofaiss goes to 65,536 at 10M, but k-means over 65,536 lists wants 2.5M training points,
 # hours on a 2-core machine). The coarse quantizer is flat (exact) unless an HNSW one is asked for
-# (IVF{nlist}_HNSW32, autofaiss's choice from 1,000 lists): over these clustered 512-d centroids an HNSW graph finds a
-# vector's nearest list for only 55 % of vectors (efSearch 16) and picks a query's lists so poorly that, at 1M vectors
-# and 16,384 lists, text recall@10 was 0.92 at nprobe 1024 (11 ms), where a flat quantizer reaches 0.95 at nprobe 64
-# (3.4 ms: comparing a query with 16,384 centroids costs ~3 ms on one core); bench/results/scale.md. A flat quantizer
-# makes adding cost a comparison with every centroid (BLAS: ~100 s per 1M vectors at 16,384 lists on 2 cores; a
-# 10M build adds for ~17 min). Training: 100 points a list, at least
+# (IVF{nlist}_HNSW32, autofaiss's choice from 1,000 lists): over these clustered 512-d centroids an HNSW graph puts
+# only 57 % of vectors in their nearest list (efSearch 16) and picks a query's lists so poorly that, at 1M vectors
+# and 16,384 lists, text recall@10 was 0.949 at nprobe 1024 (20 ms), where a flat quantizer reaches 0.954 at nprobe
+# 256 (4.5 ms: comparing a query with 16,384 centroids costs ~2.7 ms on one core); bench/results/quantizer.md. A flat
+# quantizer makes adding compare each vector with every centroid (a matrix product: ~100 s per 1M vectors at 16,384
+# lists on 2 cores; the 10M build adds for 18 min, bench/results/scale.md). Training: 100 points a list, at least
 # the 39 faiss asks for, at most TRAIN_MAX_POINTS unless 39 a list need more. Code sizes: autofaiss's list, down to
 # sub-vectors of PQ_SUBVECTOR_DIM dimensions (it goes to 2: at dimension 512 those trained 2x and encoded 3x slower
 # on this VM, 203 vs 110 s and 45 vs 14 us a vector). OPQ (a learned rotation before PQ) is an option, off by
