@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -113,6 +114,9 @@ def _ray():
     return ray
 
 
+CONNECT_TIMEOUT_S = 5.0  # to find out that nothing listens at a cluster address
+
+
 def connect(address: str = "auto", cpus: int | None = None) -> tuple[Any, bool, str]:
     """(ray, started_here, description): join the cluster at `address`, or start a local Ray instance."""
     ray = _ray()
@@ -128,14 +132,30 @@ def connect(address: str = "auto", cpus: int | None = None) -> tuple[Any, bool, 
         except (ConnectionError, RuntimeError, ValueError):
             ray.init(num_cpus=cpus, **kwargs)
         return ray, True, _describe_cluster(ray)
+    how = ("Start it with `ray start --head` on the head node (and `ray start --address=HEAD:6379` on the others), or "
+           "pass --ray local for a single-machine run.")
+    problem = _unreachable(address)
+    if problem:  # ray.init would retry for many minutes before saying so
+        raise DistributedError(f"cannot join the Ray cluster at {address}: {problem}. {how}")
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise DistributedError(
-            f"cannot join the Ray cluster at {address}: {exc}. Start it with `ray start --head` on the head node "
-            "(and `ray start --address=HEAD:6379` on the others), or pass --ray local for a single-machine run."
-        ) from None
+        raise DistributedError(f"cannot join the Ray cluster at {address}: {exc}. {how}") from None
     return ray, True, _describe_cluster(ray)
+
+
+def _unreachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
+    """Why nothing can answer at a cluster address (HOST:PORT, or ray://HOST:PORT for Ray Client), or None when
+    something accepts a connection there."""
+    hostport = address.removeprefix("ray://").rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return "not an address: give HOST:PORT (the head's GCS, 6379 by default) or ray://HOST:10001"
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"nothing answers at {host}:{port} ({exc.strerror or exc})"
 
 
 def _describe_cluster(ray) -> str:
