@@ -11,11 +11,11 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Mount
 
-from api import errors
-from api.limits import BodyLimit
-from api.metrics import MetricsMiddleware
-from api.routers import captions, images, jobs, search, system
-from api.service import Service
+from vlsearch.api import errors
+from vlsearch.api.limits import BodyLimit
+from vlsearch.api.metrics import MetricsMiddleware
+from vlsearch.api.routers import captions, images, jobs, search, system
+from vlsearch.api.service import Service
 
 # The page is static files in the repository's web/ (no build step): index.html at /, the rest under /web/.
 WEB = Path(__file__).resolve().parent.parent / "web"

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from encoders import Encoder
+from vlsearch.encoders import Encoder
 
 
 @dataclass

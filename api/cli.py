@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from api.settings import PLATFORM_LIBRARY, PLATFORM_MODEL_DIR, default_library, default_model_dir
+from vlsearch.api.settings import PLATFORM_LIBRARY, PLATFORM_MODEL_DIR, default_library, default_model_dir
 
 app = typer.Typer(
     help="Self-hosted multimodal image search: index photo folders, then find images by words or by other images.",
@@ -94,7 +94,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def open_library(path: Path, create: bool = False, faiss_gpu: bool = False):
-    from library import Library, LibraryError
+    from vlsearch.library import Library, LibraryError
 
     try:
         return Library.open(path, create=create, faiss_gpu=faiss_gpu)
@@ -105,7 +105,7 @@ def open_library(path: Path, create: bool = False, faiss_gpu: bool = False):
 
 
 def load_model(spec: str, weights: Path | None, model_dir: Path, device: str = "auto"):
-    from encoders import WeightsUnavailable, load_encoder
+    from vlsearch.encoders import WeightsUnavailable, load_encoder
 
     with err.status(f"loading model {spec}…"):
         try:
@@ -116,9 +116,9 @@ def load_model(spec: str, weights: Path | None, model_dir: Path, device: str = "
 
 def load_text_model(spec: str, task: str, model_dir: Path, device: str = "auto", settings=None):
     """A captioning (caption), VQA (answer) or image-text matching (match) model, or a clear error."""
-    from captioner import load_image_text_model
-    from captioner.ocr import OcrUnavailable
-    from encoders import WeightsUnavailable
+    from vlsearch.captioner import load_image_text_model
+    from vlsearch.captioner.ocr import OcrUnavailable
+    from vlsearch.encoders import WeightsUnavailable
 
     with err.status(f"loading {task} model {spec}…"):
         try:
@@ -136,9 +136,9 @@ def library_caption_model(lib, chosen: str | None, model_dir: Path, device: str 
         return load_text_model(chosen, "caption", model_dir, device, settings), False
     recorded = lib.caption_model()
     if recorded and recorded != "auto":
-        from captioner import load_image_text_model
-        from captioner.ocr import OcrUnavailable
-        from encoders import WeightsUnavailable
+        from vlsearch.captioner import load_image_text_model
+        from vlsearch.captioner.ocr import OcrUnavailable
+        from vlsearch.encoders import WeightsUnavailable
 
         try:
             with err.status(f"loading caption model {recorded}…"):
@@ -154,7 +154,7 @@ def library_caption_model(lib, chosen: str | None, model_dir: Path, device: str 
 
 def load_ocr(required: bool):
     """The OCR engine; when it is not installed, an error if OCR was the point, else a warning and None."""
-    from captioner.ocr import OcrUnavailable, ocr_reader
+    from vlsearch.captioner.ocr import OcrUnavailable, ocr_reader
 
     try:
         return ocr_reader()
@@ -166,7 +166,7 @@ def load_ocr(required: bool):
 
 
 def generation(beams: int, max_length: int, batch_size: int = 8):
-    from captioner import GenerationSettings
+    from vlsearch.captioner import GenerationSettings
 
     return GenerationSettings(max_new_tokens=max_length, num_beams=beams, batch_size=batch_size)
 
@@ -250,7 +250,7 @@ def index(
 
     With --ray the work runs on a Ray cluster, e.g. `vlsearch index --ray auto /mnt/photos` or
     `vlsearch index --ray ray://head:10001 --list urls.csv`."""
-    from indexer import Indexer
+    from vlsearch.indexer import Indexer
 
     paths = paths or []
     lists = lists or []
@@ -270,7 +270,7 @@ def index(
                            if captions else (None, False))
     reader = load_ocr(required=False) if ocr else None
     if ray is not None:
-        from indexer.distributed import ModelSpecs, RayOptions
+        from vlsearch.indexer.distributed import ModelSpecs, RayOptions
 
         specs = ModelSpecs(
             encoder=spec if weights else encoder.name, weights=str(weights) if weights else None,
@@ -290,7 +290,7 @@ def index(
             raise fail("interrupted; what was indexed so far is kept, run the same command again to finish",
                        code=130) from None
         except Exception as exc:
-            from library import LibraryError
+            from vlsearch.library import LibraryError
 
             if isinstance(exc, LibraryError | FileNotFoundError | ValueError):
                 raise fail(str(exc)) from None
@@ -307,8 +307,8 @@ def index(
 
 
 def index_on_ray(lib, encoder, specs, options, paths: list[Path], lists: list[Path], prune: bool) -> None:
-    from indexer.distributed import DistributedError, RayIndexer
-    from library import LibraryError
+    from vlsearch.indexer.distributed import DistributedError, RayIndexer
+    from vlsearch.library import LibraryError
 
     with writer_lock(lib, "`vlsearch index --ray`"), Progress(*progress_columns(), console=err) as progress:
         try:
@@ -336,7 +336,7 @@ def index_on_ray(lib, encoder, specs, options, paths: list[Path], lists: list[Pa
 @contextmanager
 def writer_lock(lib, who: str):
     """One indexing run per library at a time, whichever process (or server job) runs it."""
-    from library import LibraryBusy
+    from vlsearch.library import LibraryBusy
 
     try:
         with lib.writer(who):
@@ -360,7 +360,7 @@ def print_failures(failures: list[tuple[str, str]]) -> None:
 def describe_library(lib, captioner, reader, paths, prompt: str | None, workers: int | None, max_pixels: int,
                      batch_size: int = 8, fill_gaps: bool = False) -> None:
     """The caption/OCR stage over a library, with a progress bar and a summary line."""
-    from indexer.describe import Describer
+    from vlsearch.indexer.describe import Describer
 
     what = " and ".join(w for w, on in (("captioning", captioner), ("reading text", reader)) if on)
     with Progress(*progress_columns(), console=err, transient=False) as progress:
@@ -389,9 +389,9 @@ def parse_date(value: str | None, option: str) -> datetime | None:
 
 
 def engine_for(lib, model: str | None, weights: Path | None, model_dir: Path, max_stale_s: float = 0.0):
-    from encoders import canonical_name
-    from library import LibraryError
-    from search import SearchEngine
+    from vlsearch.encoders import canonical_name
+    from vlsearch.library import LibraryError
+    from vlsearch.search import SearchEngine
 
     spec = model or lib.default_model()
     if spec is None:
@@ -469,8 +469,8 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Find images by text, by an example image, or both; --not terms push results away."""
-    from indexer import DecodeError, decode_image
-    from search import Filters, SearchQuery
+    from vlsearch.indexer import DecodeError, decode_image
+    from vlsearch.search import Filters, SearchQuery
 
     if not text and image is None:
         raise fail("give words to search for, --image PATH, or both")
@@ -504,8 +504,8 @@ def similar(
     as_json: JsonOpt = False,
 ) -> None:
     """Find images that look like an indexed image or an image file (reverse image search)."""
-    from indexer import DecodeError
-    from search import Filters
+    from vlsearch.indexer import DecodeError
+    from vlsearch.search import Filters
 
     lib = open_library(library)
     engine = engine_for(lib, model, weights, model_dir)
@@ -542,7 +542,7 @@ def caption(
 
     With IMAGES: a caption for each file (it need not be indexed). Without: every image of the library that lacks a
     caption from the model, or OCR text, gets it (incremental and resumable: run it again after an interruption)."""
-    from indexer import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+    from vlsearch.indexer import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 
     settings = generation(beams, max_length, batch_size)
     if not images:
@@ -616,8 +616,8 @@ def ask(
 
     With --image: visual question answering on that image. Without: CLIP finds candidates, a VQA model (or an
     image-text matching model) checks each, and the images it says yes to are listed best first."""
-    from captioner import ModelSuite, NotSupported
-    from indexer import DecodeError, decode_image
+    from vlsearch.captioner import ModelSuite, NotSupported
+    from vlsearch.indexer import DecodeError, decode_image
 
     if not re.search(r"\w", question):
         raise fail(f"{question!r} is not a question: ask e.g. \"what does the sign say?\" with --image, or "
@@ -627,7 +627,7 @@ def ask(
         if not target.exists() and image.isdigit():
             lib = open_library(library)
             with lib.session() as s:
-                from library import ImageRecord
+                from vlsearch.library import ImageRecord
 
                 row = s.get(ImageRecord, int(image))
             if row is None:
@@ -647,18 +647,18 @@ def ask(
             console.print(f"{escape(answer)}\n[dim]{escape(str(target))} · model: {escape(answerer.name)}[/]",
                           highlight=False)
         return
-    from search import Filters
-    from search.ask import ask_collection
+    from vlsearch.search import Filters
+    from vlsearch.search.ask import ask_collection
 
     lib = open_library(library)
     engine = engine_for(lib, model, weights, model_dir)
     answerer = load_text_model(vqa_model, "answer", model_dir, device)
     matcher = None
     if "answer" not in answerer.tasks or answerer.name == "offline":
-        from encoders import WeightsUnavailable
+        from vlsearch.encoders import WeightsUnavailable
 
         try:  # no VQA model: fall back to image-text matching when its weights are here
-            from captioner import load_image_text_model
+            from vlsearch.captioner import load_image_text_model
 
             matcher = load_image_text_model(itm_model, "match", model_dir=model_dir, device=device)
         except (WeightsUnavailable, ValueError) as exc:
@@ -698,7 +698,7 @@ def status(library: LibraryOpt, as_json: JsonOpt = False) -> None:
     """Counts of images, errors and vectors per model, and the library's size on disk."""
     from sqlalchemy import select
 
-    from library import ImageRecord
+    from vlsearch.library import ImageRecord
 
     lib = open_library(library)
     st = lib.stats()
@@ -747,8 +747,8 @@ def reindex(
         "see BENCHMARKS.md).")] = "flat",
 ) -> None:
     """Rebuild the FAISS index files from the vectors stored in SQLite."""
-    from library import LibraryError
-    from library.vectors import format_bytes, parse_size
+    from vlsearch.library import LibraryError
+    from vlsearch.library.vectors import format_bytes, parse_size
 
     try:
         budget = parse_size(memory) if memory is not None else None
@@ -787,7 +787,7 @@ def reindex(
 @db_app.command("upgrade")
 def db_upgrade(library: LibraryOpt) -> None:
     """Apply pending schema migrations (opening a library does this too)."""
-    from library import migrate
+    from vlsearch.library import migrate
 
     lib = open_library(library)
     console.print(f"{escape(str(lib.root))}: schema at revision {migrate.current_revision(lib.engine)} (head)")
@@ -796,7 +796,7 @@ def db_upgrade(library: LibraryOpt) -> None:
 @models_app.command("list")
 def models_list() -> None:
     """The model presets, with what each is for."""
-    from encoders import PRESETS
+    from vlsearch.encoders import PRESETS
 
     table = Table("name", "weights", "description", box=None, header_style="bold")
     for p in PRESETS.values():
@@ -805,7 +805,7 @@ def models_list() -> None:
     console.print(table)
     console.print("`auto` (the default) uses ViT-B-32 where its weights are present or fetchable, else `offline`.")
     console.print("Any open_clip pair works too: --model ARCH/PRETRAINED, or --model ARCH --weights FILE.\n")
-    from captioner import PRESETS as TEXT_PRESETS
+    from vlsearch.captioner import PRESETS as TEXT_PRESETS
 
     table = Table("caption / VQA / ITM model", "does", "weights", "description", box=None, header_style="bold")
     for p in TEXT_PRESETS.values():
@@ -823,9 +823,9 @@ def models_pull(
     model_dir: ModelDirOpt,
 ) -> None:
     """Download a model's weights (on a connected machine); copy --model-dir to air-gapped ones."""
-    from captioner import PRESETS as TEXT_PRESETS
-    from captioner import pull as pull_text_model
-    from encoders import WeightsUnavailable, pull
+    from vlsearch.captioner import PRESETS as TEXT_PRESETS
+    from vlsearch.captioner import pull as pull_text_model
+    from vlsearch.encoders import WeightsUnavailable, pull
 
     try:
         path = pull_text_model(name, model_dir) if name in TEXT_PRESETS else pull(name, model_dir)
@@ -863,9 +863,9 @@ def serve(
     API key."""
     import uvicorn
 
-    from api.app import create_app
-    from api.security import is_loopback
-    from api.settings import SettingsError, load_settings, unknown_environment
+    from vlsearch.api.app import create_app
+    from vlsearch.api.security import is_loopback
+    from vlsearch.api.settings import SettingsError, load_settings, unknown_environment
 
     for name in unknown_environment():
         err.print(f"[yellow]warning:[/] {escape(name)} is not a vlsearch setting and is ignored (see `vlsearch serve "
@@ -920,7 +920,7 @@ def build_service(settings):
     """Open the library and load every model once, timing each load (shown in /metrics)."""
     import time
 
-    from api.service import Models, Service
+    from vlsearch.api.service import Models, Service
 
     # FAISS searches on the GPU too (flat and IVF indexes, with faiss-gpu) unless the device is pinned to the CPU
     lib = open_library(settings.library, create=True, faiss_gpu=settings.device != "cpu")
@@ -957,8 +957,8 @@ def build_service(settings):
 
 def optional_matcher(spec: str, model_dir: Path, device: str):
     """The image-text matching model; with `auto` and no weights here, none (rerank then answers 503)."""
-    from captioner import load_image_text_model
-    from encoders import WeightsUnavailable
+    from vlsearch.captioner import load_image_text_model
+    from vlsearch.encoders import WeightsUnavailable
 
     if spec != "auto":
         return load_text_model(spec, "match", model_dir, device)
@@ -989,8 +989,8 @@ def export_library(
 
     The embedding column holds L2-normalised float32 vectors; the schema metadata key "vlsearch" names the model
     and dimension. `vlsearch import` reads the folder back (into this library or another)."""
-    from library import LibraryError
-    from library.parquet_io import export_parquet
+    from vlsearch.library import LibraryError
+    from vlsearch.library.parquet_io import export_parquet
 
     lib = open_library(library)
     with Progress(*progress_columns(), console=err, transient=False) as progress:
@@ -1029,11 +1029,11 @@ def import_library(
 
     Invalid rows (empty path, wrong vector length, NaN) are skipped and listed. A library that does not exist
     yet is created."""
-    from library import LibraryError
-    from library.parquet_io import import_parquet
+    from vlsearch.library import LibraryError
+    from vlsearch.library.parquet_io import import_parquet
 
     if model:
-        from encoders import canonical_name
+        from vlsearch.encoders import canonical_name
 
         model = canonical_name(model) or model  # as the library records it: ViT-B-32 -> ViT-B-32/laion2b_s34b_b79k
     lib = open_library(library, create=True)

@@ -15,14 +15,14 @@ from fastapi import Request, UploadFile
 from PIL import Image
 from pydantic import BeforeValidator
 
-from api.errors import ApiError
-from api.schemas import MAX_ID, Hit
-from api.schemas import Filters as FiltersIn
-from api.service import Service
-from indexer import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes
-from indexer.decode import ImageTooLarge
-from library import ImageRecord
-from search import Filters, SearchHit
+from vlsearch.api.errors import ApiError
+from vlsearch.api.schemas import MAX_ID, Hit
+from vlsearch.api.schemas import Filters as FiltersIn
+from vlsearch.api.service import Service
+from vlsearch.indexer import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes
+from vlsearch.indexer.decode import ImageTooLarge
+from vlsearch.library import ImageRecord
+from vlsearch.search import Filters, SearchHit
 
 
 def _decimal(value: object) -> object:

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from api.metrics import Metrics
-from captioner import ImageTextModel
-from encoders import Encoder
-from indexer import Indexer
-from indexer.describe import Describer
-from library import Library, LibraryBusy
+from vlsearch.api.metrics import Metrics
+from vlsearch.captioner import ImageTextModel
+from vlsearch.encoders import Encoder
+from vlsearch.indexer import Indexer
+from vlsearch.indexer.describe import Describer
+from vlsearch.library import Library, LibraryBusy
 
 log = logging.getLogger(__name__)
 KEEP_FINISHED = 100  # finished jobs remembered for GET /jobs

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from library import Embedding, ImageRecord, Library
+from vlsearch.library import Embedding, ImageRecord, Library
 
 disable_created_metrics()  # the *_created series double the output and no dashboard reads them
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -8,7 +8,7 @@ import ipaddress
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.errors import ApiError
+from vlsearch.api.errors import ApiError
 
 bearer = HTTPBearer(auto_error=False, description="An API key from the server's settings (VLSEARCH_API_KEYS).")
 

@@ -10,14 +10,14 @@ from pathlib import Path
 from anyio import CapacityLimiter, to_thread
 from sqlalchemy import select
 
-from api.batching import BatchedEncoder, MicroBatcher
-from api.jobs import IndexJobs
-from api.metrics import Metrics
-from api.settings import Settings
-from captioner import ImageTextModel
-from encoders import Encoder
-from library import ImageRecord, Library, ModelMismatchError, Root
-from search import SearchEngine
+from vlsearch.api.batching import BatchedEncoder, MicroBatcher
+from vlsearch.api.jobs import IndexJobs
+from vlsearch.api.metrics import Metrics
+from vlsearch.api.settings import Settings
+from vlsearch.captioner import ImageTextModel
+from vlsearch.encoders import Encoder
+from vlsearch.library import ImageRecord, Library, ModelMismatchError, Root
+from vlsearch.search import SearchEngine
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Models:
     captioner: ImageTextModel | None = None
     answerer: ImageTextModel | None = None  # VQA
     matcher: ImageTextModel | None = None  # image-text matching
-    ocr: object | None = None  # captioner.ocr.OcrReader
+    ocr: object | None = None  # vlsearch.captioner.ocr.OcrReader
     caption_stand_in: bool = False  # the captioner stands in for a library model that could not be loaded
     load_seconds: dict[tuple[str, str], float] = field(default_factory=dict)  # (task, model) -> seconds
 

@@ -57,11 +57,11 @@ PLACES = ("at night", "in the snow", "on a table", "in the city", "by the sea", 
 
 def load_bench_encoder(spec: str, device: str):
     """The encoders this benchmark knows: a registry preset, or a CLIP architecture with seeded random weights."""
-    from encoders import load_encoder
+    from vlsearch.encoders import load_encoder
 
     if spec in RANDOM_CLIP:
-        from encoders.base import pick_device
-        from encoders.clip import ClipEncoder
+        from vlsearch.encoders.base import pick_device
+        from vlsearch.encoders.clip import ClipEncoder
 
         return ClipEncoder(spec, RANDOM_CLIP[spec], None, pick_device(device))
     return load_encoder(spec, device=device)
@@ -80,9 +80,9 @@ def synthetic_library(root: Path, model: str, dim: int, count: int) -> Path:
     """A library of `count` images with `model` vectors, built once and reused while `root` keeps it."""
     from sqlalchemy import insert
 
-    from library import Library
-    from library.schema import Embedding, ImageRecord
-    from library.store import encode_vector
+    from vlsearch.library import Library
+    from vlsearch.library.schema import Embedding, ImageRecord
+    from vlsearch.library.store import encode_vector
 
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model)
     path = root / f"{slug}-{count}"
@@ -123,10 +123,10 @@ def serve(args: argparse.Namespace) -> None:
     """The child process: the real app over the library, in uvicorn, until killed."""
     import uvicorn
 
-    from api.app import create_app
-    from api.service import Models, Service
-    from api.settings import Settings
-    from library import Library
+    from vlsearch.api.app import create_app
+    from vlsearch.api.service import Models, Service
+    from vlsearch.api.settings import Settings
+    from vlsearch.library import Library
 
     encoder = load_bench_encoder(args.models, args.device)
     settings = Settings(library=args.library, model_dir=args.library / "models", device=encoder.device,
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.serve:
         serve(args)
         return
-    from encoders.base import pick_device
+    from vlsearch.encoders.base import pick_device
 
     started = time.perf_counter()
     loadavg_start = loadavg()

@@ -28,11 +28,11 @@ import torch
 import transformers
 from PIL import Image
 
-from api.samples import sample_photos
 from bench.index_choice import cpu_model
-from captioner.blip import BlipModel, GenerationSettings
-from captioner.tiny import blip_tokenizer
-from encoders.base import pick_device
+from vlsearch.api.samples import sample_photos
+from vlsearch.captioner.blip import BlipModel, GenerationSettings
+from vlsearch.captioner.tiny import blip_tokenizer
+from vlsearch.encoders.base import pick_device
 
 
 def blip_base_random() -> tuple[torch.nn.Module, transformers.BlipProcessor]:

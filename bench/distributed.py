@@ -27,12 +27,12 @@ import pyarrow.parquet as pq
 
 from bench.api import load_bench_encoder
 from bench.indexing import machine, make_photos, photo_stats
-from indexer import Indexer
-from library import Library
+from vlsearch.indexer import Indexer
+from vlsearch.library import Library
 
 
 def run_model(spec: str, files: list[Path], work: Path, args) -> dict:
-    from indexer.distributed import ModelSpecs, RayIndexer, RayOptions, connect
+    from vlsearch.indexer.distributed import ModelSpecs, RayIndexer, RayOptions, connect
 
     encoder = load_bench_encoder(spec, "cpu")
     row: dict = {"model": spec, "images": len(files), "batch_size": args.batch_size}
@@ -70,7 +70,7 @@ def run_model(spec: str, files: list[Path], work: Path, args) -> dict:
 
 
 def merge_rate(lib: Library, shard_files: list[Path]) -> float:
-    from library.parquet_io import import_parquet
+    from vlsearch.library.parquet_io import import_parquet
 
     started = time.perf_counter()
     with lib.writer("bench"):
@@ -80,7 +80,7 @@ def merge_rate(lib: Library, shard_files: list[Path]) -> float:
 
 def synthetic_merge(work: Path, rows: int, dim: int, shard_rows: int) -> dict:
     """Merge shards of `rows` synthetic images (512-d vectors, metadata, no thumbnails) into a new library."""
-    from library.parquet_io import format_metadata, parquet_schema
+    from vlsearch.library.parquet_io import format_metadata, parquet_schema
 
     rng = np.random.default_rng(0)
     schema = parquet_schema(dim).with_metadata(format_metadata("bench-synthetic", dim))

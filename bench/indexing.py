@@ -46,14 +46,14 @@ import torch
 from PIL import Image, ImageOps
 from sqlalchemy import select
 
-from api.samples import sample_photos
 from bench.api import load_bench_encoder
 from bench.index_choice import cpu_model
-from encoders.base import limit_aspect
-from indexer import Indexer
-from indexer.pipeline import DecodeDataset, WorkItem, collate, decode_workers, draft_size
-from library import Library
-from library.schema import ImageRecord
+from vlsearch.api.samples import sample_photos
+from vlsearch.encoders.base import limit_aspect
+from vlsearch.indexer import Indexer
+from vlsearch.indexer.pipeline import DecodeDataset, WorkItem, collate, decode_workers, draft_size
+from vlsearch.library import Library
+from vlsearch.library.schema import ImageRecord
 
 PHOTO_VERSION = 2  # bump when make_photos changes, so cached folders are rebuilt
 MEGAPIXELS = (0.3, 1.0, 2.0, 4.0, 8.0, 12.0)

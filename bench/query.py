@@ -71,7 +71,7 @@ import numpy as np
 from PIL import Image
 
 from bench.index_choice import cpu_model, make_mixture
-from encoders.base import Encoder
+from vlsearch.encoders.base import Encoder
 
 K = 10
 MIXTURE = {"n_clusters": 2000, "noise": 0.7, "iso_noise": 0.3, "rank": 64, "mean_scale": 1.0}  # as bench/api.py
@@ -131,9 +131,9 @@ def filled_library(cache: Path, model: str, dim: int, data: dict[str, np.ndarray
     """A library holding the data's image rows and vectors, built once per (model, n, dim, seed) and reused."""
     from sqlalchemy import insert
 
-    from library import Library
-    from library.schema import Embedding, ImageRecord
-    from library.store import encode_vector
+    from vlsearch.library import Library
+    from vlsearch.library.schema import Embedding, ImageRecord
+    from vlsearch.library.store import encode_vector
 
     n = len(data["ids"])
     path = cache / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', model)}-{n}-d{dim}-s{seed}"
@@ -234,8 +234,8 @@ def measure_recall(index, data: dict[str, np.ndarray], truth: dict[str, tuple[np
 def bench_kind(kind: str, lib, model: str, encoder: SyntheticVectorEncoder, data: dict[str, np.ndarray],
                truth: dict[str, tuple[np.ndarray, np.ndarray]], texts: list[str], photos: list[Image.Image],
                args: argparse.Namespace) -> dict[str, Any]:
-    from library import VectorIndex
-    from search import SearchEngine, SearchQuery
+    from vlsearch.library import VectorIndex
+    from vlsearch.search import SearchEngine, SearchQuery
 
     n, dim = len(data["ids"]), data["vectors"].shape[1]
     started = time.perf_counter()
@@ -438,8 +438,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from bench.api import load_bench_encoder, query_texts
-    from library.vectors import GUARD_QUERIES
     from tests.photos import picture
+    from vlsearch.library.vectors import GUARD_QUERIES
 
     started = time.perf_counter()
     loadavg_start = " ".join(f"{v:.2f}" for v in os.getloadavg())

@@ -50,7 +50,7 @@ import numpy as np
 
 from bench.index_choice import _normalise, cpu_model
 from bench.query import MIXTURE, percentiles, recall_at_k, text_queries, timed
-from library.vectors import VectorIndex, exact_search, format_bytes, parse_size
+from vlsearch.library.vectors import VectorIndex, exact_search, format_bytes, parse_size
 
 K = 10
 QUERY_STREAM = 2**32 - 1  # the random stream queries are drawn from; chunks use 0, 1, 2, ...

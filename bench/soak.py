@@ -90,8 +90,8 @@ class Server:
         config.write_text(f'index_roots = ["{root}"]\napi_keys = ["{KEY}"]\ncaptions = false\nocr = false\n'
                           f'vqa_model = "{MODEL}"\nitm_model = "{MODEL}"\nindex_lag_s = 2.0\n')
         env = {k: v for k, v in os.environ.items() if not k.startswith("VLSEARCH_")}
-        command = [sys.executable, "-m", "api.cli", "serve", "--library", str(library), "--port", str(self.port),
-                   "--config", str(config), "--model-dir", str(workdir / "models")]
+        command = [sys.executable, "-m", "vlsearch.api.cli", "serve", "--library", str(library),
+                   "--port", str(self.port), "--config", str(config), "--model-dir", str(workdir / "models")]
         with self.log.open("w") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
                                             cwd=Path(__file__).resolve().parent.parent)
@@ -260,7 +260,7 @@ async def soak(server: Server, root: Path, args: argparse.Namespace) -> dict:
 
 def final_checks(library: Path, root: Path, url: str) -> dict:
     """After the load: the server answers, and the library is whole (SQLite, FAISS and the files agree)."""
-    from library import Library
+    from vlsearch.library import Library
 
     files = sorted(str(p) for p in root.rglob("*.jpg"))
     stats = httpx.get(url + "/api/v1/stats", timeout=30).json()
@@ -328,9 +328,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    from encoders import load_encoder
-    from indexer import Indexer
-    from library import Library
+    from vlsearch.encoders import load_encoder
+    from vlsearch.indexer import Indexer
+    from vlsearch.library import Library
 
     work = args.work or Path(tempfile.mkdtemp(prefix="vlsearch-soak-"))
     root, library = work / "photos", work / "library"

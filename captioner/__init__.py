@@ -1,8 +1,8 @@
 """Image-to-text models: BLIP captions, answers and image-text matching, the offline fallback, and OCR."""
 
-from captioner.base import TASKS, ImageTextModel, ModelSuite, NotSupported
-from captioner.blip import BlipModel, GenerationSettings
-from captioner.registry import PRESETS, load_image_text_model, pull
+from vlsearch.captioner.base import TASKS, ImageTextModel, ModelSuite, NotSupported
+from vlsearch.captioner.blip import BlipModel, GenerationSettings
+from vlsearch.captioner.registry import PRESETS, load_image_text_model, pull
 
 __all__ = [
     "PRESETS",

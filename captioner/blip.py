@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from captioner.base import ImageTextModel, check_pairs
-from encoders.base import limit_aspect
+from vlsearch.captioner.base import ImageTextModel, check_pairs
+from vlsearch.encoders.base import limit_aspect
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from captioner.base import ImageTextModel, NotSupported, check_pairs
-from captioner.ocr import INSTALL_HINT, OcrFailed, OcrReader, OcrUnavailable, ocr_reader
-from encoders.base import limit_aspect
-from encoders.offline import ImageNetClassifier
+from vlsearch.captioner.base import ImageTextModel, NotSupported, check_pairs
+from vlsearch.captioner.ocr import INSTALL_HINT, OcrFailed, OcrReader, OcrUnavailable, ocr_reader
+from vlsearch.encoders.base import limit_aspect
+from vlsearch.encoders.offline import ImageNetClassifier
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from captioner.base import ImageTextModel
-from captioner.blip import TASK_OF_CLASS, BlipModel, GenerationSettings
-from encoders import WeightsUnavailable
-from encoders.base import pick_device
-from encoders.registry import file_digest, hub_reachable
+from vlsearch.captioner.base import ImageTextModel
+from vlsearch.captioner.blip import TASK_OF_CLASS, BlipModel, GenerationSettings
+from vlsearch.encoders import WeightsUnavailable
+from vlsearch.encoders.base import pick_device
+from vlsearch.encoders.registry import file_digest, hub_reachable
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +87,11 @@ def load_image_text_model(
         can = [p.name for p in PRESETS.values() if task in p.tasks and p.repo]
         raise ValueError(f"{spec} cannot {_verb(task)}; for {OPTION[task]} use one of: {', '.join(can)}")
     if spec == "offline":
-        from captioner.offline import OfflineCaptioner
+        from vlsearch.captioner.offline import OfflineCaptioner
 
         return OfflineCaptioner(device, cache_dir=model_dir)
     if spec == "tiny-random":
-        from captioner.tiny import tiny_blip
+        from vlsearch.captioner.tiny import tiny_blip
 
         model, processor = tiny_blip(task)
         return BlipModel("tiny-random", model, processor, device, settings)

@@ -40,7 +40,7 @@ def tiny_blip(task: str):
     """(model, processor) of the BLIP class for `task`, seeded so every load gives the same weights."""
     import transformers
 
-    from captioner.blip import TASK_OF_CLASS
+    from vlsearch.captioner.blip import TASK_OF_CLASS
 
     cls_name = next(name for name, t in TASK_OF_CLASS.items() if t == task)
     tokenizer = blip_tokenizer()

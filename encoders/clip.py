@@ -8,7 +8,7 @@ import torch
 from open_clip.transformer import text_global_pool
 from PIL import Image
 
-from encoders.base import Encoder, normalise
+from vlsearch.encoders.base import Encoder, normalise
 
 
 class ClipEncoder(Encoder):

@@ -19,7 +19,7 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.models import ResNet50_Weights
 
-from encoders.base import Encoder, normalise
+from vlsearch.encoders.base import Encoder, normalise
 
 log = logging.getLogger(__name__)
 

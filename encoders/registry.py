@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 import open_clip
 
-from encoders.base import Encoder, pick_device
+from vlsearch.encoders.base import Encoder, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,11 @@ def load_encoder(
             return load_encoder("offline", model_dir=model_dir, device=device)
     preset = PRESETS.get(spec)
     if preset is not None and preset.kind == "offline":
-        from encoders.offline import OfflineEncoder
+        from vlsearch.encoders.offline import OfflineEncoder
 
         return OfflineEncoder(device, cache_dir=model_dir)
     if preset is not None and preset.kind == "random":
-        from encoders.clip import ClipEncoder
+        from vlsearch.encoders.clip import ClipEncoder
 
         return ClipEncoder(spec, preset.arch or spec, None, device)
     if preset is not None:
@@ -99,7 +99,7 @@ def load_encoder(
             "open_clip.list_pretrained(), or ARCH with --weights PATH"
         )
     checkpoint = resolve_clip_weights(arch, pretrained, model_dir, allow_download)
-    from encoders.clip import ClipEncoder
+    from vlsearch.encoders.clip import ClipEncoder
 
     return ClipEncoder(model_name(arch, pretrained), arch, checkpoint, device)
 
@@ -210,7 +210,7 @@ def _clip_from_file(arch: str, weights: Path, device: str) -> Encoder:
         raise WeightsUnavailable(f"--weights {weights}: no such file; point it at an open_clip checkpoint")
     if arch not in open_clip.list_models():
         raise ValueError(f"--weights needs an architecture: --model ARCH (e.g. {DEFAULT_CLIP}); got {arch!r}")
-    from encoders.clip import ClipEncoder
+    from vlsearch.encoders.clip import ClipEncoder
 
     try:
         return ClipEncoder(weights_name(arch, weights), arch, str(weights), device)

@@ -20,12 +20,12 @@ from sqlalchemy import and_, exists, false, insert, or_, select
 from sqlalchemy.orm import aliased
 from torch.utils.data import DataLoader, Dataset
 
-from captioner import ImageTextModel
-from captioner.ocr import OcrFailed, OcrReader
-from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes, read_image_file
-from indexer.pipeline import ProgressHook, _under_any, _worker_init
-from library import ImageRecord, Library
-from library.schema import Caption, OcrText
+from vlsearch.captioner import ImageTextModel
+from vlsearch.captioner.ocr import OcrFailed, OcrReader
+from vlsearch.indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes, read_image_file
+from vlsearch.indexer.pipeline import ProgressHook, _under_any, _worker_init
+from vlsearch.library import ImageRecord, Library
+from vlsearch.library.schema import Caption, OcrText
 
 log = logging.getLogger(__name__)
 

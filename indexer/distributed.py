@@ -43,10 +43,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes, read_image_file
-from indexer.pipeline import Indexer, IndexReport, ProgressHook, WorkItem, draft_size
-from library import Embedding, ImageRecord, Library
-from library.thumbs import THUMB_LONG_SIDE
+from vlsearch.indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes, read_image_file
+from vlsearch.indexer.pipeline import Indexer, IndexReport, ProgressHook, WorkItem, draft_size
+from vlsearch.library import Embedding, ImageRecord, Library
+from vlsearch.library.thumbs import THUMB_LONG_SIDE
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def decode_stage(table: pa.Table, preprocess, draft: int | None, max_pixels: int
     status "error" and the reason; it never fails the batch."""
     import torch
 
-    from encoders.base import limit_aspect
+    from vlsearch.encoders.base import limit_aspect
 
     torch.set_num_threads(1)
     out: dict[str, list] = {name: [] for name in _DECODED_COLUMNS}
@@ -263,7 +263,7 @@ class EmbedStage:
     """A Ray actor: one encoder, loaded once, embedding the preprocessed pixels of each batch."""
 
     def __init__(self, specs: ModelSpecs) -> None:
-        from encoders import load_encoder
+        from vlsearch.encoders import load_encoder
 
         self.encoder = load_encoder(specs.encoder, weights=Path(specs.weights) if specs.weights else None,
                                     model_dir=Path(specs.model_dir) if specs.model_dir else None,
@@ -297,19 +297,19 @@ class DescribeStage:
         self.ocr = None
         self.max_pixels = max_pixels
         if specs.caption:
-            from captioner import load_image_text_model
+            from vlsearch.captioner import load_image_text_model
 
             self.captioner = load_image_text_model(
                 specs.caption, "caption", model_dir=Path(specs.model_dir) if specs.model_dir else None,
                 device=specs.device, settings=specs.generation, allow_download=False)
         if specs.ocr:
-            from captioner.ocr import ocr_reader
+            from vlsearch.captioner.ocr import ocr_reader
 
             self.ocr = ocr_reader()
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        from captioner.ocr import OcrFailed
-        from indexer.describe import MAX_SIDE
+        from vlsearch.captioner.ocr import OcrFailed
+        from vlsearch.indexer.describe import MAX_SIDE
 
         n = table.num_rows
         captions: list[str | None] = [None] * n
@@ -433,9 +433,9 @@ class RayIndexer:
 
     def _plan(self, local: Indexer, paths: list[Path | str], lists: list[Path], report: RayReport,
               done_elsewhere: set[str]) -> tuple[list[WorkItem], dict[str, Path], list[Path]]:
-        from indexer.discover import discover
-        from library.store import VECTOR_DIR
-        from library.thumbs import THUMB_DIR
+        from vlsearch.indexer.discover import discover
+        from vlsearch.library.store import VECTOR_DIR
+        from vlsearch.library.thumbs import THUMB_DIR
 
         roots = [Path(p).expanduser().resolve() for p in paths]
         unusable: list[tuple[str, str]] = []
@@ -512,7 +512,7 @@ class RayIndexer:
         return len(leftovers)
 
     def _merge(self, shard: Path, upserts: list[int], removed: list[int]) -> Any:
-        from library.parquet_io import import_parquet
+        from vlsearch.library.parquet_io import import_parquet
 
         result = import_parquet(self.library, [shard], update_index=False)  # FAISS once, at the end of the run
         upserts += result.changes.get(self.model, ([], []))[0]
@@ -589,7 +589,7 @@ class RayIndexer:
 
     def _run_window(self, ray, window: dict[str, list[WorkItem]], report: RayReport, upserts: list[int],
                     removed: list[int]) -> None:
-        from library.parquet_io import parquet_schema
+        from vlsearch.library.parquet_io import parquet_schema
 
         schema = parquet_schema(self.encoder.dim).with_metadata(
             {b"vlsearch": json.dumps({"format_version": 1, "model": self.model, "dim": self.encoder.dim}).encode()})

@@ -20,14 +20,14 @@ from PIL import Image
 from sqlalchemy import delete, func, select
 from torch.utils.data import DataLoader, Dataset
 
-from encoders import Encoder
-from encoders.base import limit_aspect
-from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageMeta, decode_bytes, read_image_file
-from indexer.discover import discover
-from library import Embedding, ImageRecord, Library, Root
-from library.schema import Caption, OcrText, utcnow
-from library.store import VECTOR_DIR, encode_vector
-from library.thumbs import THUMB_DIR, THUMB_LONG_SIDE, write_thumbnail
+from vlsearch.encoders import Encoder
+from vlsearch.encoders.base import limit_aspect
+from vlsearch.indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageMeta, decode_bytes, read_image_file
+from vlsearch.indexer.discover import discover
+from vlsearch.library import Embedding, ImageRecord, Library, Root
+from vlsearch.library.schema import Caption, OcrText, utcnow
+from vlsearch.library.store import VECTOR_DIR, encode_vector
+from vlsearch.library.thumbs import THUMB_DIR, THUMB_LONG_SIDE, write_thumbnail
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The on-disk library: SQLite rows and embeddings (the truth), FAISS indexes and thumbnails (derived)."""
 
-from library.schema import Embedding, ImageRecord, ModelRecord, Root
-from library.store import Library, LibraryBusy, LibraryError, ModelMismatchError
-from library.vectors import VectorIndex
+from vlsearch.library.schema import Embedding, ImageRecord, ModelRecord, Root
+from vlsearch.library.store import Library, LibraryBusy, LibraryError, ModelMismatchError
+from vlsearch.library.vectors import VectorIndex
 
 __all__ = [
     "Embedding",

@@ -8,7 +8,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-import migrations
+from vlsearch import migrations
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -32,10 +32,10 @@ import pyarrow.parquet as pq
 from sqlalchemy import and_, false, func, insert, select
 from sqlalchemy.orm import Session, selectinload
 
-from library.schema import Caption, Embedding, ImageRecord, ModelRecord, OcrText, utcnow
-from library.store import Library, LibraryError, decode_vectors, encode_vector
-from library.thumbs import thumbnail_relpath
-from library.vectors import VectorIndex
+from vlsearch.library.schema import Caption, Embedding, ImageRecord, ModelRecord, OcrText, utcnow
+from vlsearch.library.store import Library, LibraryError, decode_vectors, encode_vector
+from vlsearch.library.thumbs import thumbnail_relpath
+from vlsearch.library.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class ParquetError(LibraryError):
 
 
 class ProgressHook(Protocol):
-    """The same hook the indexer reports to (indexer.pipeline.ProgressHook)."""
+    """The same hook the indexer reports to (vlsearch.indexer.pipeline.ProgressHook)."""
 
     def start(self, total: int) -> None: ...
 

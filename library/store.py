@@ -18,9 +18,9 @@ from sqlalchemy import URL, Engine, bindparam, create_engine, delete, event, fun
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from library import migrate
-from library.schema import Caption, Embedding, ImageRecord, ModelRecord, OcrText
-from library.vectors import CHUNK_VECTORS, FLAT_LIMIT, VectorChunks, VectorIndex, VectorLookup
+from vlsearch.library import migrate
+from vlsearch.library.schema import Caption, Embedding, ImageRecord, ModelRecord, OcrText
+from vlsearch.library.vectors import CHUNK_VECTORS, FLAT_LIMIT, VectorChunks, VectorIndex, VectorLookup
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""Alembic environment and revisions of the library schema (applied by library.migrate)."""
+"""Alembic environment and revisions of the library schema (applied by vlsearch.library.migrate)."""

@@ -1,9 +1,9 @@
-"""Alembic environment: uses the connection library.migrate hands over, or the configured URL."""
+"""Alembic environment: uses the connection vlsearch.library.migrate hands over, or the configured URL."""
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from library.schema import Base
+from vlsearch.library.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,6 +1,6 @@
 """Text, image and combined search over a library: encode, ANN, filter, hydrate."""
 
-from search.engine import SearchEngine
-from search.query import Filters, SearchHit, SearchQuery
+from vlsearch.search.engine import SearchEngine
+from vlsearch.search.query import Filters, SearchHit, SearchQuery
 
 __all__ = ["Filters", "SearchEngine", "SearchHit", "SearchQuery"]

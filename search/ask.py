@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from captioner import ImageTextModel, NotSupported
-from search.engine import SearchEngine
-from search.query import Filters, SearchHit, SearchQuery
+from vlsearch.captioner import ImageTextModel, NotSupported
+from vlsearch.search.engine import SearchEngine
+from vlsearch.search.query import Filters, SearchHit, SearchQuery
 
 DEFAULT_CANDIDATES = 30
 THRESHOLD = 0.5
@@ -80,7 +80,7 @@ def ask_collection(
     filters: Filters | None = None,
 ) -> AskResult:
     """Images of the library for which the answer to `question` is yes, best first (at most k)."""
-    from indexer import DecodeError
+    from vlsearch.indexer import DecodeError
 
     if not re.search(r"\w", question):
         raise ValueError(f"{question!r} has no words to search for: ask a question, e.g. "

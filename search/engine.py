@@ -12,12 +12,12 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import func, or_, select
 
-from captioner import ImageTextModel
-from encoders import Encoder
-from library import ImageRecord, Library
-from library.schema import Caption, OcrText, Root
-from search.keywords import SQLITE_MAX_INT, KeywordQuery, keyword_ranking, reciprocal_rank_fusion
-from search.query import Filters, SearchHit, SearchQuery
+from vlsearch.captioner import ImageTextModel
+from vlsearch.encoders import Encoder
+from vlsearch.library import ImageRecord, Library
+from vlsearch.library.schema import Caption, OcrText, Root
+from vlsearch.search.keywords import SQLITE_MAX_INT, KeywordQuery, keyword_ranking, reciprocal_rank_fusion
+from vlsearch.search.query import Filters, SearchHit, SearchQuery
 
 FIRST_FETCH = 4  # over-fetch factor for the first FAISS call when filters may drop candidates
 # A filter admitting at most this many images is answered by scoring all of them: exact, and ~10 ms of numpy.
@@ -113,7 +113,7 @@ class SearchEngine:
 
         Each file is shrunk as soon as it is decoded and scored RERANK_CHUNK at a time, so a deep rerank over
         camera-sized photos holds one full-size image and a chunk of small ones, not `depth` full-size images."""
-        from indexer import DecodeError
+        from vlsearch.indexer import DecodeError
 
         assert self.matcher is not None
         roots = self.indexed_roots()
@@ -147,8 +147,8 @@ class SearchEngine:
         """An indexed image's file, decoded for a rerank or a question, only while it lies inside `roots` (symlinks
         resolved): a file swapped since indexing for a link out of the indexed folders is not read, as the server
         would not serve it (its score would tell a client about a file it may not see). Raises DecodeError."""
-        from indexer import DecodeError, decode_bytes
-        from indexer.decode import read_image_file
+        from vlsearch.indexer import DecodeError, decode_bytes
+        from vlsearch.indexer.decode import read_image_file
 
         try:
             data = read_image_file(path, confine_to=roots)
@@ -163,7 +163,7 @@ class SearchEngine:
         image_id = target if isinstance(target, int) else self._id_of_path(Path(target))
         if image_id is not None:
             return self.search(SearchQuery(image_id=image_id, k=k, filters=filters or Filters()))
-        from indexer import decode_image
+        from vlsearch.indexer import decode_image
 
         return self.search(SearchQuery(image=decode_image(Path(target)), k=k, filters=filters or Filters()))
 

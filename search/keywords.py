@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from library.schema import TEXT_TABLE
+from vlsearch.library.schema import TEXT_TABLE
 
 SQLITE_MAX_INT = 2**63 - 1  # a larger LIMIT (from a huge k) cannot even be bound as a parameter
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009): 1 / (60 + rank)

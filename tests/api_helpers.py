@@ -9,9 +9,9 @@ from contextlib import contextmanager
 
 import uvicorn
 
-from api.app import create_app
-from api.service import Models, Service
-from api.settings import Settings
+from vlsearch.api.app import create_app
+from vlsearch.api.service import Models, Service
+from vlsearch.api.settings import Settings
 
 
 def free_port() -> int:

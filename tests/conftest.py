@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from encoders import load_encoder
-from library import Library
+from vlsearch.encoders import load_encoder
+from vlsearch.library import Library
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 Started as `python -c "import crash_harness; crash_harness.serve()"`. Importing torch, open_clip and the CLI takes
 ~6 s on a 2-core machine; paying that once and forking a child per run lets one test kill the indexer dozens of
-times. Each child is a separate process running `api.cli.app` from the top (argument parsing, opening and
+times. Each child is a separate process running `vlsearch.api.cli.app` from the top (argument parsing, opening and
 migrating the library, loading the model, indexing), so a SIGKILL kills it exactly as it would kill
 `vlsearch index` started from a shell. Nothing in the parent has started a thread or touched the GPU before
 forking (imports only), so the children are sound.
@@ -34,10 +34,10 @@ def serve() -> None:
     import faiss  # noqa: F401
     import torch  # noqa: F401
 
-    import api.cli  # noqa: F401
-    import encoders  # noqa: F401
-    import indexer  # noqa: F401
-    import search  # noqa: F401
+    import vlsearch.api.cli  # noqa: F401
+    import vlsearch.encoders  # noqa: F401
+    import vlsearch.indexer  # noqa: F401
+    import vlsearch.search  # noqa: F401
 
     out = sys.stdout
     print(json.dumps({"ready": os.getpid()}), file=out, flush=True)
@@ -70,7 +70,7 @@ def _child(request: dict) -> None:
         pause = request.get("pause")
         if pause:
             _install_pause(pause)
-        from api.cli import app
+        from vlsearch.api.cli import app
 
         app(args=request["argv"], prog_name="vlsearch")
         code = 0
@@ -97,7 +97,7 @@ def _hold(marker: str, what: str) -> None:
 
 def _install_pause(pause: dict) -> None:
     if pause["at"] == "faiss":
-        import library.vectors as vectors
+        import vlsearch.library.vectors as vectors
 
         real = vectors.os
         calls = {"n": 0}

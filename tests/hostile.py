@@ -16,8 +16,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, features
 
-from indexer.decode import DEFAULT_MAX_PIXELS
 from tests.photos import exif_bytes, picture
+from vlsearch.indexer.decode import DEFAULT_MAX_PIXELS
 
 
 class Hostile(NamedTuple):

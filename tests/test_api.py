@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from captioner import load_image_text_model
-from indexer import Indexer
-from library import Library
 from tests.api_helpers import make_app, serving
 from tests.photos import png_bomb, write_photo, write_photos
+from vlsearch.captioner import load_image_text_model
+from vlsearch.indexer import Indexer
+from vlsearch.library import Library
 
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -105,11 +105,11 @@ def test_pages_end_exactly_and_date_sorted_and_hybrid_pages_never_repeat(site, m
     assert_error(get(url, "/api/v1/search", q="x", sort="date", k=1000, offset=1), 422, "1000")
     assert_error(get(url, "/api/v1/search", q="x", mode="hybrid", k=500, offset=501), 422, "1000")
     # Fusion is done at one depth for every page: with a window of 4, pages of 2 are the top 4 of a single query.
-    import api.routers.search
-    import search.engine
+    import vlsearch.api.routers.search
+    import vlsearch.search.engine
 
-    monkeypatch.setattr(search.engine, "FUSION_DEPTH", 4)
-    monkeypatch.setattr(api.routers.search, "FUSION_DEPTH", 4)
+    monkeypatch.setattr(vlsearch.search.engine, "FUSION_DEPTH", 4)
+    monkeypatch.setattr(vlsearch.api.routers.search, "FUSION_DEPTH", 4)
     one = [h["id"] for h in get(url, "/api/v1/search", q="photo jpg", mode="hybrid", k=4).json()["hits"]]
     first = get(url, "/api/v1/search", q="photo jpg", mode="hybrid", k=2).json()
     second = get(url, "/api/v1/search", q="photo jpg", mode="hybrid", k=2, offset=2).json()
@@ -412,7 +412,7 @@ def test_auth_reads_closes_every_endpoint_but_healthz(tmp_path, tiny_encoder):
 
 
 def test_api_keys_are_compared_in_constant_time_against_every_key():
-    from api.security import key_matches
+    from vlsearch.api.security import key_matches
 
     assert key_matches("b", ["a", "b"]) and not key_matches("c", ["a", "b"]) and not key_matches("", ["a"])
     assert not key_matches("\udcff", ["a"])  # odd bytes in a header never raise
@@ -436,7 +436,7 @@ def test_caption_upload_or_indexed_image(site):
 
 
 def test_stored_caption_is_returned_as_stored(tmp_path, tiny_encoder, tiny_models):
-    from indexer.describe import Describer
+    from vlsearch.indexer.describe import Describer
 
     write_photos(tmp_path / "photos", 2)
     lib = Library.open(tmp_path / "lib")
@@ -496,7 +496,7 @@ def test_endpoints_whose_model_is_missing_say_how_to_load_it(tmp_path, tiny_enco
 
 
 def test_offline_vqa_refuses_questions_it_cannot_ground(tmp_path, tiny_encoder):
-    from captioner.offline import OfflineCaptioner
+    from vlsearch.captioner.offline import OfflineCaptioner
 
     write_photos(tmp_path / "photos", 1)
     lib = Library.open(tmp_path / "lib")
@@ -629,7 +629,7 @@ def test_an_index_job_does_not_follow_file_links_out_of_the_allowed_folders(tmp_
 
 
 def test_a_failed_job_says_what_failed(tmp_path, tiny_encoder, monkeypatch):
-    import api.jobs
+    import vlsearch.api.jobs
 
     allowed = tmp_path / "allowed"
     write_photos(allowed, 1)
@@ -643,7 +643,7 @@ def test_a_failed_job_says_what_failed(tmp_path, tiny_encoder, monkeypatch):
         def run(self, paths):
             raise next(errors)
 
-    monkeypatch.setattr(api.jobs, "Indexer", Failing)
+    monkeypatch.setattr(vlsearch.api.jobs, "Indexer", Failing)
     with serving(make_app(lib, tiny_encoder, api_keys=[KEY], index_roots=[allowed])) as url:
         said = []
         for _ in range(3):
@@ -728,11 +728,11 @@ def test_concurrent_text_queries_share_encoder_calls(tmp_path, tiny_encoder):
             return inner(texts)
 
     counting = Counting()
-    from api.service import Models, Service
-    from api.settings import Settings
+    from vlsearch.api.service import Models, Service
+    from vlsearch.api.settings import Settings
 
     service = Service(lib, Models(encoder=counting), Settings(library=lib.root, batch_wait_ms=5))
-    from api.app import create_app
+    from vlsearch.api.app import create_app
 
     with serving(create_app(service)) as url, ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda i: httpx.get(url + "/api/v1/search", params={"q": f"query {i}"}, timeout=60),
@@ -745,13 +745,13 @@ def test_concurrent_text_queries_share_encoder_calls(tmp_path, tiny_encoder):
 
 
 def lib_search_top(lib, encoder, text):
-    from search import SearchEngine, SearchQuery
+    from vlsearch.search import SearchEngine, SearchQuery
 
     return SearchEngine(lib, encoder).search(SearchQuery(text=text, k=1))[0].id
 
 
 def test_settings_from_environment_and_toml(tmp_path, monkeypatch):
-    from api.settings import SettingsError, load_settings
+    from vlsearch.api.settings import SettingsError, load_settings
 
     config = tmp_path / "vlsearch.toml"
     config.write_text('port = 9100\napi_keys = ["from-file"]\nindex_roots = ["/srv/photos"]\nmax_upload_bytes = 5\n')
@@ -788,7 +788,7 @@ def test_settings_from_environment_and_toml(tmp_path, monkeypatch):
 
 
 def test_misspelt_environment_variables_are_named():
-    from api.settings import unknown_environment
+    from vlsearch.api.settings import unknown_environment
 
     env = {"VLSEARCH_API_KEY": "k", "VLSEARCH_API_KEYS": "k", "vlsearch_port": "1", "VLSEARCH_CONFIG": "x",
            "HOME": "/root", "VLSEARCH_INDEX_ROOT": "/srv"}
@@ -813,7 +813,7 @@ def test_vlsearch_serve_answers_over_http_and_warns_when_exposed(tmp_path, tiny_
     config = tmp_path / "vlsearch.toml"
     config.write_text(f'index_roots = ["{allowed}"]\nvqa_model = "tiny-random"\nitm_model = "tiny-random"\n')
     env = {**os.environ, "VLSEARCH_API_KEYS": KEY, "VLSEARCH_OCR": "false", "VLSEARCH_API_KEY": KEY}
-    cmd = [sys.executable, "-m", "api.cli", "serve", "--library", str(tmp_path / "lib"), "--host", "0.0.0.0",
+    cmd = [sys.executable, "-m", "vlsearch.api.cli", "serve", "--library", str(tmp_path / "lib"), "--host", "0.0.0.0",
            "--port", str(port), "--config", str(config), "--caption-model", "tiny-random",
            "--model-dir", str(tmp_path / "models")]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -849,7 +849,7 @@ def test_serving_beyond_loopback_without_keys_warns_loudly(tmp_path, tiny_encode
     import uvicorn
     from typer.testing import CliRunner
 
-    from api.cli import app as cli
+    from vlsearch.api.cli import app as cli
 
     write_photos(tmp_path / "photos", 1)
     lib = Library.open(tmp_path / "lib")

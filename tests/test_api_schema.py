@@ -14,11 +14,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
-from captioner import load_image_text_model
-from indexer import Indexer
-from library import Library
 from tests.api_helpers import make_app
 from tests.photos import write_photos
+from vlsearch.captioner import load_image_text_model
+from vlsearch.indexer import Indexer
+from vlsearch.library import Library
 
 KEY = "schema-key"
 # CI runs a fixed, repeatable sample so a red build always reproduces; VLSEARCH_FUZZ=N explores N fresh random

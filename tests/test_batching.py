@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from api.batching import MicroBatcher
+from vlsearch.api.batching import MicroBatcher
 
 
 def rows(texts: list[str]) -> np.ndarray:

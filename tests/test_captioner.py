@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from captioner import GenerationSettings, ModelSuite, NotSupported, load_image_text_model
-from captioner.offline import OfflineCaptioner
-from captioner.tiny import tiny_blip
 from tests.photos import picture
+from vlsearch.captioner import GenerationSettings, ModelSuite, NotSupported, load_image_text_model
+from vlsearch.captioner.offline import OfflineCaptioner
+from vlsearch.captioner.tiny import tiny_blip
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_checkpoint_folder_loads_and_a_folder_for_another_task_is_refused(tmp_pa
 
 def test_folder_models_are_named_by_content_and_a_corrupt_one_is_a_clear_error(tmp_path):
     """Captions are keyed by model name: two fine-tunes in folders called `caption` must not share one."""
-    from encoders import WeightsUnavailable
+    from vlsearch.encoders import WeightsUnavailable
 
     for folder, bump in ((tmp_path / "a" / "caption", 0.0), (tmp_path / "b" / "caption", 0.5)):
         model, processor = tiny_blip("caption")
@@ -85,10 +85,10 @@ def test_folder_models_are_named_by_content_and_a_corrupt_one_is_a_clear_error(t
 
 
 def test_missing_blip_weights_say_how_to_get_them_and_auto_falls_back(monkeypatch, tmp_path):
-    import captioner.registry
-    from encoders import WeightsUnavailable
+    import vlsearch.captioner.registry
+    from vlsearch.encoders import WeightsUnavailable
 
-    monkeypatch.setattr(captioner.registry, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(vlsearch.captioner.registry, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(WeightsUnavailable, match=r"vlsearch models pull blip-vqa-base --model-dir DIR"):
         load_image_text_model("blip-vqa-base", "answer", model_dir=tmp_path, device="cpu")
     assert load_image_text_model("auto", "caption", model_dir=tmp_path, device="cpu").name == "offline"
@@ -100,7 +100,7 @@ def test_missing_blip_weights_say_how_to_get_them_and_auto_falls_back(monkeypatc
 
 @pytest.fixture(scope="module")
 def photos():
-    from api.samples import sample_photos
+    from vlsearch.api.samples import sample_photos
 
     return sample_photos()
 
@@ -171,9 +171,9 @@ def test_a_suite_routes_each_task_and_names_what_is_missing(tiny):
 
 def test_a_preset_loads_from_a_copied_model_dir_without_the_hub(monkeypatch, tmp_path):
     """The air-gapped route: a --model-dir copied from a connected machine (the hub cache layout) is enough."""
-    import captioner.registry
+    import vlsearch.captioner.registry
 
-    monkeypatch.setattr(captioner.registry, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(vlsearch.captioner.registry, "hub_reachable", lambda timeout=3.0: False)
     snapshot = tmp_path / "models" / "models--Salesforce--blip-vqa-base" / "snapshots" / "0123abc"
     model, processor = tiny_blip("answer")
     model.save_pretrained(snapshot)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from api.cli import app
 from tests.photos import broken_corpus, write_photos
+from vlsearch.api.cli import app
 
 runner = CliRunner()
 NO_TEXT = ("--no-captions", "--no-ocr")  # the caption/OCR stage has its own tests (test_describe.py)
@@ -15,10 +15,10 @@ NO_TEXT = ("--no-captions", "--no-ocr")  # the caption/OCR stage has its own tes
 def env(tmp_path, monkeypatch):
     monkeypatch.setenv("VLSEARCH_LIBRARY", str(tmp_path / "lib"))
     monkeypatch.setenv("VLSEARCH_MODEL_DIR", str(tmp_path / "models"))
-    import captioner.registry
-    import encoders.registry
+    import vlsearch.captioner.registry
+    import vlsearch.encoders.registry
 
-    for module in (captioner.registry, encoders.registry):  # `auto` must never download in a test
+    for module in (vlsearch.captioner.registry, vlsearch.encoders.registry):  # `auto` must never download in a test
         monkeypatch.setattr(module, "hub_reachable", lambda timeout=3.0: False)
     return tmp_path
 
@@ -99,7 +99,7 @@ def test_errors_say_what_to_change(env):
 
 
 def test_wrong_model_is_reported_before_loading_it(env, monkeypatch):
-    import encoders.registry
+    import vlsearch.encoders.registry
 
     write_photos(env / "photos", 2)
     cli("index", *NO_TEXT, str(env / "photos"), "--model", "tiny-random", "--workers", "0")
@@ -107,22 +107,22 @@ def test_wrong_model_is_reported_before_loading_it(env, monkeypatch):
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded before the mismatch was reported")
 
-    monkeypatch.setattr(encoders.registry, "resolve_clip_weights", no_loading)
+    monkeypatch.setattr(vlsearch.encoders.registry, "resolve_clip_weights", no_loading)
     code, out = cli("search", "cat", "--model", "ViT-B-32")
     assert code == 2 and "not from 'ViT-B-32/laion2b_s34b_b79k'" in out
 
 
 def test_clip_weights_unavailable_offline_explains_how_to_get_them(env, monkeypatch):
-    import encoders.registry
+    import vlsearch.encoders.registry
 
-    monkeypatch.setattr(encoders.registry, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(vlsearch.encoders.registry, "hub_reachable", lambda timeout=3.0: False)
     code, out = cli("models", "pull", "ViT-B-32")
     assert code == 2
     assert "vlsearch models pull ViT-B-32/laion2b_s34b_b79k" in out and "--model-dir" in out
 
 
 def test_local_weights_file_is_loaded(env):
-    from encoders import load_encoder
+    from vlsearch.encoders import load_encoder
 
     tiny = load_encoder("tiny-random", device="cpu")
     weights = env / "tiny.pt"
@@ -141,7 +141,7 @@ def test_local_weights_file_is_loaded(env):
 
 
 def test_two_checkpoints_with_the_same_file_name_are_two_models(env):
-    from encoders import load_encoder
+    from vlsearch.encoders import load_encoder
 
     tiny = load_encoder("tiny-random", device="cpu")
     first, second = env / "a" / "model.pt", env / "b" / "model.pt"
@@ -249,7 +249,7 @@ def test_a_folder_caption_model_is_reused_while_there_and_a_stand_in_fills_gaps_
     the folder is gone they warn, and `auto` (offline here) captions only images that have no caption at all."""
     import shutil
 
-    from captioner.tiny import tiny_blip
+    from vlsearch.captioner.tiny import tiny_blip
 
     model, processor = tiny_blip("caption")
     model.save_pretrained(env / "my-blip")

@@ -3,8 +3,8 @@ it migrates the library's schema; every restart must pick up where the last run 
 
 The runs are children of a fork server (tests/crash_harness.py) that has imported torch and the CLI once, so
 that a kill and a restart cost about a second instead of ~10 (a cold start on a 2-core machine). After each kill
-the library is checked cheaply; at the end one run (a cold `python -m api.cli index`) goes to completion and the
-library is checked in full: every photo once, FAISS ids equal to SQLite's, a search that finds its probe. The
+the library is checked cheaply; at the end one run (a cold `python -m vlsearch.api.cli index`) goes to completion
+and the library is checked in full: every photo once, FAISS ids equal to SQLite's, a search that finds its probe. The
 figures (kills by phase, inconsistencies) are printed and, if VLSEARCH_RELIABILITY_OUT names a file, written
 there as JSON for RELIABILITY.md to cite.
 """
@@ -31,7 +31,7 @@ SEED = int(os.environ.get("VLSEARCH_CRASH_SEED", "20261123"))  # another seed ex
 PHOTOS = 200
 MORE_PHOTOS = 60  # added whenever fewer are left to index, so that every run has work to be killed in
 RANDOM_KILLS = 16  # a third of them during start-up (opening, loading the model, rebuilding the index, planning)
-TRIGGERS = len(importlib.import_module("migrations.versions.0002_captions_ocr_fts").TRIGGERS)
+TRIGGERS = len(importlib.import_module("vlsearch.migrations.versions.0002_captions_ocr_fts").TRIGGERS)
 WAIT_S = 90  # the most one run may take to reach a pause point or show progress (never reached when all is well)
 
 
@@ -125,7 +125,7 @@ def check_library(lib_dir: Path) -> list[str]:
 def check_saved_index(lib_dir: Path, generation: int, dim: int, stored: list[int]) -> list[str]:
     """A FAISS file may be stale after a kill (it is rebuilt), but one whose metadata says it is current must hold
     exactly the vectors SQLite holds."""
-    from library.vectors import VectorIndex, meta_path
+    from vlsearch.library.vectors import VectorIndex, meta_path
 
     path = lib_dir / "vectors" / "tiny-random.faiss"
     if not path.exists() or not meta_path(path).exists():
@@ -149,7 +149,7 @@ def create_at_first_revision(lib_dir: Path) -> None:
     from alembic import command
     from sqlalchemy import URL, create_engine
 
-    from library import migrate
+    from vlsearch.library import migrate
 
     lib_dir.mkdir(parents=True)
     engine = create_engine(URL.create("sqlite", database=str(lib_dir / "library.db")))
@@ -165,7 +165,7 @@ def downgrade_to_first_revision(lib_dir: Path) -> None:
     from alembic import command
     from sqlalchemy import URL, create_engine
 
-    from library import migrate
+    from vlsearch.library import migrate
 
     engine = create_engine(URL.create("sqlite", database=str(lib_dir / "library.db")))
     cfg = migrate.alembic_config(engine)
@@ -198,7 +198,7 @@ def check_final(lib_dir: Path, photos: list[Path], probe: Path, results: Path | 
     if missing_thumbs:
         final_problems.append(f"{len(missing_thumbs)} thumbnails missing, e.g. {missing_thumbs[:2]}")
 
-    from library import Library
+    from vlsearch.library import Library
 
     lib = Library.open(lib_dir, create=False)
     try:
@@ -311,10 +311,10 @@ def test_sigkill_anywhere_loses_nothing(tmp_path, capsys):
         cycle("faiss-save", {"at": "faiss", "nth": 4})
         photos = sorted(photo_dir.glob("*.jpg"))
 
-        # The last run, left to finish: `python -m api.cli index` started afresh, as a user would.
+        # The last run, left to finish: `python -m vlsearch.api.cli index` started afresh, as a user would.
         with log.open("a") as f:
             f.write("\n=== final run\n")
-            final_code = subprocess.run([sys.executable, "-m", "api.cli", *index_argv], cwd=REPO, env=env,
+            final_code = subprocess.run([sys.executable, "-m", "vlsearch.api.cli", *index_argv], cwd=REPO, env=env,
                                         stdout=f, stderr=f, timeout=300).returncode
         results = tmp_path / "search.json"
         probe = photos[len(photos) // 3]

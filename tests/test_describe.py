@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from sqlalchemy import select, text
 
-from captioner import ModelSuite, NotSupported, load_image_text_model
-from captioner.ocr import OcrFailed, ocr_reader
-from indexer import Indexer
-from indexer.describe import Describer
-from library import ImageRecord, Library
-from library.schema import Caption, OcrText
-from search import Filters, SearchEngine, SearchQuery
-from search.ask import ask_collection, check_question, retrieval_query
 from tests.photos import picture, write_photo, write_photos
+from vlsearch.captioner import ModelSuite, NotSupported, load_image_text_model
+from vlsearch.captioner.ocr import OcrFailed, ocr_reader
+from vlsearch.indexer import Indexer
+from vlsearch.indexer.describe import Describer
+from vlsearch.library import ImageRecord, Library
+from vlsearch.library.schema import Caption, OcrText
+from vlsearch.search import Filters, SearchEngine, SearchQuery
+from vlsearch.search.ask import ask_collection, check_question, retrieval_query
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_file_changed_after_indexing_is_skipped_not_misdescribed(library, tiny_e
 
 @pytest.fixture(scope="module")
 def sample_dir(tmp_path_factory):
-    from api.samples import sample_photos
+    from vlsearch.api.samples import sample_photos
 
     folder = tmp_path_factory.mktemp("samples")
     photos = sample_photos()
@@ -264,7 +264,7 @@ def test_rerank_orders_the_top_candidates_by_the_matching_model(library, tiny_en
 def test_a_deep_rerank_scores_small_images_in_chunks(library, tiny_encoder, tiny_text, tmp_path):
     """Rerank decodes candidates one by one, shrinks each at once and scores them in chunks: memory stays bounded
     however deep the rerank and however large the photos (200 camera photos at once would be gigabytes)."""
-    from search.engine import RERANK_CHUNK, RERANK_SIDE
+    from vlsearch.search.engine import RERANK_CHUNK, RERANK_SIDE
 
     for i in range(RERANK_CHUNK + 4):
         write_photo(tmp_path / "big" / f"p{i:02d}.jpg", i, size=(1800, 1200))
@@ -335,7 +335,7 @@ def test_a_library_at_the_first_schema_gets_its_keyword_index_on_open(tmp_path):
     from alembic import command
     from sqlalchemy import URL, create_engine
 
-    from library import migrate
+    from vlsearch.library import migrate
 
     db = tmp_path / "lib" / "library.db"
     db.parent.mkdir()

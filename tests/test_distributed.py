@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from api.cli import app
-from library import Embedding, ImageRecord, Library
-from library.schema import Caption, OcrText
-from library.store import decode_vectors
 from tests.photos import broken_corpus, write_photos
+from vlsearch.api.cli import app
+from vlsearch.library import Embedding, ImageRecord, Library
+from vlsearch.library.schema import Caption, OcrText
+from vlsearch.library.store import decode_vectors
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'vlsearch[distributed]')")
 
@@ -42,10 +42,10 @@ def cluster():
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     monkeypatch.setenv("VLSEARCH_MODEL_DIR", str(tmp_path / "models"))
-    import captioner.registry
-    import encoders.registry
+    import vlsearch.captioner.registry
+    import vlsearch.encoders.registry
 
-    for module in (captioner.registry, encoders.registry):  # `auto` must never download in a test
+    for module in (vlsearch.captioner.registry, vlsearch.encoders.registry):  # `auto` must never download in a test
         monkeypatch.setattr(module, "hub_reachable", lambda timeout=3.0: False)
     return tmp_path
 
@@ -128,7 +128,7 @@ def test_ray_index_gives_what_a_local_index_gives(cluster, env):
 
 
 def test_a_stopped_run_keeps_its_merged_shards_and_resumes(cluster, env, monkeypatch):
-    import indexer.distributed as distributed
+    import vlsearch.indexer.distributed as distributed
 
     photos = env / "photos"
     write_photos(photos, 12)
@@ -234,8 +234,8 @@ def test_lists_of_urls_and_files_into_shards_then_import(cluster, env, http_phot
     # The API sends a client to an indexed URL's image, and answers for what it holds itself.
     import httpx
 
-    from encoders import load_encoder
     from tests.api_helpers import make_app, serving
+    from vlsearch.encoders import load_encoder
 
     lib = Library.open(env / "lib", create=False)
     try:
@@ -261,8 +261,8 @@ def test_clear_errors(env):
 
 
 def test_a_model_that_cannot_load_on_the_workers_is_a_clear_error(cluster, env):
-    from encoders import load_encoder
-    from indexer.distributed import DistributedError, ModelSpecs, RayIndexer, RayOptions
+    from vlsearch.encoders import load_encoder
+    from vlsearch.indexer.distributed import DistributedError, ModelSpecs, RayIndexer, RayOptions
 
     write_photos(env / "photos", 2)
     lib = Library.open(env / "lib")

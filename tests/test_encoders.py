@@ -3,9 +3,9 @@ import logging
 import numpy as np
 import pytest
 
-import encoders.registry
-from encoders import WeightsUnavailable, load_encoder
+import vlsearch.encoders.registry
 from tests.photos import picture
+from vlsearch.encoders import WeightsUnavailable, load_encoder
 
 
 def test_tiny_random_is_deterministic_and_normalised():
@@ -23,14 +23,14 @@ def test_unknown_model_names_the_choices():
 
 
 def test_missing_clip_weights_offline_raise_with_instructions(monkeypatch, tmp_path):
-    monkeypatch.setattr(encoders.registry, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(vlsearch.encoders.registry, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(WeightsUnavailable, match=r"vlsearch models pull ViT-B-32/laion2b_s34b_b79k"):
         load_encoder("ViT-B-32", model_dir=tmp_path, device="cpu")
 
 
 def test_auto_falls_back_to_offline_with_a_warning(monkeypatch, tmp_path, caplog):
-    monkeypatch.setattr(encoders.registry, "hub_reachable", lambda timeout=3.0: False)
-    with caplog.at_level(logging.WARNING, logger="encoders.registry"):
+    monkeypatch.setattr(vlsearch.encoders.registry, "hub_reachable", lambda timeout=3.0: False)
+    with caplog.at_level(logging.WARNING, logger="vlsearch.encoders.registry"):
         encoder = load_encoder("auto", model_dir=tmp_path, device="cpu")
     assert encoder.name == "offline" and encoder.dim == 384
     assert "Falling back to the `offline` model" in caplog.text
@@ -40,7 +40,7 @@ def test_auto_falls_back_to_offline_with_a_warning(monkeypatch, tmp_path, caplog
 def test_long_thin_images_are_cut_to_their_central_part_before_preprocessing():
     from PIL import Image
 
-    from encoders.base import limit_aspect
+    from vlsearch.encoders.base import limit_aspect
 
     strip = Image.new("RGB", (1000, 10), "white")
     strip.paste((255, 0, 0), (480, 0, 520, 10))  # a red mark in the middle must survive the crop
@@ -54,7 +54,7 @@ def test_long_thin_images_are_cut_to_their_central_part_before_preprocessing():
 def test_text_encoding_trimmed_to_the_last_end_of_text_equals_the_full_context(tiny_encoder):
     import torch
 
-    from encoders.base import normalise
+    from vlsearch.encoders.base import normalise
 
     assert tiny_encoder._trimmable
     batches = [["a dog"], ["a dog", "a photo of a red bicycle leaning on a wall at night in the rain", ""],

@@ -13,12 +13,12 @@ import torch
 from PIL import Image, ImageFilter, ImageOps
 from sqlalchemy import select
 
-from encoders.base import limit_aspect
-from encoders.clip import ClipEncoder
-from indexer import Indexer, decode_bytes
-from indexer.pipeline import draft_size
-from library import ImageRecord, Library
 from tests.photos import exif_bytes, picture, write_photo
+from vlsearch.encoders.base import limit_aspect
+from vlsearch.encoders.clip import ClipEncoder
+from vlsearch.indexer import Indexer, decode_bytes
+from vlsearch.indexer.pipeline import draft_size
+from vlsearch.library import ImageRecord, Library
 
 SIZES = [(1600, 1200), (1200, 1600), (4000, 1000), (2048, 2048), (3000, 2000), (1100, 1100)]
 

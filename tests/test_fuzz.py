@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 from PIL import Image
 from sqlalchemy import func, select
 
-from captioner import load_image_text_model
-from indexer import DecodeError, Indexer, decode_bytes
-from library import ImageRecord, Library
-from search import Filters, SearchEngine, SearchQuery
 from tests.api_helpers import make_app, serving
 from tests.photos import picture, write_photo
+from vlsearch.captioner import load_image_text_model
+from vlsearch.indexer import DecodeError, Indexer, decode_bytes
+from vlsearch.library import ImageRecord, Library
+from vlsearch.search import Filters, SearchEngine, SearchQuery
 
 EXAMPLES = int(os.environ.get("VLSEARCH_FUZZ_EXAMPLES", "0"))
 

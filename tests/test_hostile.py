@@ -19,11 +19,11 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from captioner import load_image_text_model
-from indexer.decode import decode_bytes
-from library import Embedding, ImageRecord, Library
 from tests.api_helpers import make_app, serving
 from tests.hostile import Hostile, permissions_enforced, write_hostile_corpus
+from vlsearch.captioner import load_image_text_model
+from vlsearch.indexer.decode import decode_bytes
+from vlsearch.library import Embedding, ImageRecord, Library
 
 ROOT = Path(__file__).resolve().parent.parent
 # Peak memory of the whole indexing run (torch and the model included, about 0.9 GB here): a decompression bomb that
@@ -34,7 +34,7 @@ MAX_RSS_BYTES = int(3.2 * 2**30)
 # The indexing run in a child process, reporting its own and its worker processes' peak memory.
 RUN_CLI = """
 import json, resource, sys
-from api.cli import app
+from vlsearch.api.cli import app
 try:
     app(sys.argv[1:])
 except SystemExit as exc:
@@ -177,7 +177,7 @@ def test_good_images_decode_without_warnings(indexed):
 
 def test_status_counts_the_errors(indexed):
     corpus, entries, lib_dir, _ = indexed
-    run = subprocess.run([sys.executable, "-m", "api.cli", "status", "--library", str(lib_dir), "--json"],
+    run = subprocess.run([sys.executable, "-m", "vlsearch.api.cli", "status", "--library", str(lib_dir), "--json"],
                          capture_output=True, text=True, timeout=60, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr

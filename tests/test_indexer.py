@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select, text
 
-from indexer import Indexer
-from library import Embedding, ImageRecord
 from tests.photos import broken_corpus, odd_but_valid, write_photo, write_photos
+from vlsearch.indexer import Indexer
+from vlsearch.library import Embedding, ImageRecord
 
 
 def run(library, encoder, *paths, **kwargs):
@@ -162,12 +162,12 @@ def test_a_link_swapped_in_after_listing_cannot_bring_in_an_outside_file(library
                                                                           monkeypatch):
     """The server's jobs confine reads to the allowed folders at the moment of reading, not only when listing:
     a file replaced by a link to an outside file between the two is refused, its content never read."""
-    import indexer.pipeline
+    import vlsearch.indexer.pipeline
 
     allowed = tmp_path / "allowed"
     write_photos(allowed, 2)
     secret = write_photo(tmp_path / "outside" / "secret.jpg", 9)
-    listed = indexer.pipeline.discover
+    listed = vlsearch.indexer.pipeline.discover
 
     def list_then_swap(*args, **kwargs):
         files = list(listed(*args, **kwargs))
@@ -175,7 +175,7 @@ def test_a_link_swapped_in_after_listing_cannot_bring_in_an_outside_file(library
         (allowed / "photo_0000.jpg").symlink_to(secret)
         return iter(files)
 
-    monkeypatch.setattr(indexer.pipeline, "discover", list_then_swap)
+    monkeypatch.setattr(vlsearch.indexer.pipeline, "discover", list_then_swap)
     report = run(library, tiny_encoder, allowed, confine_to=[allowed])
     assert (report.embedded, report.errors) == (1, 1)
     swapped = rows(library)[str(allowed / "photo_0000.jpg")]
@@ -215,7 +215,7 @@ def test_file_names_that_are_not_utf8_are_skipped_with_a_reason(library, tiny_en
 
 
 def test_content_change_drops_the_stale_vectors_of_other_models(library, tiny_encoder, tmp_path):
-    from encoders.clip import ClipEncoder
+    from vlsearch.encoders.clip import ClipEncoder
 
     other = ClipEncoder("tiny-other", "vlsearch-tiny", None, "cpu")
     photos = write_photos(tmp_path / "p", 3)
@@ -243,7 +243,7 @@ def test_awkward_image_modes_decode_upright(library, tiny_encoder, tmp_path):
         assert (row.display_width, row.display_height) == (width, height), name
         assert (library.root / row.thumbnail).is_file(), name
     assert r[str(odd["exif orientation 6"][0])].orientation == 6
-    from indexer import decode_image
+    from vlsearch.indexer import decode_image
 
     sixteen = np.asarray(decode_image(odd["16-bit"][0]))
     assert sixteen[0, 0, 0] == 0 and sixteen[-1, -1, 0] == 255 and 100 < sixteen[40, 60, 0] < 155  # scaled, not clipped
@@ -266,7 +266,7 @@ def test_exif_date_and_camera_are_stored(library, tiny_encoder, tmp_path):
 
 @pytest.mark.parametrize("where", ["lib", "."])
 def test_library_folder_inside_the_indexed_folder_is_not_indexed(tiny_encoder, tmp_path, where):
-    from library import Library
+    from vlsearch.library import Library
 
     write_photos(tmp_path, 2)
     lib = Library.open(tmp_path / where)
@@ -321,7 +321,7 @@ def test_sqlite_is_in_wal_mode_with_foreign_keys(library, tiny_encoder, tmp_path
 
 
 def test_default_decoding_workers_follow_where_the_model_runs():
-    from indexer.pipeline import decode_workers
+    from vlsearch.indexer.pipeline import decode_workers
 
     assert decode_workers(3, "cuda", cores=16) == 3  # asked for: as asked
     assert decode_workers(None, "cpu", cores=2) == 2  # the model shares the cores

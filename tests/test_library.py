@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from indexer import Indexer
-from library import Embedding, ImageRecord, Library, VectorIndex, migrate
 from tests.photos import write_photos
+from vlsearch.indexer import Indexer
+from vlsearch.library import Embedding, ImageRecord, Library, VectorIndex, migrate
 
 
 def index(lib, encoder, folder):
@@ -53,14 +53,14 @@ def test_damaged_faiss_file_is_rebuilt_from_sqlite(tmp_path, tiny_encoder, damag
             conn.execute("UPDATE models SET generation = generation + 1")
         expected = expected[1:]
     reopened = Library.open(tmp_path / "lib")
-    with caplog.at_level(logging.WARNING, logger="library.store"):
+    with caplog.at_level(logging.WARNING, logger="vlsearch.library.store"):
         rebuilt = reopened.vector_index(model)
     assert sorted(rebuilt.ids().tolist()) == expected
     assert "rebuilding" in caplog.text
     # ... and saved again, so the next open reads it without a rebuild.
     caplog.clear()
     again = Library.open(tmp_path / "lib")
-    with caplog.at_level(logging.WARNING, logger="library.store"):
+    with caplog.at_level(logging.WARNING, logger="vlsearch.library.store"):
         assert sorted(again.vector_index(model).ids().tolist()) == expected
     assert "rebuilding" not in caplog.text
 
@@ -98,7 +98,7 @@ def test_killed_indexer_loses_nothing_and_resumes(tmp_path):
     """SIGKILL a real `vlsearch index` mid-run: committed batches stay, SQLite and FAISS agree, a rerun finishes."""
     photos = write_photos(tmp_path / "photos", 300)
     lib_dir = tmp_path / "lib"
-    cmd = [sys.executable, "-m", "api.cli", "index", str(tmp_path / "photos"), "--library", str(lib_dir),
+    cmd = [sys.executable, "-m", "vlsearch.api.cli", "index", str(tmp_path / "photos"), "--library", str(lib_dir),
            "--model", "tiny-random", "--batch-size", "2", "--workers", "0", "--device", "cpu",
            "--no-captions", "--no-ocr"]
     env = {**os.environ, "VLSEARCH_MODEL_DIR": str(tmp_path / "models")}
@@ -130,7 +130,7 @@ def test_killed_indexer_loses_nothing_and_resumes(tmp_path):
     index = lib.vector_index("tiny-random")  # stale or missing after the kill: rebuilt, never an error
     assert sorted(index.ids().tolist()) == sorted(embedded)
 
-    from encoders import load_encoder
+    from vlsearch.encoders import load_encoder
 
     report = Indexer(lib, load_encoder("tiny-random", device="cpu"), batch_size=16, workers=0).run(
         [tmp_path / "photos"]
@@ -157,11 +157,11 @@ def test_two_libraries_do_not_share_state(tmp_path, tiny_encoder):
 
 
 def test_growing_past_the_flat_limit_switches_to_the_approximate_index(tmp_path, tiny_encoder, monkeypatch):
-    import library.store
-    import library.vectors
+    import vlsearch.library.store
+    import vlsearch.library.vectors
 
-    monkeypatch.setattr(library.store, "FLAT_LIMIT", 8)
-    monkeypatch.setattr(library.vectors, "FLAT_LIMIT", 8)
+    monkeypatch.setattr(vlsearch.library.store, "FLAT_LIMIT", 8)
+    monkeypatch.setattr(vlsearch.library.vectors, "FLAT_LIMIT", 8)
     lib = Library.open(tmp_path / "lib")
     write_photos(tmp_path / "p", 6)
     index(lib, tiny_encoder, tmp_path / "p")
@@ -192,8 +192,8 @@ def test_an_empty_library_can_be_given_an_ivf_index_and_then_filled(tmp_path, ti
 
 
 def test_a_reader_may_keep_a_recent_index_while_another_process_writes(tmp_path, tiny_encoder):
-    from search import SearchEngine, SearchQuery
     from tests.photos import picture
+    from vlsearch.search import SearchEngine, SearchQuery
 
     photos = write_photos(tmp_path / "p", 5)
     writer = Library.open(tmp_path / "lib")

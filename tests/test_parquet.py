@@ -14,15 +14,15 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from api.cli import app
-from captioner import load_image_text_model
-from indexer import Indexer
-from indexer.describe import Describer
-from library import Embedding, ImageRecord, Library
-from library.parquet_io import ParquetError, export_parquet, import_parquet, parquet_schema
-from library.schema import Caption, OcrText
-from search import SearchEngine, SearchQuery
 from tests.photos import broken_corpus, picture, write_photo, write_photos
+from vlsearch.api.cli import app
+from vlsearch.captioner import load_image_text_model
+from vlsearch.indexer import Indexer
+from vlsearch.indexer.describe import Describer
+from vlsearch.library import Embedding, ImageRecord, Library
+from vlsearch.library.parquet_io import ParquetError, export_parquet, import_parquet, parquet_schema
+from vlsearch.library.schema import Caption, OcrText
+from vlsearch.search import SearchEngine, SearchQuery
 
 MODEL = "tiny-random"
 DIM = 32

@@ -14,9 +14,9 @@ import sys
 import pytest
 from sqlalchemy import func, select
 
-from library import Embedding, ImageRecord, Library
-from library.schema import Caption
 from tests.photos import write_photos
+from vlsearch.library import Embedding, ImageRecord, Library
+from vlsearch.library.schema import Caption
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'vlsearch[distributed]')")
 from ray.cluster_utils import Cluster  # noqa: E402  (after the skip)
@@ -35,7 +35,7 @@ def two_nodes():
 
 
 def vlsearch(*args, env, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "api.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "vlsearch.api.cli", *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=timeout)
 
 

@@ -17,11 +17,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from captioner import load_image_text_model
-from indexer import Indexer
-from library import ImageRecord, Library
 from tests.api_helpers import make_app, serving
 from tests.photos import picture, write_photo, write_photos
+from vlsearch.captioner import load_image_text_model
+from vlsearch.indexer import Indexer
+from vlsearch.library import ImageRecord, Library
 
 KEY = "robust-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -332,7 +332,7 @@ def test_the_library_is_intact_afterwards(site):
 ])
 def test_engine_refuses_unusable_queries_with_a_user_error(site, tiny_encoder, query, error):
     """What would have failed deep in SQLite, the tokenizer or the path resolver is a ValueError that says why."""
-    from search import Filters, SearchEngine, SearchQuery
+    from vlsearch.search import Filters, SearchEngine, SearchQuery
 
     _, _, lib, _ = site
     with pytest.raises(ValueError, match=error) as raised:
@@ -344,7 +344,7 @@ def test_engine_refuses_unusable_queries_with_a_user_error(site, tiny_encoder, q
 @pytest.mark.parametrize("mode", ["vector", "keyword", "hybrid"])
 def test_engine_takes_any_k_and_any_image_id(site, tiny_encoder, mode):
     """k past SQLite's integer range (a LIMIT it cannot bind) still answers; an id past it is simply unknown."""
-    from search import Filters, SearchEngine, SearchQuery
+    from vlsearch.search import Filters, SearchEngine, SearchQuery
 
     _, _, lib, count = site
     engine = SearchEngine(lib, tiny_encoder)

@@ -3,10 +3,10 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from indexer import Indexer
-from library import Library, ModelMismatchError
-from search import Filters, SearchEngine, SearchQuery
 from tests.photos import picture, write_photo, write_photos
+from vlsearch.indexer import Indexer
+from vlsearch.library import Library, ModelMismatchError
+from vlsearch.search import Filters, SearchEngine, SearchQuery
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_filters_apply_with_the_vector_search(indexed):
 
 
 def test_narrow_filter_is_answered_exactly_over_the_images_it_admits(indexed, tiny_encoder, monkeypatch):
-    from library import VectorIndex
+    from vlsearch.library import VectorIndex
 
     lib, engine, photos = indexed
     lib.rebuild_index(tiny_encoder.name, "hnsw")  # an approximate index must not make a filter miss
@@ -91,10 +91,10 @@ def test_narrow_filter_is_answered_exactly_over_the_images_it_admits(indexed, ti
 
 
 def test_broad_filter_fills_k_by_widening_the_candidate_set(indexed, monkeypatch):
-    import search.engine
-    from library import VectorIndex
+    import vlsearch.search.engine
+    from vlsearch.library import VectorIndex
 
-    monkeypatch.setattr(search.engine, "EXACT_FILTER_LIMIT", 0)  # as if the filter admitted too many to score
+    monkeypatch.setattr(vlsearch.search.engine, "EXACT_FILTER_LIMIT", 0)  # as if the filter admitted too many to score
     _, engine, photos = indexed
     unfiltered = ranking(engine.search(SearchQuery(image=picture(3), k=30)))
     by_id = {h.id: h.path for h in engine.search(SearchQuery(image=picture(3), k=30))}
@@ -162,7 +162,7 @@ def test_image_weight_decides_what_a_combined_query_favours(indexed):
 
 def test_searching_with_another_model_is_a_clear_error(indexed, tmp_path):
     lib, _, _ = indexed
-    from encoders.clip import ClipEncoder
+    from vlsearch.encoders.clip import ClipEncoder
 
     renamed = ClipEncoder("some-other-model/v1", "vlsearch-tiny", None, "cpu")
     with pytest.raises(ModelMismatchError, match=r"vectors from 'tiny-random'.*--model tiny-random"):

@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from encoders import WeightsUnavailable, load_encoder
-from indexer import Indexer
-from library import Library
 from tests.api_helpers import make_app, serving
 from tests.photos import write_photos
+from vlsearch.encoders import WeightsUnavailable, load_encoder
+from vlsearch.indexer import Indexer
+from vlsearch.library import Library
 
 KEY = "sk-test-0123456789abcdef"
 
@@ -47,8 +47,8 @@ def test_a_booby_trapped_clip_checkpoint_runs_no_code(tmp_path):
 
 
 def test_a_booby_trapped_blip_checkpoint_folder_runs_no_code(tmp_path):
-    from captioner import load_image_text_model
-    from captioner.tiny import tiny_blip
+    from vlsearch.captioner import load_image_text_model
+    from vlsearch.captioner.tiny import tiny_blip
 
     folder, marker = tmp_path / "caption", tmp_path / "pwned"
     model, processor = tiny_blip("caption")
@@ -81,7 +81,7 @@ def test_uploads_are_spooled_only_to_temporary_files_that_are_gone_after_each_re
     """Every upload endpoint, answered or refused: the spooled file is closed (so deleted: it is a
     TemporaryFile) when the request ends, nothing is written into the library or the temp folder, and neither the
     key nor a wrong one shows up in the logs."""
-    from captioner import load_image_text_model
+    from vlsearch.captioner import load_image_text_model
 
     write_photos(tmp_path / "photos", 2)
     lib = Library.open(tmp_path / "lib")
@@ -144,7 +144,7 @@ def test_keys_are_compared_in_constant_time_against_every_configured_key(monkeyp
     nor the number of them says which key (or how much of one) was right."""
     import hmac
 
-    from api import security
+    from vlsearch.api import security
 
     compared = []
     real = hmac.compare_digest
@@ -164,7 +164,7 @@ def test_keys_are_compared_in_constant_time_against_every_configured_key(monkeyp
 
 def test_the_server_caps_malloc_arenas_unless_the_operator_chose(monkeypatch):
     """Fewer glibc arenas keep a long-running server's memory from creeping up (RELIABILITY.md, soak)."""
-    from api.cli import M_ARENA_MAX, SERVER_MALLOC_ARENAS, limit_malloc_arenas
+    from vlsearch.api.cli import M_ARENA_MAX, SERVER_MALLOC_ARENAS, limit_malloc_arenas
 
     class Libc:
         calls: list = []

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from PIL import ImageOps
 
-from api.samples import write_samples
-from encoders import load_encoder
-from indexer import Indexer
-from library import Library
-from search import SearchEngine, SearchQuery
+from vlsearch.api.samples import write_samples
+from vlsearch.encoders import load_encoder
+from vlsearch.indexer import Indexer
+from vlsearch.library import Library
+from vlsearch.search import SearchEngine, SearchQuery
 
 
 @pytest.fixture(scope="module")

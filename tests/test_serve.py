@@ -3,10 +3,10 @@
 import httpx
 import pytest
 
-from indexer import Indexer
-from library import Library
 from tests.api_helpers import make_app, serving
 from tests.photos import write_photos
+from vlsearch.indexer import Indexer
+from vlsearch.library import Library
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_page_and_its_files_are_served_under_a_strict_content_security_policy(se
 
 @pytest.fixture
 def server_with_captions(tmp_path, tiny_encoder):
-    from captioner import load_image_text_model
+    from vlsearch.captioner import load_image_text_model
 
     write_photos(tmp_path / "photos", 3)
     lib = Library.open(tmp_path / "lib")
@@ -97,7 +97,7 @@ def test_offline_alt_text_for_a_sliver_of_an_image_is_a_caption_not_a_crash(tmp_
 
     from PIL import Image
 
-    from captioner.offline import OfflineCaptioner
+    from vlsearch.captioner.offline import OfflineCaptioner
 
     write_photos(tmp_path / "photos", 1)
     lib = Library.open(tmp_path / "lib")

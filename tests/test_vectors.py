@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from sqlalchemy import insert
 
-import library.vectors
+import vlsearch.library.vectors
 from bench.index_choice import make_mixture
-from library import Library, VectorIndex
-from library.schema import Embedding, ImageRecord
-from library.store import encode_vector
-from library.vectors import PQ_MIN_VECTORS, IndexMeta, gpu_eligible, meta_path, text_like_probes
+from vlsearch.library import Library, VectorIndex
+from vlsearch.library.schema import Embedding, ImageRecord
+from vlsearch.library.store import encode_vector
+from vlsearch.library.vectors import PQ_MIN_VECTORS, IndexMeta, gpu_eligible, meta_path, text_like_probes
 
 DIM = 32
 
@@ -127,8 +127,8 @@ def test_recall_guard_raises_hnsw_ef_search(data):
 
 def test_recall_guard_warns_when_its_bound_stops_it(data, monkeypatch, caplog):
     ids, vectors, _ = data
-    monkeypatch.setattr(library.vectors, "NPROBE_MAX", 2)
-    with caplog.at_level(logging.WARNING, logger="library.vectors"):
+    monkeypatch.setattr(vlsearch.library.vectors, "NPROBE_MAX", 2)
+    with caplog.at_level(logging.WARNING, logger="vlsearch.library.vectors"):
         index = VectorIndex.build(ids, vectors, DIM, "ivf", nprobe=1)
     assert index.params["nprobe"] == 2
     assert index.recall["text_like"] < 0.95 and index.recall["target"] == 0.95
@@ -174,7 +174,7 @@ def test_a_library_checks_the_recall_of_an_index_saved_before_the_guard_once(tmp
     trained = faiss.extract_index_ivf(old.index).quantizer.reconstruct_n(0, 4)
     lib.close()
 
-    with caplog.at_level(logging.WARNING, logger="library.store"):
+    with caplog.at_level(logging.WARNING, logger="vlsearch.library.store"):
         index = Library.open(tmp_path / "lib").vector_index("m")
     assert "without a recall check" in caplog.text
     assert index.params["nprobe"] > 1 and min(index.recall["stored"], index.recall["text_like"]) >= 0.95
@@ -183,7 +183,7 @@ def test_a_library_checks_the_recall_of_an_index_saved_before_the_guard_once(tmp
     assert saved["params"] == index.params and saved["generation"] == generation
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="library.store"):
+    with caplog.at_level(logging.WARNING, logger="vlsearch.library.store"):
         again = Library.open(tmp_path / "lib").vector_index("m")
     assert again.params == index.params and caplog.text == ""
 
@@ -260,7 +260,7 @@ def test_a_gpu_copy_searches_while_the_cpu_index_is_updated_and_saved(tmp_path, 
     np.testing.assert_array_equal(index.search(queries, 10)[1], expected)
     assert copy.searches == 1
 
-    index.search(queries[:1], library.vectors.GPU_MAX_K + 1)  # deeper than a GPU search goes: the CPU answers
+    index.search(queries[:1], vlsearch.library.vectors.GPU_MAX_K + 1)  # deeper than a GPU search goes: the CPU answers
     assert copy.searches == 1
 
     index.remove(ids[:10])
@@ -294,8 +294,8 @@ def test_a_library_places_its_index_on_a_gpu_only_when_asked(tmp_path, data, mon
     ids, vectors, _ = data
     module = fake_faiss()
     for name in ("get_num_gpus", "StandardGpuResources", "index_cpu_to_gpu"):
-        monkeypatch.setattr(library.vectors.faiss, name, getattr(module, name), raising=False)
-    monkeypatch.setattr(library.vectors, "_GPU_RESOURCES", {})
+        monkeypatch.setattr(vlsearch.library.vectors.faiss, name, getattr(module, name), raising=False)
+    monkeypatch.setattr(vlsearch.library.vectors, "_GPU_RESOURCES", {})
     lib = synthetic_library(tmp_path / "lib", ids[:300], vectors[:300], faiss_gpu=allowed)
     index = lib.vector_index("m")
     assert index.on_gpu is allowed and len(module.copies) == int(allowed)
@@ -305,8 +305,8 @@ def test_a_library_places_its_index_on_a_gpu_only_when_asked(tmp_path, data, mon
 
 @pytest.mark.parametrize(("device", "expected"), [("cpu", False), ("auto", True), ("cuda", True)])
 def test_the_server_asks_for_faiss_on_the_gpu_unless_pinned_to_the_cpu(tmp_path, monkeypatch, device, expected):
-    import api.cli
-    from api.settings import load_settings
+    import vlsearch.api.cli
+    from vlsearch.api.settings import load_settings
 
     opened = {}
 
@@ -314,9 +314,9 @@ def test_the_server_asks_for_faiss_on_the_gpu_unless_pinned_to_the_cpu(tmp_path,
         opened["faiss_gpu"] = faiss_gpu
         raise RuntimeError("stop here: no models needed")
 
-    monkeypatch.setattr(api.cli, "open_library", open_library)
+    monkeypatch.setattr(vlsearch.api.cli, "open_library", open_library)
     with pytest.raises(RuntimeError, match="stop here"):
-        api.cli.build_service(load_settings(library=tmp_path / "lib", device=device))
+        vlsearch.api.cli.build_service(load_settings(library=tmp_path / "lib", device=device))
     assert opened == {"faiss_gpu": expected}
 
 
@@ -357,7 +357,7 @@ def test_an_index_whose_metadata_names_another_kind_is_rebuilt(tmp_path, data):
         VectorIndex.load(path, DIM)
     index = Library.open(tmp_path / "lib").vector_index("m")
     assert index.kind == "flat" and index.ntotal == flat.ntotal  # rebuilt as the metadata's request: auto
-    assert library.vectors.kind_of(index.index) == "flat"
+    assert vlsearch.library.vectors.kind_of(index.index) == "flat"
 
 
 def test_every_gpu_index_takes_turns_with_the_shared_gpu_resources(data, monkeypatch):
@@ -391,7 +391,7 @@ def test_every_gpu_index_takes_turns_with_the_shared_gpu_resources(data, monkeyp
         return module.copies[-1]
 
     module.index_cpu_to_gpu = index_cpu_to_gpu
-    monkeypatch.setattr(library.vectors, "_GPU_RESOURCES", {})
+    monkeypatch.setattr(vlsearch.library.vectors, "_GPU_RESOURCES", {})
     old = VectorIndex.build(ids[:500], vectors[:500], DIM, "flat")
     new = VectorIndex.build(ids[:500], vectors[:500], DIM, "flat")
     assert old.use_gpu(True, module)
@@ -440,7 +440,7 @@ def test_a_recall_check_while_a_writer_works_is_used_but_not_saved(tmp_path, dat
 def test_a_memory_budget_picks_exact_search_while_it_fits_then_ever_smaller_codes():
     """autofaiss's rules: Flat if it fits, IVF-Flat below 1M vectors if it fits, else IVF-PQ with the largest code
     that fits; never an estimate over the budget, and a clear error where nothing fits."""
-    plan = library.vectors.plan_index
+    plan = vlsearch.library.vectors.plan_index
     assert plan(20_000, 64, "auto", 10**8).kind == "flat"
     assert plan(200_000, 64, "auto", 10**9).kind == "ivf"  # past FLAT_LIMIT: IVF-Flat while it fits
     chosen = [plan(20_000, 64, "auto", budget) for budget in (700_000, 600_000, 500_000)]
@@ -527,9 +527,9 @@ def test_a_memory_mapped_index_searches_alike_and_refuses_changes(tmp_path, data
     assert mapped.mmapped and mapped.params == budgeted.params
     for a, b in zip(mapped.search(queries, 10), budgeted.search(queries, 10), strict=True):
         np.testing.assert_array_equal(a, b)
-    with pytest.raises(library.vectors.ReadOnlyIndexError, match="memory-mapped read-only"):
+    with pytest.raises(vlsearch.library.vectors.ReadOnlyIndexError, match="memory-mapped read-only"):
         mapped.add(ids[:1], vectors[:1])  # FAISS itself would abort the process
-    with pytest.raises(library.vectors.ReadOnlyIndexError):
+    with pytest.raises(vlsearch.library.vectors.ReadOnlyIndexError):
         mapped.save(path, mapped.meta("m", 2))
     writable = mapped.in_memory()
     writable.remove(ids[:10])
@@ -543,7 +543,7 @@ def test_a_library_maps_a_large_index_and_updates_it_in_memory(tmp_path, data, m
     lib = synthetic_library(tmp_path / "lib", ids, vectors)
     built = lib.rebuild_index("m", memory_budget=300_000)
     assert built.kind == "ivfpq" and built.ntotal == len(ids)
-    monkeypatch.setattr(library.vectors, "MMAP_RAM_FRACTION", 0.0)
+    monkeypatch.setattr(vlsearch.library.vectors, "MMAP_RAM_FRACTION", 0.0)
     reopened = Library.open(tmp_path / "lib")
     index = reopened.vector_index("m")
     assert index.mmapped
@@ -559,7 +559,7 @@ def test_a_latency_target_caps_nprobe_and_says_when_recall_must_give_way(data, c
     relaxed = VectorIndex.build(ids, vectors, DIM, "ivf", latency_target_ms=10_000)
     assert "conflict" not in relaxed.build_info and relaxed.build_info["p50_ms"] > 0
     assert relaxed.recall["text_like"] >= 0.95
-    with caplog.at_level(logging.WARNING, logger="library.vectors"):
+    with caplog.at_level(logging.WARNING, logger="vlsearch.library.vectors"):
         strict = VectorIndex.build(ids, vectors, DIM, "ivf", latency_target_ms=1e-6)
     assert strict.params["nprobe"] == 1 < relaxed.params["nprobe"]
     assert "answers in more than 1e-06 ms" in strict.build_info["conflict"]
@@ -582,8 +582,8 @@ def test_several_gpus_get_a_shard_each(data, monkeypatch):
 
     module.GpuMultipleClonerOptions = ClonerOptions
     module.index_cpu_to_gpu_multiple_py = index_cpu_to_gpu_multiple_py
-    monkeypatch.setattr(library.vectors, "_GPU_RESOURCES", {})
-    monkeypatch.setattr(library.vectors, "_SHARD_RESOURCES", {})
+    monkeypatch.setattr(vlsearch.library.vectors, "_GPU_RESOURCES", {})
+    monkeypatch.setattr(vlsearch.library.vectors, "_SHARD_RESOURCES", {})
     index = VectorIndex.build(ids, vectors, DIM, "ivf")
     assert index.use_gpu(True, module) and index.gpu_shards == 2
     assert calls == [(2, True, [0, 1])]
@@ -596,7 +596,7 @@ def test_several_gpus_get_a_shard_each(data, monkeypatch):
 def test_reindex_takes_a_memory_budget_and_reports_what_it_built(tmp_path, data, monkeypatch):
     from typer.testing import CliRunner
 
-    from api.cli import app
+    from vlsearch.api.cli import app
 
     ids, vectors, _ = data
     synthetic_library(tmp_path / "lib", ids[:300], vectors[:300]).close()

@@ -19,12 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from captioner import load_image_text_model
-from indexer import Indexer
-from indexer.describe import Describer
-from library import Library
 from tests.api_helpers import free_port
 from tests.photos import write_photo, write_photos
+from vlsearch.captioner import load_image_text_model
+from vlsearch.indexer import Indexer
+from vlsearch.indexer.describe import Describer
+from vlsearch.library import Library
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
@@ -57,7 +57,7 @@ def site(tmp_path_factory, tiny_encoder):
 def vlsearch_serve(root: Path, **env: str):
     """The real `vlsearch serve` over root/lib on a free loopback port, with extra VLSEARCH_* settings."""
     port = free_port()
-    cmd = [sys.executable, "-m", "api.cli", "serve", "--library", str(root / "lib"), "--port", str(port),
+    cmd = [sys.executable, "-m", "vlsearch.api.cli", "serve", "--library", str(root / "lib"), "--port", str(port),
            "--model-dir", str(root / "models"), "--caption-model", "tiny-random", "--vqa-model", "tiny-random",
            "--itm-model", "tiny-random"]
     proc = subprocess.Popen(cmd, env={**os.environ, "VLSEARCH_OCR": "false", **env}, stdout=subprocess.PIPE,

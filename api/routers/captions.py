@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from PIL import Image
 from pydantic import Field
 
-from api.deps import decode_upload, finite, get_service, indexed_image, read_upload, to_filters, to_hit
-from api.errors import ApiError, responses
-from api.schemas import (
+from vlsearch.api.deps import decode_upload, finite, get_service, indexed_image, read_upload, to_filters, to_hit
+from vlsearch.api.errors import ApiError, responses
+from vlsearch.api.schemas import (
     MAX_ID,
     AskRequest,
     AskResponse,
@@ -22,12 +22,12 @@ from api.schemas import (
     Text,
     VqaAnswer,
 )
-from api.security import require_read
-from api.service import Service, in_thread
-from captioner import ImageTextModel, ModelSuite, NotSupported
-from library import LibraryError
-from search.ask import ask_collection
-from search.engine import image_texts
+from vlsearch.api.security import require_read
+from vlsearch.api.service import Service, in_thread
+from vlsearch.captioner import ImageTextModel, ModelSuite, NotSupported
+from vlsearch.library import LibraryError
+from vlsearch.search.ask import ask_collection
+from vlsearch.search.engine import image_texts
 
 router = APIRouter(tags=["captions and questions"], dependencies=[Depends(require_read)])
 ImageIdForm = Annotated[int | None, Form(ge=1, le=MAX_ID, description="An indexed image, instead of an upload.")]
@@ -55,7 +55,7 @@ def _stored_caption(service: Service, image_id: int) -> tuple[str, str] | None:
     """(caption, model) stored for an indexed image, preferring the server's caption model's."""
     from sqlalchemy import select
 
-    from library.schema import Caption
+    from vlsearch.library.schema import Caption
 
     with service.library.session() as s:
         rows = dict(s.execute(select(Caption.model, Caption.text).where(Caption.image_id == image_id)).all())

@@ -9,14 +9,14 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import FileResponse, RedirectResponse
 from sqlalchemy import select
 
-from api.deps import ImageId, get_service, servable_path
-from api.errors import ApiError, responses
-from api.schemas import CaptionOut, Deleted, DeletedMany, DeleteRequest, ImageDetail
-from api.security import require_read, require_write
-from api.service import Service
-from library import Embedding, ImageRecord, Library, LibraryBusy
-from library.schema import Caption, OcrText
-from search.engine import image_texts
+from vlsearch.api.deps import ImageId, get_service, servable_path
+from vlsearch.api.errors import ApiError, responses
+from vlsearch.api.schemas import CaptionOut, Deleted, DeletedMany, DeleteRequest, ImageDetail
+from vlsearch.api.security import require_read, require_write
+from vlsearch.api.service import Service
+from vlsearch.library import Embedding, ImageRecord, Library, LibraryBusy
+from vlsearch.library.schema import Caption, OcrText
+from vlsearch.search.engine import image_texts
 
 router = APIRouter(prefix="/images", tags=["images"])
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",

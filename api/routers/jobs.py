@@ -8,13 +8,13 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends
 
-from api.deps import JobId, get_service
-from api.errors import ApiError, responses
-from api.jobs import Job
-from api.schemas import IndexRequest, JobOut
-from api.security import require_read, require_write
-from api.service import Service
-from library import LibraryBusy, LibraryError
+from vlsearch.api.deps import JobId, get_service
+from vlsearch.api.errors import ApiError, responses
+from vlsearch.api.jobs import Job
+from vlsearch.api.schemas import IndexRequest, JobOut
+from vlsearch.api.security import require_read, require_write
+from vlsearch.api.service import Service
+from vlsearch.library import LibraryBusy, LibraryError
 
 router = APIRouter(tags=["indexing"])
 

@@ -9,15 +9,24 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from PIL import Image
 
-from api.deps import ImageId, decode_base64, decode_upload, finite, get_service, read_upload, to_filters, to_hit
-from api.errors import ApiError, responses
-from api.schemas import MAX_K, MAX_WINDOW, Filters, Mode, SearchRequest, SearchResponse, Sort, Text, Weight
-from api.security import require_read
-from api.service import Service, in_thread
-from captioner import NotSupported
-from library import LibraryError
-from search import SearchQuery
-from search.engine import FUSION_DEPTH
+from vlsearch.api.deps import (
+    ImageId,
+    decode_base64,
+    decode_upload,
+    finite,
+    get_service,
+    read_upload,
+    to_filters,
+    to_hit,
+)
+from vlsearch.api.errors import ApiError, responses
+from vlsearch.api.schemas import MAX_K, MAX_WINDOW, Filters, Mode, SearchRequest, SearchResponse, Sort, Text, Weight
+from vlsearch.api.security import require_read
+from vlsearch.api.service import Service, in_thread
+from vlsearch.captioner import NotSupported
+from vlsearch.library import LibraryError
+from vlsearch.search import SearchQuery
+from vlsearch.search.engine import FUSION_DEPTH
 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_read)])
 ERRORS = responses(401, 403, 404, 409, 413, 415, 422, 503)

@@ -8,12 +8,12 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from sqlalchemy import text
 
-from api.deps import get_service
-from api.errors import ApiError, responses
-from api.routers.jobs import job_out
-from api.schemas import Health, ModelCount, ServerModels, Stats
-from api.security import require_read
-from api.service import Service
+from vlsearch.api.deps import get_service
+from vlsearch.api.errors import ApiError, responses
+from vlsearch.api.routers.jobs import job_out
+from vlsearch.api.schemas import Health, ModelCount, ServerModels, Stats
+from vlsearch.api.security import require_read
+from vlsearch.api.service import Service
 
 router = APIRouter(tags=["service"])
 
