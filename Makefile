@@ -37,7 +37,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 demo: $(STAMP)
-	$(BIN)/python -m vlsearch.api.samples $(DEMO)/photos
+	$(BIN)/python -m vlsearch.images.samples $(DEMO)/photos
 	$(BIN)/vlsearch index $(DEMO)/photos --library $(DEMO)/library --model offline --caption-model offline
 	$(BIN)/vlsearch search "a cat" --library $(DEMO)/library --k 3
 	$(BIN)/vlsearch search "a cup of coffee" --library $(DEMO)/library --k 3

@@ -19,8 +19,7 @@ from vlsearch.api.errors import ApiError
 from vlsearch.api.schemas import MAX_ID, Hit
 from vlsearch.api.schemas import Filters as FiltersIn
 from vlsearch.api.service import Service
-from vlsearch.indexer import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes
-from vlsearch.indexer.decode import ImageTooLarge
+from vlsearch.images import DEFAULT_MAX_PIXELS, DecodeError, ImageTooLarge, decode_bytes
 from vlsearch.library import ImageRecord
 from vlsearch.search import Filters, SearchHit
 

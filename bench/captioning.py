@@ -29,10 +29,10 @@ import transformers
 from PIL import Image
 
 from bench.index_choice import cpu_model
-from vlsearch.api.samples import sample_photos
 from vlsearch.captioner.blip import BlipModel, GenerationSettings
 from vlsearch.captioner.tiny import blip_tokenizer
 from vlsearch.encoders.base import pick_device
+from vlsearch.images.samples import sample_photos
 
 
 def blip_base_random() -> tuple[torch.nn.Module, transformers.BlipProcessor]:

@@ -48,8 +48,8 @@ from sqlalchemy import select
 
 from bench.api import load_bench_encoder
 from bench.index_choice import cpu_model
-from vlsearch.api.samples import sample_photos
-from vlsearch.encoders.base import limit_aspect
+from vlsearch.images import limit_aspect
+from vlsearch.images.samples import sample_photos
 from vlsearch.indexer import Indexer
 from vlsearch.indexer.pipeline import DecodeDataset, WorkItem, collate, decode_workers, draft_size
 from vlsearch.library import Library

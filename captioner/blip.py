@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from vlsearch.captioner.base import ImageTextModel, check_pairs
-from vlsearch.encoders.base import limit_aspect
+from vlsearch.images import limit_aspect
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from PIL import Image
 
 from vlsearch.captioner.base import ImageTextModel, NotSupported, check_pairs
 from vlsearch.captioner.ocr import INSTALL_HINT, OcrFailed, OcrReader, OcrUnavailable, ocr_reader
-from vlsearch.encoders.base import limit_aspect
 from vlsearch.encoders.offline import ImageNetClassifier
+from vlsearch.images import limit_aspect
 
 log = logging.getLogger(__name__)
 

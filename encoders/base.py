@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vlsearch.images import limit_aspect
+
 
 def pick_device(device: str = "auto") -> str:
     if device == "auto":
@@ -16,23 +18,6 @@ def pick_device(device: str = "auto") -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
     return device
-
-
-MAX_ASPECT = 4
-
-
-def limit_aspect(image: Image.Image) -> Image.Image:
-    """Crop a very long, thin image to its central 4:1 part. Our preprocessors resize the short side and
-    centre-crop a square, so the pixels the model sees are the same, but a 100000x1 strip no longer inflates
-    to gigabytes on the way there."""
-    w, h = image.size
-    if w > MAX_ASPECT * h:
-        keep = MAX_ASPECT * h
-        return image.crop(((w - keep) // 2, 0, (w - keep) // 2 + keep, h))
-    if h > MAX_ASPECT * w:
-        keep = MAX_ASPECT * w
-        return image.crop((0, (h - keep) // 2, w, (h - keep) // 2 + keep))
-    return image
 
 
 def normalise(vectors: torch.Tensor) -> np.ndarray:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vlsearch.captioner import ImageTextModel
 from vlsearch.captioner.ocr import OcrFailed, OcrReader
-from vlsearch.indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes, read_image_file
+from vlsearch.images import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes, read_image_file
 from vlsearch.indexer.pipeline import ProgressHook, _under_any, _worker_init
 from vlsearch.library import ImageRecord, Library
 from vlsearch.library.schema import Caption, OcrText

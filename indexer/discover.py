@@ -5,7 +5,7 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from vlsearch.indexer.decode import IMAGE_EXTENSIONS
+from vlsearch.images import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 

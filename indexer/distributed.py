@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vlsearch.indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes, read_image_file
+from vlsearch.images import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes, read_image_file
 from vlsearch.indexer.pipeline import Indexer, IndexReport, ProgressHook, WorkItem, draft_size
 from vlsearch.library import Embedding, ImageRecord, Library
 from vlsearch.library.thumbs import THUMB_LONG_SIDE
@@ -195,7 +195,7 @@ def decode_stage(table: pa.Table, preprocess, draft: int | None, max_pixels: int
     status "error" and the reason; it never fails the batch."""
     import torch
 
-    from vlsearch.encoders.base import limit_aspect
+    from vlsearch.images import limit_aspect
 
     torch.set_num_threads(1)
     out: dict[str, list] = {name: [] for name in _DECODED_COLUMNS}

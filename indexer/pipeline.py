@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from PIL import Image
 from sqlalchemy import delete, func, select
 from torch.utils.data import DataLoader, Dataset
 
 from vlsearch.encoders import Encoder
-from vlsearch.encoders.base import limit_aspect
-from vlsearch.indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageMeta, decode_bytes, read_image_file
+from vlsearch.images import DEFAULT_MAX_PIXELS, DecodeError, ImageMeta, decode_bytes, limit_aspect, read_image_file
 from vlsearch.indexer.discover import discover
 from vlsearch.library import Embedding, ImageRecord, Library, Root
 from vlsearch.library.schema import Caption, OcrText, utcnow
@@ -438,18 +436,3 @@ def _set_vector(s, image_id: int, model: str, vector: bytes) -> None:
         s.add(Embedding(image_id=image_id, model=model, vector=vector))
     else:
         existing.vector = vector
-
-
-def decode_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode a query image the same safe way the indexer does (raises DecodeError with the reason)."""
-    try:
-        data = read_image_file(path)
-    except OSError as exc:
-        raise DecodeError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except DecodeError as exc:
-        raise DecodeError(f"{path}: {exc}") from None
-    image, _ = decode_bytes(data, max_pixels)
-    return image
-
-
-

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, replace
 
 from vlsearch.captioner import ImageTextModel, NotSupported
+from vlsearch.images import DecodeError
 from vlsearch.search.engine import SearchEngine
 from vlsearch.search.query import Filters, SearchHit, SearchQuery
 
@@ -80,8 +81,6 @@ def ask_collection(
     filters: Filters | None = None,
 ) -> AskResult:
     """Images of the library for which the answer to `question` is yes, best first (at most k)."""
-    from vlsearch.indexer import DecodeError
-
     if not re.search(r"\w", question):
         raise ValueError(f"{question!r} has no words to search for: ask a question, e.g. "
                          "\"which photos show a dog on a beach?\"")

@@ -14,6 +14,7 @@ from sqlalchemy import func, or_, select
 
 from vlsearch.captioner import ImageTextModel
 from vlsearch.encoders import Encoder
+from vlsearch.images import DecodeError, decode_file
 from vlsearch.library import ImageRecord, Library
 from vlsearch.library.schema import Caption, OcrText, Root
 from vlsearch.search.keywords import SQLITE_MAX_INT, KeywordQuery, keyword_ranking, reciprocal_rank_fusion
@@ -113,8 +114,6 @@ class SearchEngine:
 
         Each file is shrunk as soon as it is decoded and scored RERANK_CHUNK at a time, so a deep rerank over
         camera-sized photos holds one full-size image and a chunk of small ones, not `depth` full-size images."""
-        from vlsearch.indexer import DecodeError
-
         assert self.matcher is not None
         roots = self.indexed_roots()
         head, tail = hits[:depth], hits[depth:]
@@ -147,25 +146,14 @@ class SearchEngine:
         """An indexed image's file, decoded for a rerank or a question, only while it lies inside `roots` (symlinks
         resolved): a file swapped since indexing for a link out of the indexed folders is not read, as the server
         would not serve it (its score would tell a client about a file it may not see). Raises DecodeError."""
-        from vlsearch.indexer import DecodeError, decode_bytes
-        from vlsearch.indexer.decode import read_image_file
-
-        try:
-            data = read_image_file(path, confine_to=roots)
-        except OSError as exc:
-            raise DecodeError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        except DecodeError as exc:
-            raise DecodeError(f"{path}: {exc}") from None
-        return decode_bytes(data)[0]
+        return decode_file(path, confine_to=roots)
 
     def similar(self, target: int | str | Path, k: int = 20, filters: Filters | None = None) -> list[SearchHit]:
         """Images like an indexed image (by id or path) or like any image file."""
         image_id = target if isinstance(target, int) else self._id_of_path(Path(target))
         if image_id is not None:
             return self.search(SearchQuery(image_id=image_id, k=k, filters=filters or Filters()))
-        from vlsearch.indexer import decode_image
-
-        return self.search(SearchQuery(image=decode_image(Path(target)), k=k, filters=filters or Filters()))
+        return self.search(SearchQuery(image=decode_file(Path(target)), k=k, filters=filters or Filters()))
 
     def _id_of_path(self, path: Path) -> int | None:
         with self.library.session() as s:

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, features
 
 from tests.photos import exif_bytes, picture
-from vlsearch.indexer.decode import DEFAULT_MAX_PIXELS
+from vlsearch.images import DEFAULT_MAX_PIXELS
 
 
 class Hostile(NamedTuple):

@@ -100,7 +100,7 @@ def test_missing_blip_weights_say_how_to_get_them_and_auto_falls_back(monkeypatc
 
 @pytest.fixture(scope="module")
 def photos():
-    from vlsearch.api.samples import sample_photos
+    from vlsearch.images.samples import sample_photos
 
     return sample_photos()
 

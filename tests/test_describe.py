@@ -115,7 +115,7 @@ def test_file_changed_after_indexing_is_skipped_not_misdescribed(library, tiny_e
 
 @pytest.fixture(scope="module")
 def sample_dir(tmp_path_factory):
-    from vlsearch.api.samples import sample_photos
+    from vlsearch.images.samples import sample_photos
 
     folder = tmp_path_factory.mktemp("samples")
     photos = sample_photos()

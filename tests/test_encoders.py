@@ -40,7 +40,7 @@ def test_auto_falls_back_to_offline_with_a_warning(monkeypatch, tmp_path, caplog
 def test_long_thin_images_are_cut_to_their_central_part_before_preprocessing():
     from PIL import Image
 
-    from vlsearch.encoders.base import limit_aspect
+    from vlsearch.images import limit_aspect
 
     strip = Image.new("RGB", (1000, 10), "white")
     strip.paste((255, 0, 0), (480, 0, 520, 10))  # a red mark in the middle must survive the crop

@@ -14,9 +14,9 @@ from PIL import Image, ImageFilter, ImageOps
 from sqlalchemy import select
 
 from tests.photos import exif_bytes, picture, write_photo
-from vlsearch.encoders.base import limit_aspect
 from vlsearch.encoders.clip import ClipEncoder
-from vlsearch.indexer import Indexer, decode_bytes
+from vlsearch.images import decode_bytes, limit_aspect
+from vlsearch.indexer import Indexer
 from vlsearch.indexer.pipeline import draft_size
 from vlsearch.library import ImageRecord, Library
 

@@ -23,7 +23,8 @@ from sqlalchemy import func, select
 from tests.api_helpers import make_app, serving
 from tests.photos import picture, write_photo
 from vlsearch.captioner import load_image_text_model
-from vlsearch.indexer import DecodeError, Indexer, decode_bytes
+from vlsearch.images import DecodeError, decode_bytes
+from vlsearch.indexer import Indexer
 from vlsearch.library import ImageRecord, Library
 from vlsearch.search import Filters, SearchEngine, SearchQuery
 

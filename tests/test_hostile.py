@@ -22,7 +22,7 @@ from sqlalchemy import select
 from tests.api_helpers import make_app, serving
 from tests.hostile import Hostile, permissions_enforced, write_hostile_corpus
 from vlsearch.captioner import load_image_text_model
-from vlsearch.indexer.decode import decode_bytes
+from vlsearch.images import decode_bytes
 from vlsearch.library import Embedding, ImageRecord, Library
 
 ROOT = Path(__file__).resolve().parent.parent

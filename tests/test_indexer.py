@@ -243,11 +243,11 @@ def test_awkward_image_modes_decode_upright(library, tiny_encoder, tmp_path):
         assert (row.display_width, row.display_height) == (width, height), name
         assert (library.root / row.thumbnail).is_file(), name
     assert r[str(odd["exif orientation 6"][0])].orientation == 6
-    from vlsearch.indexer import decode_image
+    from vlsearch.images import decode_file
 
-    sixteen = np.asarray(decode_image(odd["16-bit"][0]))
+    sixteen = np.asarray(decode_file(odd["16-bit"][0]))
     assert sixteen[0, 0, 0] == 0 and sixteen[-1, -1, 0] == 255 and 100 < sixteen[40, 60, 0] < 155  # scaled, not clipped
-    first = np.asarray(decode_image(odd["animated"][0]))
+    first = np.asarray(decode_file(odd["animated"][0]))
     from tests.photos import picture
 
     expected = np.asarray(picture(0, (60, 40)).convert("P").convert("RGB"))

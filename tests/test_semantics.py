@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from PIL import ImageOps
 
-from vlsearch.api.samples import write_samples
 from vlsearch.encoders import load_encoder
+from vlsearch.images.samples import write_samples
 from vlsearch.indexer import Indexer
 from vlsearch.library import Library
 from vlsearch.search import SearchEngine, SearchQuery
