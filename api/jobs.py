@@ -15,8 +15,7 @@ from pathlib import Path
 from vlsearch.api.metrics import Metrics
 from vlsearch.captioner import ImageTextModel
 from vlsearch.encoders import Encoder
-from vlsearch.indexer import Indexer
-from vlsearch.indexer.describe import Describer
+from vlsearch.indexer import DescribeReport, Indexer, IndexReport
 from vlsearch.library import Library, LibraryBusy
 
 log = logging.getLogger(__name__)
@@ -47,8 +46,8 @@ class Job:
         return self.done / elapsed if elapsed > 0 else 0.0
 
 
-class JobProgress:
-    """The indexer's progress hook, writing into a Job (and the metrics)."""
+class PhaseProgress:
+    """One phase of a job's run, counted into the Job (and the metrics)."""
 
     def __init__(self, job: Job, phase: str, metrics: Metrics) -> None:
         self.job, self.phase, self.metrics = job, phase, metrics
@@ -63,6 +62,29 @@ class JobProgress:
         if self.phase == "embedding":
             self.metrics.images_indexed.inc(n - errors)
             self.metrics.index_errors.inc(errors)
+
+
+class JobProgress:
+    """The index run's progress hooks, writing into a Job: its phases as they go, then what each did."""
+
+    def __init__(self, job: Job, metrics: Metrics) -> None:
+        self.job, self.metrics = job, metrics
+
+    def phase(self, name: str) -> PhaseProgress:
+        return PhaseProgress(self.job, name, self.metrics)
+
+    def finished(self, name: str, report: IndexReport | DescribeReport) -> None:
+        job = self.job
+        if name == "embedding":
+            job.summary = {"seen": report.seen, "embedded": report.embedded, "reused": report.reused,
+                           "moved": report.moved, "unchanged": report.unchanged, "removed": report.removed,
+                           "errors": report.errors}
+            job.failures = list(report.failures)
+            job.errors = report.errors  # with the files refused before decoding (names, links out)
+        else:
+            job.summary |= {"captioned": report.captioned, "read_by_ocr": report.read,
+                            "describe_errors": report.errors}
+            job.failures += report.failures
 
 
 class IndexJobs:
@@ -112,24 +134,10 @@ class IndexJobs:
         state = "failed"  # a BaseException (interpreter exit) still ends the job
         with stack:
             try:
-                report = Indexer(library, self.encoder, workers=self.workers, prune=prune, mp_context=FORK,
-                                 confine_to=self.confine_to,
-                                 progress=JobProgress(job, "embedding", self.metrics)).run(paths)
-                job.summary = {"seen": report.seen, "embedded": report.embedded, "reused": report.reused,
-                               "moved": report.moved, "unchanged": report.unchanged, "removed": report.removed,
-                               "errors": report.errors}
-                job.failures = list(report.failures)
-                job.errors = report.errors  # with the files refused before decoding (names, links out)
-                captioner = self.captioner if captions else None
-                reader = self.ocr if ocr else None
-                if captioner is not None or reader is not None:
-                    described = Describer(library, captioner, reader, workers=self.workers, fill_gaps=self.fill_gaps,
-                                          mp_context=FORK, confine_to=self.confine_to,
-                                          progress=JobProgress(job, "describing", self.metrics),
-                                          ).run(paths)
-                    job.summary |= {"captioned": described.captioned, "read_by_ocr": described.read,
-                                    "describe_errors": described.errors}
-                    job.failures += described.failures
+                Indexer(library, self.encoder, workers=self.workers, prune=prune, mp_context=FORK,
+                        confine_to=self.confine_to, captioner=self.captioner if captions else None,
+                        ocr=self.ocr if ocr else None, fill_gaps=self.fill_gaps,
+                        progress=JobProgress(job, self.metrics)).run(paths)
                 state = "succeeded"
             except Exception as exc:
                 log.exception("index job %d failed", job.id)

@@ -4,8 +4,8 @@
 
 For each model, on the same generated photos (bench indexing's):
 - **local**: `Indexer.run` into a new library (embedding only);
-- **ray compute**: `RayIndexer` on a Ray instance started on this machine, writing shards (`--shards`), so the
-  cluster's work is timed apart from the merge;
+- **ray compute**: `Indexer` with a `RayRunner` on a Ray instance started on this machine, writing shards
+  (`--shards`), so the cluster's work is timed apart from the merge;
 - **merge**: `import_parquet` of those shards into a new library (what the head node does with each shard);
 - **shard**: bytes per image in a shard file (vector, metadata, thumbnail).
 Then the merge rate at scale: synthetic shards of `--merge-rows` rows of 512-d vectors without thumbnails, merged
@@ -32,7 +32,7 @@ from vlsearch.library import Library
 
 
 def run_model(spec: str, files: list[Path], work: Path, args) -> dict:
-    from vlsearch.indexer.distributed import ModelSpecs, RayIndexer, RayOptions, connect
+    from vlsearch.indexer.distributed import ModelSpecs, RayOptions, RayRunner, connect
 
     encoder = load_bench_encoder(spec, "cpu")
     row: dict = {"model": spec, "images": len(files), "batch_size": args.batch_size}
@@ -54,7 +54,7 @@ def run_model(spec: str, files: list[Path], work: Path, args) -> dict:
     options = RayOptions(address="local", shard_size=args.shard_size, batch_size=args.batch_size, shards_dir=shards)
     try:
         started = time.perf_counter()
-        report = RayIndexer(lib, encoder, specs, options).run([files[0].parent])
+        report = Indexer(lib, encoder, runner=RayRunner(specs, options)).run([files[0].parent])
         row["ray_seconds"] = round(time.perf_counter() - started, 1)
     finally:
         ray.shutdown()
@@ -130,8 +130,8 @@ def write_report(out: Path, result: dict) -> None:
         "",
         f"Photos: {p['files']} JPEGs, mean {p['megapixels_mean']} MP, {p['bytes_total'] / 1e9:.2f} GB.",
         "",
-        "- **local**: `Indexer.run` (embedding only); **ray**: `RayIndexer` computing shards (`--shards`), Ray start "
-        "not included; **merge**: importing those shards into a new library.",
+        "- **local**: `Indexer.run` (embedding only); **ray**: `Indexer` with a `RayRunner` computing shards "
+        "(`--shards`), Ray start not included; **merge**: importing those shards into a new library.",
         "",
         "| model | local img/s | ray img/s | ray / local | Ray start s | shards | shard bytes/image | merge rows/s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -51,7 +51,9 @@ from bench.index_choice import cpu_model
 from vlsearch.images import limit_aspect
 from vlsearch.images.samples import sample_photos
 from vlsearch.indexer import Indexer
-from vlsearch.indexer.pipeline import DecodeDataset, WorkItem, collate, decode_workers, draft_size
+from vlsearch.indexer.items import Batch, WorkItem
+from vlsearch.indexer.local import DecodeDataset, decode_workers, draft_size
+from vlsearch.indexer.stages import DecodeStage
 from vlsearch.library import Library
 from vlsearch.library.schema import ImageRecord
 
@@ -134,16 +136,17 @@ def bare_rate(encoder, shape: tuple[int, ...], batch_size: int, seconds: float) 
             return done / elapsed
 
 
-def decode_rate(files: list[Path], encoder, root: Path, batch_size: int, workers: int, draft: int | None) -> float:
-    """images/s of the indexer's decoding stage alone (its DataLoader, the same workers), no model."""
+def decode_rate(files: list[Path], encoder, batch_size: int, workers: int, draft: int | None) -> float:
+    """images/s of the indexer's decoding stage alone (its DataLoader, the same workers), no model: read, hash,
+    decode, thumbnail JPEG and preprocess (writing the thumbnail file is the writer's)."""
     from torch.utils.data import DataLoader
 
     items = [WorkItem(str(f), f.stat().st_size, f.stat().st_mtime, None) for f in files]
-    dataset = DecodeDataset(items, encoder.preprocess, root, 128_000_000, draft=draft)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
+    dataset = DecodeDataset(items, DecodeStage(encoder.preprocess, max_pixels=128_000_000, draft=draft))
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=Batch.collate,
                         prefetch_factor=4 if workers else None)
     started = time.perf_counter()
-    n = sum(len(batch.records) for batch in loader)
+    n = sum(len(batch.items) for batch in loader)
     return n / (time.perf_counter() - started)
 
 
@@ -173,10 +176,7 @@ def run_model(spec: str, files: list[Path], work: Path, args) -> dict:
     row: dict = {"model": spec, "device": encoder.device, "batch_size": args.batch_size, "workers": workers,
                  "draft_to": None if args.full_decode else draft_size(encoder), "input": list(shape)}
     row["bare_images_per_s"] = round(bare_rate(encoder, shape, args.batch_size, args.bare_seconds), 1)
-    scratch = work / f"decode-{spec}"
-    scratch.mkdir()
-    row["decode_images_per_s"] = round(decode_rate(files, encoder, scratch, args.batch_size, workers,
-                                                      row["draft_to"]), 1)
+    row["decode_images_per_s"] = round(decode_rate(files, encoder, args.batch_size, workers, row["draft_to"]), 1)
     lib = Library.open(work / f"lib-{spec}")
     started = time.perf_counter()
     report = Indexer(lib, encoder, batch_size=args.batch_size, workers=workers,

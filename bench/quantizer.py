@@ -35,7 +35,9 @@ import numpy as np
 
 from bench.query import percentiles, recall_at_k, timed
 from bench.scale import K, chunks_of, machine, queries_for, vector_file
-from vlsearch.library.vectors import HNSW_QUANTIZER_M, HNSW_TRAINING_FROM, QUANTIZER_ADD_EF, exact_search
+from vlsearch.library.vectors import exact_search
+from vlsearch.library.vectors.build import HNSW_TRAINING_FROM, QUANTIZER_ADD_EF
+from vlsearch.library.vectors.plan import HNSW_QUANTIZER_M
 
 VARIANTS = ("hnsw", "exact-add", "flat")
 

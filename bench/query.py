@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from bench.api import load_bench_encoder, query_texts
     from tests.photos import picture
-    from vlsearch.library.vectors import GUARD_QUERIES
+    from vlsearch.library.vectors.guard import GUARD_QUERIES
 
     started = time.perf_counter()
     loadavg_start = " ".join(f"{v:.2f}" for v in os.getloadavg())

@@ -1,7 +1,8 @@
 """Image-to-text models: BLIP captions, answers and image-text matching, the offline fallback, and OCR."""
 
-from vlsearch.captioner.base import TASKS, ImageTextModel, ModelSuite, NotSupported
+from vlsearch.captioner.base import TASKS, ImageTextModel, ModelSuite
 from vlsearch.captioner.blip import BlipModel, GenerationSettings
+from vlsearch.captioner.errors import ModelMissing, NotSupported, WrongTask
 from vlsearch.captioner.registry import PRESETS, load_image_text_model, pull
 
 __all__ = [
@@ -10,8 +11,10 @@ __all__ = [
     "BlipModel",
     "GenerationSettings",
     "ImageTextModel",
+    "ModelMissing",
     "ModelSuite",
     "NotSupported",
+    "WrongTask",
     "load_image_text_model",
     "pull",
 ]

@@ -8,11 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from vlsearch.captioner.errors import NotSupported
+
 TASKS = ("caption", "answer", "match")
-
-
-class NotSupported(RuntimeError):
-    """A model was asked for a task it cannot do honestly; the message names a model that can."""
 
 
 class ImageTextModel(ABC):
@@ -25,26 +23,19 @@ class ImageTextModel(ABC):
 
     def caption(self, images: Sequence[Image.Image], prompt: str | None = None) -> list[str]:
         """One caption per image; `prompt` (e.g. "a photo of") starts every caption."""
-        raise NotSupported(f"{self.name} does not write captions; use --caption-model blip-base (or offline)")
+        raise NotSupported(f"{self.name} does not write captions", "caption")
 
     def answer(self, images: Sequence[Image.Image], questions: Sequence[str]) -> list[str]:
         """The answer to questions[i] about images[i]."""
-        raise NotSupported(
-            f"answering questions needs a VQA model, and {self.name} is not one: pass --vqa-model blip-vqa-base "
-            "(see `vlsearch models list`)"
-        )
+        raise NotSupported(f"answering questions needs a VQA model, and {self.name} is not one", "answer")
 
     def yes_probability(self, images: Sequence[Image.Image], questions: Sequence[str]) -> np.ndarray:
         """P(answer is "yes") for yes/no questions[i] about images[i]: a score to rank and threshold by."""
-        raise NotSupported(
-            f"yes/no checks need a VQA model, and {self.name} is not one: pass --vqa-model blip-vqa-base"
-        )
+        raise NotSupported(f"yes/no checks need a VQA model, and {self.name} is not one", "answer")
 
     def match(self, images: Sequence[Image.Image], texts: Sequence[str]) -> np.ndarray:
         """P(texts[i] describes images[i]), in [0, 1]."""
-        raise NotSupported(
-            f"image-text matching needs an ITM model, and {self.name} is not one: pass --itm-model blip-itm-base"
-        )
+        raise NotSupported(f"image-text matching needs an ITM model, and {self.name} is not one", "match")
 
 
 class ModelSuite(ImageTextModel):

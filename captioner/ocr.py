@@ -17,15 +17,17 @@ MIN_CONFIDENCE = 0.5  # lines PP-OCR is less sure of than this are noise more of
 MIN_SIDE = 8  # no legible text fits in fewer pixels than this; RapidOCR would upscale such a sliver to gigabytes
 MAX_SIDE = 2000  # RapidOCR's own limit: larger images are shrunk to it, so shrink first (padding grows with it)
 MAX_ASPECT = 4  # longer/shorter side; thinner images are padded to this (RapidOCR's detector upscales the short side)
-INSTALL_HINT = (
-    "OCR needs rapidocr-onnxruntime, installed without the GUI OpenCV it names: "
-    "pip install opencv-python-headless onnxruntime pyclipper shapely pyyaml && "
-    "pip install --no-deps rapidocr-onnxruntime==1.4.4 (make demo and make test do this); or pass --no-ocr"
-)
 
 
 class OcrUnavailable(RuntimeError):
-    """The OCR engine is not installed; the message says how to install it."""
+    """The OCR engine (rapidocr-onnxruntime) is not installed; `reason` is the import's own error."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"OCR needs rapidocr-onnxruntime, which is not installed here ({reason})")
+
+    def __reduce__(self):
+        return type(self), (self.reason,)
 
 
 class OcrFailed(RuntimeError):
@@ -58,7 +60,7 @@ class OcrReader:
         try:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as exc:
-            raise OcrUnavailable(f"{INSTALL_HINT} ({exc})") from None
+            raise OcrUnavailable(str(exc)) from None
         logging.getLogger("RapidOCR").setLevel(logging.WARNING)
         self._ocr = RapidOCR()
         self._remember = remember

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from vlsearch.captioner.base import ImageTextModel, NotSupported, check_pairs
-from vlsearch.captioner.ocr import INSTALL_HINT, OcrFailed, OcrReader, OcrUnavailable, ocr_reader
+from vlsearch.captioner.ocr import OcrFailed, OcrReader, OcrUnavailable, ocr_reader
 from vlsearch.encoders.offline import ImageNetClassifier
 from vlsearch.images import limit_aspect
 
@@ -104,13 +104,13 @@ class OfflineCaptioner(ImageTextModel):
         check_pairs(images, questions, "questions")
         kinds = [self._kind(q) for q in questions]
         if self.ocr is None and questions:
-            raise NotSupported(f"answering {questions[0]!r} needs OCR, which is not installed: {INSTALL_HINT}")
+            raise NotSupported(f"answering {questions[0]!r} needs OCR, which is not installed", "ocr")
         answers = []
         for image, question, (kind, words) in zip(images, questions, kinds, strict=True):
             try:
                 text = self.ocr.read(image)
             except OcrFailed as exc:
-                raise NotSupported(f"cannot answer {question!r}: {exc}") from None
+                raise NotSupported(f"cannot answer {question!r}: {exc}", "answer") from None
             flat = " ".join(text.split())
             if kind == "says":
                 found = f" {_normalise(words)} " in f" {_normalise(flat)} "  # whole words: "TO" is not in "STOP"
@@ -139,10 +139,7 @@ class OfflineCaptioner(ImageTextModel):
                 return "what", ""
         raise NotSupported(
             f"the offline model can only answer questions about the text in an image (OCR: \"is there text?\", "
-            f"\"what does the sign say?\", \"does it say OPEN?\"), not {question!r}: this needs a VQA model: pass "
-            "--vqa-model blip-vqa-base (its weights come from `vlsearch models pull blip-vqa-base` on a connected "
-            "machine)"
-        )
+            f"\"what does the sign say?\", \"does it say OPEN?\"), not {question!r}: this needs a VQA model", "answer")
 
 
 def _normalise(text: str) -> str:

@@ -12,8 +12,9 @@ import torch
 
 from vlsearch.captioner.base import ImageTextModel
 from vlsearch.captioner.blip import TASK_OF_CLASS, BlipModel, GenerationSettings
-from vlsearch.encoders import WeightsUnavailable
+from vlsearch.captioner.errors import TASK_NOUNS, TASK_VERBS, WrongTask
 from vlsearch.encoders.base import pick_device
+from vlsearch.encoders.errors import CheckpointUnusable, UnknownModel, WeightsNotHere, WeightsUnavailable
 from vlsearch.encoders.registry import file_digest, hub_reachable
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,9 @@ PRESETS: dict[str, CaptionPreset] = {
         CaptionPreset("blip-large", ("caption",), "Salesforce/blip-image-captioning-large",
                       "BLIP large captioning: better captions, about 3x slower"),
         CaptionPreset("blip-vqa-base", ("answer",), "Salesforce/blip-vqa-base",
-                      "BLIP base visual question answering: `vlsearch ask`"),
+                      "BLIP base visual question answering: questions about an image"),
         CaptionPreset("blip-itm-base", ("match",), "Salesforce/blip-itm-base-coco",
-                      "BLIP base image-text matching: `--rerank` and collection-level `ask`"),
+                      "BLIP base image-text matching: reranking, and questions over a collection"),
         CaptionPreset("offline", ("caption", "answer"), None,
                       "FALLBACK, not BLIP: names the ImageNet objects it sees and the text OCR reads; answers only "
                       "questions about text"),
@@ -54,7 +55,6 @@ PRESETS: dict[str, CaptionPreset] = {
 # What `auto` tries for each task, in order; the last resort is what runs with no weights at all.
 AUTO = {"caption": ("blip-base", "offline"), "answer": ("blip-vqa-base", "offline"), "match": ("blip-itm-base",)}
 FOLDER_PREFIX = "blip:"  # a model loaded from a checkpoint folder is named blip:/PATH#HASH
-OPTION = {"caption": "--caption-model", "answer": "--vqa-model", "match": "--itm-model"}
 
 
 def load_image_text_model(
@@ -85,7 +85,8 @@ def load_image_text_model(
     preset = PRESETS.get(spec)
     if preset is not None and task not in preset.tasks:
         can = [p.name for p in PRESETS.values() if task in p.tasks and p.repo]
-        raise ValueError(f"{spec} cannot {_verb(task)}; for {OPTION[task]} use one of: {', '.join(can)}")
+        raise WrongTask(spec, task, f"{spec} cannot {TASK_VERBS[task]}; use one of: {', '.join(can)}",
+                        choices=tuple(can))
     if spec == "offline":
         from vlsearch.captioner.offline import OfflineCaptioner
 
@@ -106,8 +107,8 @@ def load_image_text_model(
     folder = Path(spec).expanduser()
     if folder.is_dir():
         return _from_folder(folder_name(folder), folder, task, device, settings)
-    raise ValueError(f"unknown model {spec!r} for {OPTION[task]}: use a preset ({', '.join(PRESETS)}) or a folder "
-                     "holding a BLIP checkpoint")
+    raise UnknownModel(spec, f"unknown model {spec!r} for {TASK_NOUNS[task]}: use a preset ({', '.join(PRESETS)}) "
+                       "or a folder holding a BLIP checkpoint", task=task, choices=tuple(PRESETS))
 
 
 def resolve_blip_weights(repo: str, model_dir: Path | None, allow_download: bool) -> Path:
@@ -130,11 +131,7 @@ def resolve_blip_weights(repo: str, model_dir: Path | None, allow_download: bool
             folder = Path(snapshot_download(repo, cache_dir=cache_dir, allow_patterns=WEIGHT_PATTERNS + PICKLE_WEIGHTS))
         return folder
     name = next((p.name for p in PRESETS.values() if p.repo == repo), repo)
-    raise WeightsUnavailable(
-        f"The weights of {name} ({repo}) are not on this machine and the model hub cannot be reached. On a "
-        f"connected machine run `vlsearch models pull {name} --model-dir DIR`, copy DIR here and pass --model-dir "
-        f"DIR (or set VLSEARCH_MODEL_DIR). Looked in: {model_dir or '~/.cache/huggingface/hub'}."
-    )
+    raise WeightsNotHere(name, str(model_dir or "~/.cache/huggingface/hub"), repo=repo)
 
 
 def folder_name(folder: Path) -> str:
@@ -157,7 +154,7 @@ def _from_folder(name: str, folder: Path, task: str, device: str, settings: Gene
     try:
         architectures = json.loads(config.read_text()).get("architectures") or []
     except (OSError, ValueError) as exc:
-        raise WeightsUnavailable(f"{folder}: not a transformers checkpoint folder (cannot read {config}: {exc})") \
+        raise CheckpointUnusable(folder, f"not a transformers checkpoint folder (cannot read {config}: {exc})") \
             from None
     cls_name = next((a for a in architectures if a in TASK_OF_CLASS), None)
     if cls_name is None:
@@ -165,8 +162,8 @@ def _from_folder(name: str, folder: Path, task: str, device: str, settings: Gene
                          f"({', '.join(TASK_OF_CLASS)})")
     if TASK_OF_CLASS[cls_name] != task:
         other = TASK_OF_CLASS[cls_name]
-        raise ValueError(f"{folder} is a {cls_name} checkpoint, which can {_verb(other)}, not {_verb(task)}: "
-                         f"pass it as {OPTION[other]}")
+        raise WrongTask(str(folder), task, f"{folder} is a {cls_name} checkpoint, which can {TASK_VERBS[other]}, not "
+                        f"{TASK_VERBS[task]}", fits=other)
     hf_logging.disable_progress_bar()
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     try:
@@ -174,8 +171,8 @@ def _from_folder(name: str, folder: Path, task: str, device: str, settings: Gene
         processor = transformers.BlipProcessor.from_pretrained(folder)
     except Exception as exc:  # a truncated or corrupt file raises anything from OSError to SafetensorError
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsUnavailable(f"{folder}: cannot load {cls_name} ({type(exc).__name__}: {reason}); "
-                                 "download it again (`vlsearch models pull`) or pass another model") from None
+        raise CheckpointUnusable(folder, f"cannot load {cls_name} ({type(exc).__name__}: {reason}); download it "
+                                 "again or choose another model") from None
     return BlipModel(name, model, processor, device, settings)
 
 
@@ -185,7 +182,3 @@ def pull(spec: str, model_dir: Path | None) -> Path:
     if not preset.repo:
         raise ValueError(f"{spec!r} needs no download: it comes with the Python packages")
     return resolve_blip_weights(preset.repo, model_dir, allow_download=True)
-
-
-def _verb(task: str) -> str:
-    return {"caption": "write captions", "answer": "answer questions", "match": "match images and texts"}[task]

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vlsearch.encoders.errors import DeviceUnavailable
 from vlsearch.images import limit_aspect
 
 
@@ -14,9 +15,10 @@ def pick_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
+        raise DeviceUnavailable(device, f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+        raise DeviceUnavailable(device, "the cuda device was asked for, but torch sees no CUDA GPU; use the cpu or "
+                                "auto")
     return device
 
 

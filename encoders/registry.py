@@ -13,16 +13,20 @@ from urllib.parse import urlparse
 import open_clip
 
 from vlsearch.encoders.base import Encoder, pick_device
+from vlsearch.encoders.errors import (
+    CheckpointUnusable,
+    NeedsArchitecture,
+    UnknownModel,
+    UnknownPretrained,
+    WeightsNotHere,
+    WeightsUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
 open_clip.add_model_config(Path(__file__).parent / "configs")
 
 DEFAULT_CLIP = "ViT-B-32"
-
-
-class WeightsUnavailable(RuntimeError):
-    """A model's weights are not on this machine and cannot be fetched; the message says how to get them."""
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,9 @@ def load_encoder(
     elif "/" in spec:
         arch, pretrained = spec.split("/", 1)
     else:
-        raise ValueError(
-            f"unknown model {spec!r}: use a preset ({', '.join(PRESETS)}), ARCH/PRETRAINED from "
-            "open_clip.list_pretrained(), or ARCH with --weights PATH"
-        )
+        raise UnknownModel(spec, f"unknown model {spec!r}: use a preset ({', '.join(PRESETS)}), ARCH/PRETRAINED from "
+                           "open_clip.list_pretrained(), or ARCH with a checkpoint file", choices=tuple(PRESETS),
+                           file_instead=True)
     checkpoint = resolve_clip_weights(arch, pretrained, model_dir, allow_download)
     from vlsearch.encoders.clip import ClipEncoder
 
@@ -133,10 +136,7 @@ def resolve_clip_weights(arch: str, pretrained: str, model_dir: Path | None, all
     cfg = open_clip.get_pretrained_cfg(arch, pretrained)
     if not cfg:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
-        raise ValueError(
-            f"open_clip has no pretrained weights {pretrained!r} for {arch} (known tags: {tags}); if these are "
-            f"weights from a local file, pass --model {arch} --weights PATH/TO/{pretrained.split('#')[0]}"
-        )
+        raise UnknownPretrained(arch, pretrained, tags)
     cache_dir = str(model_dir) if model_dir else None
     cached = _cached_checkpoint(cfg, cache_dir)
     if cached:
@@ -144,13 +144,7 @@ def resolve_clip_weights(arch: str, pretrained: str, model_dir: Path | None, all
     if allow_download and hub_reachable():
         log.info("downloading %s/%s weights into %s", arch, pretrained, cache_dir or "the Hugging Face cache")
         return open_clip.download_pretrained(cfg, cache_dir=cache_dir)
-    where = model_dir or "~/.cache/huggingface/hub"
-    raise WeightsUnavailable(
-        f"The weights of {arch}/{pretrained} are not on this machine and the model hub cannot be reached. "
-        f"On a connected machine run `vlsearch models pull {arch}/{pretrained} --model-dir DIR`, then copy DIR "
-        f"here and pass --model-dir DIR (or set VLSEARCH_MODEL_DIR); or pass --weights PATH to a checkpoint "
-        f"file. Looked in: {where}."
-    )
+    raise WeightsNotHere(model_name(arch, pretrained), str(model_dir or "~/.cache/huggingface/hub"), file_instead=True)
 
 
 def _cached_checkpoint(cfg: dict, cache_dir: str | None) -> str | None:
@@ -207,16 +201,16 @@ def _file_digest(path: str, size: int, mtime: float) -> str:
 
 def _clip_from_file(arch: str, weights: Path, device: str) -> Encoder:
     if not weights.is_file():
-        raise WeightsUnavailable(f"--weights {weights}: no such file; point it at an open_clip checkpoint")
+        raise CheckpointUnusable(weights, "no such file; point it at an open_clip checkpoint", file=True)
     if arch not in open_clip.list_models():
-        raise ValueError(f"--weights needs an architecture: --model ARCH (e.g. {DEFAULT_CLIP}); got {arch!r}")
+        raise NeedsArchitecture(arch, DEFAULT_CLIP)
     from vlsearch.encoders.clip import ClipEncoder
 
     try:
         return ClipEncoder(weights_name(arch, weights), arch, str(weights), device)
     except Exception as exc:  # a user's file can fail to load in many ways (pickle, shapes, keys, I/O)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsUnavailable(f"--weights {weights}: not a usable {arch} checkpoint ({reason})") from None
+        raise CheckpointUnusable(weights, f"not a usable {arch} checkpoint ({reason})", file=True) from None
 
 
 def pull(spec: str, model_dir: Path | None) -> str:
@@ -229,5 +223,6 @@ def pull(spec: str, model_dir: Path | None) -> str:
     elif "/" in spec:
         arch, pretrained = spec.split("/", 1)
     else:
-        raise ValueError(f"unknown model {spec!r}: name a preset ({', '.join(PRESETS)}) or ARCH/PRETRAINED")
+        raise UnknownModel(spec, f"unknown model {spec!r}: name a preset ({', '.join(PRESETS)}) or ARCH/PRETRAINED",
+                           choices=tuple(PRESETS))
     return resolve_clip_weights(arch, pretrained, model_dir, allow_download=True)

@@ -22,3 +22,6 @@ class ImageTooLarge(DecodeError):
         else:
             size = ""
         super().__init__(f"{size}over the {limit / 1e6:g} MP limit (a decompression bomb, or a very large scan)")
+
+    def __reduce__(self):  # pickled with its facts: decoding runs in worker processes
+        return type(self), (self.limit, self.pixels, self.width, self.height)

@@ -1,8 +1,12 @@
-"""discover -> decode -> embed -> write: incremental, resumable, safe indexing of image files."""
+"""Indexing: plan → decode → embed → write, then describe (captions, OCR); incremental, resumable, safe, on this
+machine or on a Ray cluster (indexer.distributed)."""
 
 from vlsearch.images import DEFAULT_MAX_PIXELS, DecodeError
 from vlsearch.images import decode_file as decode_image
-from vlsearch.indexer.discover import discover
-from vlsearch.indexer.pipeline import Indexer, IndexReport, ProgressHook
+from vlsearch.indexer.describe import Describer
+from vlsearch.indexer.local import LocalRunner
+from vlsearch.indexer.report import DescribeReport, IndexProgress, IndexReport, ProgressHook
+from vlsearch.indexer.run import Indexer
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DecodeError", "IndexReport", "Indexer", "ProgressHook", "decode_image", "discover"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DecodeError", "DescribeReport", "Describer", "IndexProgress", "IndexReport",
+           "Indexer", "LocalRunner", "ProgressHook", "decode_image"]

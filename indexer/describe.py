@@ -1,18 +1,17 @@
-"""The caption and OCR stage: describes indexed images that lack a caption from the chosen model or OCR text.
+"""The describe phase: indexed images that lack a caption from the chosen model, or OCR text, get them.
 
-It runs after embedding (in `vlsearch index`) or on its own over a library (`vlsearch caption --library`). What
-to do is read from SQLite each time, so it is incremental and resumable by construction: a run killed at any
-point keeps every committed batch, and the next run picks up the images still missing their text.
+It runs after embedding (in an index run) or on its own over a library (`vlsearch caption`). What to do is read
+from SQLite each time, so it is incremental and resumable by construction: a run killed at any point keeps every
+committed batch, and the next run picks up the images still missing their text.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -21,33 +20,15 @@ from sqlalchemy.orm import aliased
 from torch.utils.data import DataLoader, Dataset
 
 from vlsearch.captioner import ImageTextModel
-from vlsearch.captioner.ocr import OcrFailed, OcrReader
-from vlsearch.images import DEFAULT_MAX_PIXELS, DecodeError, decode_bytes, read_image_file
-from vlsearch.indexer.pipeline import ProgressHook, _under_any, _worker_init
+from vlsearch.captioner.ocr import OcrReader
+from vlsearch.images import DEFAULT_MAX_PIXELS, DecodeError, read_image_file
+from vlsearch.indexer.local import worker_init
+from vlsearch.indexer.report import DescribeReport, ProgressHook
+from vlsearch.indexer.sources import read_failure
+from vlsearch.indexer.stages import DescribeStage, describable
 from vlsearch.library import ImageRecord, Library
+from vlsearch.library.records import under_any
 from vlsearch.library.schema import Caption, OcrText
-
-log = logging.getLogger(__name__)
-
-# Images are handed to the models at most this large: BLIP sees 384 px, OCR reads text down to ~10 px high.
-MAX_SIDE = 1600
-
-
-@dataclass
-class DescribeReport:
-    """What one caption/OCR run did."""
-
-    captioned: int = 0
-    read: int = 0  # images OCR ran on
-    reused: int = 0  # images whose text was copied from an identical file described before
-    skipped: int = 0  # changed or gone since indexing: the next `vlsearch index` handles them
-    errors: int = 0
-    seconds: float = 0.0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def images_per_second(self) -> float:
-        return (self.captioned + self.read) / self.seconds if self.seconds else 0.0
 
 
 @dataclass(frozen=True)
@@ -74,20 +55,16 @@ class LoadDataset(Dataset):
         item = self.items[i]
         try:
             data = read_image_file(item.path, self.confine_to)
-        except OSError as exc:
-            return item, None, f"cannot read file: {exc.strerror or exc}"
-        except DecodeError as exc:
-            return item, None, str(exc)
+        except (OSError, DecodeError) as exc:
+            return item, None, read_failure(exc)
         if item.sha256 is not None and hashlib.sha256(data).hexdigest() != item.sha256:
             return item, None, None  # changed since indexing
         try:
-            image, _ = decode_bytes(data, self.max_pixels)
-            image.thumbnail((MAX_SIDE, MAX_SIDE))
+            return item, describable(data, self.max_pixels), None
         except DecodeError as exc:
             return item, None, str(exc)
         except Exception as exc:  # a decoder bug on one file must not end the run
             return item, None, f"decoding failed: {type(exc).__name__}: {exc}"
-        return item, image, None
 
 
 class Describer:
@@ -110,20 +87,16 @@ class Describer:
     ) -> None:
         """`fill_gaps`: caption only images with no caption from any model (a stand-in model then fills in what
         is missing instead of captioning the whole library again). `confine_to`: read only files that really lie
-        inside these folders (the server's index_roots)."""
-        if captioner is None and ocr is None:
-            raise ValueError("nothing to do: neither captions nor OCR were asked for")
+        inside these folders (the server's index_roots). `mp_context`: "forkserver" where the caller runs threads
+        (the server): forking a threaded process can deadlock."""
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         self.library = library
-        self.captioner = captioner
-        self.ocr = ocr
-        self.prompt = prompt
+        self.stage = DescribeStage(captioner, ocr, prompt)
         self.batch_size = batch_size
         self.workers = min(2, os.cpu_count() or 1) if workers is None else workers
         self.max_pixels = max_pixels
         self.progress = progress
-        # "forkserver" where the caller runs threads (the server): forking a threaded process can deadlock.
         self.mp_context = mp_context
         self.fill_gaps = fill_gaps
         self.confine_to = None if confine_to is None else [Path(os.path.realpath(p)) for p in confine_to]
@@ -139,11 +112,8 @@ class Describer:
             self.progress.start(len(work))
         if work:
             loader = DataLoader(
-                LoadDataset(work, self.max_pixels, self.confine_to),
-                batch_size=self.batch_size,
-                num_workers=self.workers,
-                collate_fn=list,
-                worker_init_fn=_worker_init if self.workers else None,
+                LoadDataset(work, self.max_pixels, self.confine_to), batch_size=self.batch_size,
+                num_workers=self.workers, collate_fn=list, worker_init_fn=worker_init if self.workers else None,
                 multiprocessing_context=self.mp_context if self.workers else None,
                 prefetch_factor=2 if self.workers else None,
             )
@@ -155,34 +125,29 @@ class Describer:
         report.seconds = time.perf_counter() - started
         return report
 
-    @property
-    def caption_model(self) -> str | None:
-        return self.captioner.name if self.captioner is not None else None
-
     def _reuse_twins(self) -> int:
         """Copy text from an identical file (same sha256) already described: copies and re-added files cost
         nothing. Returns how many images got text this way."""
         copied: set[int] = set()
         twin = aliased(ImageRecord)
+        same_content = and_(twin.sha256 == ImageRecord.sha256, twin.id != ImageRecord.id)
         with self.library.session() as s:
-            if self.caption_model:
+            if self.stage.captioner is not None:
                 source = aliased(Caption)
                 rows = s.execute(
-                    select(ImageRecord.id, source.text)
-                    .join(twin, and_(twin.sha256 == ImageRecord.sha256, twin.id != ImageRecord.id))
-                    .join(source, and_(source.image_id == twin.id, source.model == self.caption_model))
+                    select(ImageRecord.id, source.text).join(twin, same_content)
+                    .join(source, and_(source.image_id == twin.id, source.model == self.stage.caption_model))
                     .where(ImageRecord.status == "ok", ~self._has_caption())
                 ).all()
                 captions = dict(rows)
                 if captions:
-                    s.execute(insert(Caption), [{"image_id": i, "model": self.caption_model, "text": t}
+                    s.execute(insert(Caption), [{"image_id": i, "model": self.stage.caption_model, "text": t}
                                                 for i, t in captions.items()])
                 copied |= captions.keys()
-            if self.ocr is not None:
+            if self.stage.ocr is not None:
                 source_ocr = aliased(OcrText)
                 rows = s.execute(
-                    select(ImageRecord.id, source_ocr.engine, source_ocr.text)
-                    .join(twin, and_(twin.sha256 == ImageRecord.sha256, twin.id != ImageRecord.id))
+                    select(ImageRecord.id, source_ocr.engine, source_ocr.text).join(twin, same_content)
                     .join(source_ocr, source_ocr.image_id == twin.id)
                     .where(ImageRecord.status == "ok", ~self._has_ocr())
                 ).all()
@@ -196,14 +161,14 @@ class Describer:
     def _has_caption(self):
         if self.fill_gaps:
             return exists().where(Caption.image_id == ImageRecord.id)
-        return exists().where(Caption.image_id == ImageRecord.id, Caption.model == self.caption_model)
+        return exists().where(Caption.image_id == ImageRecord.id, Caption.model == self.stage.caption_model)
 
     def _has_ocr(self):
         return exists().where(OcrText.image_id == ImageRecord.id)
 
     def _pending(self, roots: list[Path] | None) -> list[Pending]:
-        needs_caption = ~self._has_caption() if self.captioner is not None else None
-        needs_ocr = ~self._has_ocr() if self.ocr is not None else None
+        needs_caption = ~self._has_caption() if self.stage.captioner is not None else None
+        needs_ocr = ~self._has_ocr() if self.stage.ocr is not None else None
         wanted = [c for c in (needs_caption, needs_ocr) if c is not None]
         query = select(
             ImageRecord.id, ImageRecord.path, ImageRecord.sha256,
@@ -211,43 +176,32 @@ class Describer:
             needs_ocr if needs_ocr is not None else false(),
         ).where(ImageRecord.status == "ok", or_(*wanted))
         if roots is not None:
-            query = query.where(_under_any(roots))
+            query = query.where(under_any(ImageRecord.path, roots))
         with self.library.session() as s:
             rows = s.execute(query.order_by(ImageRecord.id)).all()
         return [Pending(i, p, sha, bool(c), bool(o)) for i, p, sha, c, o in rows]
 
     def _write_batch(self, batch: list[tuple[Pending, Image.Image | None, str | None]], report: DescribeReport) -> None:
-        ready = [(item, image) for item, image, _ in batch if image is not None]
         for item, image, error in batch:
-            if image is not None:
-                continue
-            if error is None:
+            if image is None and error is None:
                 report.skipped += 1
-            else:
+            elif image is None:
                 report.errors += 1
                 report.failures.append((item.path, error))
-        to_caption = [(item, image) for item, image in ready if item.caption]
-        captions = self.captioner.caption([im for _, im in to_caption], self.prompt) if to_caption else []
-        texts = []
-        for item, image in ready if self.ocr else []:
-            if not item.ocr:
-                continue
-            try:
-                texts.append((item, self.ocr.read(image)))
-            except OcrFailed as exc:  # left without OCR text: the next run tries again
-                report.errors += 1
-                report.failures.append((item.path, str(exc)))
+        ready = [(item, image) for item, image, _ in batch if image is not None]
+        described = self.stage([image for _, image in ready], caption=[item.caption for item, _ in ready],
+                               ocr=[item.ocr for item, _ in ready])
         with self.library.session() as s:
-            def current(item: Pending) -> bool:
-                """Still the file that was read: not deleted, nor re-indexed with new content, meanwhile."""
+            for (item, _), found in zip(ready, described, strict=True):
+                if found.ocr_error is not None:  # left without OCR text: the next run tries again
+                    report.errors += 1
+                    report.failures.append((item.path, found.ocr_error))
                 row = s.get(ImageRecord, item.image_id)
-                return row is not None and row.sha256 == item.sha256
-
-            for (item, _), text in zip(to_caption, captions, strict=True):
-                if current(item):
-                    s.merge(Caption(image_id=item.image_id, model=self.caption_model, text=text))
-            for item, text in texts:
-                if current(item):
-                    s.merge(OcrText(image_id=item.image_id, engine=self.ocr.engine, text=text))
-        report.captioned += len(captions)
-        report.read += len(texts)
+                if row is None or row.sha256 != item.sha256:
+                    continue  # deleted, or re-indexed with new content, meanwhile
+                if found.caption is not None:
+                    s.merge(Caption(image_id=item.image_id, model=self.stage.caption_model, text=found.caption))
+                if found.ocr_text is not None:
+                    s.merge(OcrText(image_id=item.image_id, engine=self.stage.ocr_engine, text=found.ocr_text))
+        report.captioned += sum(found.caption is not None for found in described)
+        report.read += sum(found.ocr_text is not None for found in described)

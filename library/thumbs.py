@@ -5,7 +5,8 @@ from pathlib import Path
 
 from PIL import Image
 
-THUMB_LONG_SIDE = 256
+from vlsearch.images import thumbnail_jpeg
+
 THUMB_DIR = "thumbs"
 
 
@@ -13,17 +14,24 @@ def thumbnail_relpath(sha256: str) -> str:
     return f"{THUMB_DIR}/{sha256[:2]}/{sha256}.jpg"
 
 
-def write_thumbnail(image: Image.Image, library_root: Path, sha256: str) -> str:
-    """Write (once) the thumbnail of an RGB image; returns its path relative to the library."""
+def store_thumbnail(library_root: Path, sha256: str, jpeg: bytes) -> str:
+    """Write (once) the thumbnail of a content hash; returns its path relative to the library. Written under a
+    temporary name and renamed, so a reader or a crash never sees half a JPEG, and two writers of the same content
+    (identical files) leave one whole file."""
     rel = thumbnail_relpath(sha256)
     path = library_root / rel
     if path.exists():
         return rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    thumb = image.copy()
-    # Bicubic (Pillow's default for thumbnails): a quarter cheaper than Lanczos, no visible difference at 256 px.
-    thumb.thumbnail((THUMB_LONG_SIDE, THUMB_LONG_SIDE), Image.Resampling.BICUBIC)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    thumb.save(tmp, format="JPEG", quality=85, optimize=True)
+    tmp.write_bytes(jpeg)
     os.replace(tmp, path)
     return rel
+
+
+def write_thumbnail(image: Image.Image, library_root: Path, sha256: str) -> str:
+    """Write (once) the thumbnail of an RGB image; returns its path relative to the library."""
+    rel = thumbnail_relpath(sha256)
+    if (library_root / rel).exists():
+        return rel  # not encoded again
+    return store_thumbnail(library_root, sha256, thumbnail_jpeg(image))

@@ -106,10 +106,9 @@ def ask_collection(
             method, answer, check = "itm", "matches", query
         except NotSupported:
             raise NotSupported(
-                "questions over the collection need a VQA model (--vqa-model blip-vqa-base) or an image-text "
-                f"matching model (--itm-model blip-itm-base); {vqa_missing}. The offline model only reads text: "
-                f"to find images by the words in them, search with --mode keyword '\"WORDS\"'"
-            ) from None
+                f"questions over the collection need a VQA model or an image-text matching model; {vqa_missing}. "
+                "The offline model only reads text: to find images by the words in them, search in keyword mode",
+                "ask", because=str(vqa_missing)) from None
     findings = [
         Finding(replace(hit, match_score=float(score)), answer, float(score))
         for hit, score in zip(kept, scores, strict=True)

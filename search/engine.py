@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import func, or_, select
 
-from vlsearch.captioner import ImageTextModel
+from vlsearch.captioner import ImageTextModel, ModelMissing
 from vlsearch.encoders import Encoder
 from vlsearch.images import DecodeError, decode_file
 from vlsearch.library import ImageRecord, Library
@@ -72,7 +72,7 @@ class SearchEngine:
 
     def search(self, query: SearchQuery) -> list[SearchHit]:
         if query.rerank and self.matcher is None:
-            raise ValueError("--rerank needs an image-text matching model: pass --itm-model blip-itm-base")
+            raise ModelMissing("a rerank needs an image-text matching model", "match")
         exclude = {query.image_id} if query.image_id is not None else set()
         k = max(query.k, query.rerank)
         if query.mode == "keyword":

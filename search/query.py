@@ -73,7 +73,7 @@ class SearchQuery:
         if self.rerank < 0:
             raise ValueError("rerank must be 0 (off) or a number of candidates")
         if self.rerank and not has_text:
-            raise ValueError("--rerank matches the query's words against the images: give some text")
+            raise ValueError("a rerank matches the query's words against the images: give some text")
         if self.k < 1:
             raise ValueError("k must be at least 1")
         if self.sort not in ("score", "date"):

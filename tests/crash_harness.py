@@ -9,7 +9,7 @@ forking (imports only), so the children are sound.
 
 Pauses, to kill at points a timer rarely hits, are monkeypatches installed in the child only (no test hooks in
 production code). Each writes a marker file, then sleeps until the test kills it:
-- `faiss`: the n-th `os.replace` of library/vectors.py's `_atomic_write`, i.e. after the temp file of the index
+- `faiss`: the n-th `os.replace` of library/vectors/files.py's `_atomic_write`, i.e. after the temp file of the index
   (odd n) or of its metadata (even n) is written and fsynced, before it is renamed over the old file.
 - `migration`: before the first SQL statement, while migrating, that starts with a given text (CREATE TABLE ocr,
   CREATE VIRTUAL TABLE, UPDATE alembic_version, ...).
@@ -97,9 +97,9 @@ def _hold(marker: str, what: str) -> None:
 
 def _install_pause(pause: dict) -> None:
     if pause["at"] == "faiss":
-        import vlsearch.library.vectors as vectors
+        import vlsearch.library.vectors.files as index_files
 
-        real = vectors.os
+        real = index_files.os
         calls = {"n": 0}
 
         class PausingOs:
@@ -113,7 +113,7 @@ def _install_pause(pause: dict) -> None:
                     _hold(pause["marker"], f"rename {Path(dst).name} into place (rename {calls['n']} of the run)")
                 return real.replace(src, dst)
 
-        vectors.os = PausingOs()
+        index_files.os = PausingOs()
     elif pause["at"] == "migration":
         from alembic import command
         from sqlalchemy import Engine, event

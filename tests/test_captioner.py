@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from tests.photos import picture
+from vlsearch.api.wording import explain
 from vlsearch.captioner import GenerationSettings, ModelSuite, NotSupported, load_image_text_model
 from vlsearch.captioner.offline import OfflineCaptioner
 from vlsearch.captioner.tiny import tiny_blip
@@ -57,10 +58,12 @@ def test_checkpoint_folder_loads_and_a_folder_for_another_task_is_refused(tmp_pa
     loaded = load_image_text_model(str(tmp_path / "caption"), "caption", device="cpu")
     reference = load_image_text_model("tiny-random", "caption", device="cpu")
     assert loaded.caption([picture(4)]) == reference.caption([picture(4)])
-    with pytest.raises(ValueError, match="BlipForQuestionAnswering.*--vqa-model"):
+    with pytest.raises(ValueError, match="BlipForQuestionAnswering") as wrong:
         load_image_text_model(str(tmp_path / "answer"), "caption", device="cpu")
-    with pytest.raises(ValueError, match="unknown model .* for --caption-model"):
+    assert explain(wrong.value).endswith("pass it as --vqa-model")  # what the CLI says
+    with pytest.raises(ValueError, match="unknown model .* for captions") as unknown:
         load_image_text_model(str(tmp_path / "nothing-here"), "caption", device="cpu")
+    assert "for --caption-model" in explain(unknown.value)
 
 
 def test_folder_models_are_named_by_content_and_a_corrupt_one_is_a_clear_error(tmp_path):
@@ -89,13 +92,15 @@ def test_missing_blip_weights_say_how_to_get_them_and_auto_falls_back(monkeypatc
     from vlsearch.encoders import WeightsUnavailable
 
     monkeypatch.setattr(vlsearch.captioner.registry, "hub_reachable", lambda timeout=3.0: False)
-    with pytest.raises(WeightsUnavailable, match=r"vlsearch models pull blip-vqa-base --model-dir DIR"):
+    with pytest.raises(WeightsUnavailable, match=f"blip-vqa-base.*not on this machine.*in: {tmp_path}") as not_here:
         load_image_text_model("blip-vqa-base", "answer", model_dir=tmp_path, device="cpu")
+    assert "`vlsearch models pull blip-vqa-base --model-dir DIR`" in explain(not_here.value)
     assert load_image_text_model("auto", "caption", model_dir=tmp_path, device="cpu").name == "offline"
     with pytest.raises(WeightsUnavailable, match="blip-itm-base"):  # matching has no offline stand-in
         load_image_text_model("auto", "match", model_dir=tmp_path, device="cpu")
-    with pytest.raises(ValueError, match="cannot answer questions.*blip-vqa-base"):
+    with pytest.raises(ValueError, match="cannot answer questions.*blip-vqa-base") as wrong:
         load_image_text_model("blip-base", "answer", model_dir=tmp_path, device="cpu")
+    assert "for --vqa-model use one of: blip-vqa-base" in explain(wrong.value)
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +156,14 @@ def test_offline_answers_only_what_ocr_grounds(offline, photos):
     for question in ("is there a cat?", "what colour is the text?", "is there a sign?", "what is this?",
                      "is there any text about dogs?", "does it say STOP or GO?", 'does it say ""?',
                      "what number is shown?"):
-        with pytest.raises(NotSupported, match="needs a VQA model.*--vqa-model blip-vqa-base"):
+        with pytest.raises(NotSupported, match="needs a VQA model") as refused:
             offline.answer([photos["chelsea"]], [question])
+        assert "--vqa-model blip-vqa-base" in explain(refused.value)
     with pytest.raises(NotSupported, match="VQA model"):
         offline.yes_probability([photos["chelsea"]], ["is there a cat?"])
-    with pytest.raises(NotSupported, match="--itm-model blip-itm-base"):
+    with pytest.raises(NotSupported, match="needs an ITM model") as refused:
         offline.match([photos["chelsea"]], ["a cat"])
+    assert "--itm-model blip-itm-base" in explain(refused.value)
 
 
 def test_a_suite_routes_each_task_and_names_what_is_missing(tiny):

@@ -1,6 +1,7 @@
 """The caption/OCR stage and what it feeds: stored captions and OCR text, the FTS5 keyword index kept in step
 by triggers, keyword and hybrid search, rerank, and questions over the collection."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from sqlalchemy import select, text
 
 from tests.photos import picture, write_photo, write_photos
+from vlsearch.api.wording import explain
 from vlsearch.captioner import ModelSuite, NotSupported, load_image_text_model
 from vlsearch.captioner.ocr import OcrFailed, ocr_reader
 from vlsearch.indexer import Indexer
@@ -242,8 +244,9 @@ def test_rerank_orders_the_top_candidates_by_the_matching_model(library, tiny_en
     write_photos(tmp_path / "photos", 8)
     Indexer(library, tiny_encoder, workers=0).run([tmp_path / "photos"])
     plain = SearchEngine(library, tiny_encoder)
-    with pytest.raises(ValueError, match="--itm-model"):
+    with pytest.raises(ValueError, match="needs an image-text matching model") as refused:
         plain.search(SearchQuery(text="a red square", rerank=4))
+    assert explain(refused.value).endswith("pass --itm-model blip-itm-base")
     engine = SearchEngine(library, tiny_encoder, matcher=tiny_text["match"])
     before = engine.search(SearchQuery(text="a red square", k=8))
     after = engine.search(SearchQuery(text="a red square", k=8, rerank=4))
@@ -320,8 +323,9 @@ def test_ask_over_the_collection_returns_the_yeses_best_first(library, tiny_enco
     assert set(result.findings[0].as_dict()) >= {"id", "path", "answer", "answer_score"}
     itm = ask_collection(engine, ModelSuite(matcher=tiny_text["match"]), "which photos show a dog?", threshold=0.0)
     assert itm.method == "itm" and len(itm.findings) == 10 and all(f.answer == "matches" for f in itm.findings)
-    with pytest.raises(NotSupported, match="VQA model.*blip-vqa-base.*--mode keyword"):
+    with pytest.raises(NotSupported, match="VQA model.*keyword mode") as refused:
         ask_collection(engine, ModelSuite(), "which photos show a dog?")
+    assert re.search("VQA model.*--vqa-model blip-vqa-base.*--mode keyword", explain(refused.value))
     nowhere = Filters(path_prefix=str(tmp_path / "no-such-folder"))  # no candidates: still no VQA model
     with pytest.raises(NotSupported, match="VQA model"):
         ask_collection(engine, ModelSuite(), "which photos show a dog?", filters=nowhere)

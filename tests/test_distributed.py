@@ -133,23 +133,23 @@ def test_a_stopped_run_keeps_its_merged_shards_and_resumes(cluster, env, monkeyp
     photos = env / "photos"
     write_photos(photos, 12)
     merged = []
-    real_merge = distributed.RayIndexer._merge
+    real_merge = distributed.RayRunner.merge_shard
 
-    def merge_then_stop(self, shard, upserts, removed):
-        result = real_merge(self, shard, upserts, removed)
+    def merge_then_stop(self, library, model, shard, changes):
+        result = real_merge(self, library, model, shard, changes)
         merged.append(shard)
         if len(merged) == 2:
             raise KeyboardInterrupt  # Ctrl-C (or a dead driver) after two shards were merged
         return result
 
-    monkeypatch.setattr(distributed.RayIndexer, "_merge", merge_then_stop)
+    monkeypatch.setattr(distributed.RayRunner, "merge_shard", merge_then_stop)
     code, out = cli("index", photos, "--library", env / "lib", *MODELS, "--no-ocr", "--ray", "auto",
                     "--shard-size", "3", "--batch-size", "3")
     assert code == 130 and "merged shards are kept" in out, out
     assert len(contents(env / "lib")) == 6
     assert not list((env / "lib" / "ray-shards").glob("*.tmp")), "unfinished shards are dropped"
 
-    monkeypatch.setattr(distributed.RayIndexer, "_merge", real_merge)
+    monkeypatch.setattr(distributed.RayRunner, "merge_shard", real_merge)
     code, out = cli("index", photos, "--library", env / "lib", *MODELS, "--no-ocr", "--ray", "auto",
                     "--shard-size", "3")
     assert code == 0 and "6 embedded" in out and "6 unchanged" in out, out
@@ -262,14 +262,16 @@ def test_clear_errors(env):
 
 def test_a_model_that_cannot_load_on_the_workers_is_a_clear_error(cluster, env):
     from vlsearch.encoders import load_encoder
-    from vlsearch.indexer.distributed import DistributedError, ModelSpecs, RayIndexer, RayOptions
+    from vlsearch.indexer import Indexer
+    from vlsearch.indexer.distributed import DistributedError, ModelSpecs, RayOptions, RayRunner
 
     write_photos(env / "photos", 2)
     lib = Library.open(env / "lib")
     try:
         specs = ModelSpecs(encoder="no-such-model", weights=None, model_dir=None, device="cpu")
         with pytest.raises(DistributedError, match="the Ray job failed: .*unknown model 'no-such-model'.*resume"):
-            RayIndexer(lib, load_encoder("tiny-random", device="cpu"), specs, RayOptions()).run([env / "photos"])
+            Indexer(lib, load_encoder("tiny-random", device="cpu"), runner=RayRunner(specs, RayOptions())).run(
+                [env / "photos"])
         assert not list((env / "lib" / "ray-shards").glob("*"))
     finally:
         lib.close()

@@ -5,6 +5,7 @@ import pytest
 
 import vlsearch.encoders.registry
 from tests.photos import picture
+from vlsearch.api.wording import explain
 from vlsearch.encoders import WeightsUnavailable, load_encoder
 
 
@@ -24,8 +25,9 @@ def test_unknown_model_names_the_choices():
 
 def test_missing_clip_weights_offline_raise_with_instructions(monkeypatch, tmp_path):
     monkeypatch.setattr(vlsearch.encoders.registry, "hub_reachable", lambda timeout=3.0: False)
-    with pytest.raises(WeightsUnavailable, match=r"vlsearch models pull ViT-B-32/laion2b_s34b_b79k"):
+    with pytest.raises(WeightsUnavailable, match=f"ViT-B-32/laion2b_s34b_b79k.*Looked in: {tmp_path}") as missing:
         load_encoder("ViT-B-32", model_dir=tmp_path, device="cpu")
+    assert "vlsearch models pull ViT-B-32/laion2b_s34b_b79k" in explain(missing.value)  # what the CLI says
 
 
 def test_auto_falls_back_to_offline_with_a_warning(monkeypatch, tmp_path, caplog):

@@ -162,12 +162,12 @@ def test_a_link_swapped_in_after_listing_cannot_bring_in_an_outside_file(library
                                                                           monkeypatch):
     """The server's jobs confine reads to the allowed folders at the moment of reading, not only when listing:
     a file replaced by a link to an outside file between the two is refused, its content never read."""
-    import vlsearch.indexer.pipeline
+    import vlsearch.indexer.plan
 
     allowed = tmp_path / "allowed"
     write_photos(allowed, 2)
     secret = write_photo(tmp_path / "outside" / "secret.jpg", 9)
-    listed = vlsearch.indexer.pipeline.discover
+    listed = vlsearch.indexer.plan.discover
 
     def list_then_swap(*args, **kwargs):
         files = list(listed(*args, **kwargs))
@@ -175,7 +175,7 @@ def test_a_link_swapped_in_after_listing_cannot_bring_in_an_outside_file(library
         (allowed / "photo_0000.jpg").symlink_to(secret)
         return iter(files)
 
-    monkeypatch.setattr(vlsearch.indexer.pipeline, "discover", list_then_swap)
+    monkeypatch.setattr(vlsearch.indexer.plan, "discover", list_then_swap)
     report = run(library, tiny_encoder, allowed, confine_to=[allowed])
     assert (report.embedded, report.errors) == (1, 1)
     swapped = rows(library)[str(allowed / "photo_0000.jpg")]
@@ -321,7 +321,7 @@ def test_sqlite_is_in_wal_mode_with_foreign_keys(library, tiny_encoder, tmp_path
 
 
 def test_default_decoding_workers_follow_where_the_model_runs():
-    from vlsearch.indexer.pipeline import decode_workers
+    from vlsearch.indexer.local import decode_workers
 
     assert decode_workers(3, "cuda", cores=16) == 3  # asked for: as asked
     assert decode_workers(None, "cpu", cores=2) == 2  # the model shares the cores

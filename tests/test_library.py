@@ -158,10 +158,10 @@ def test_two_libraries_do_not_share_state(tmp_path, tiny_encoder):
 
 def test_growing_past_the_flat_limit_switches_to_the_approximate_index(tmp_path, tiny_encoder, monkeypatch):
     import vlsearch.library.store
-    import vlsearch.library.vectors
+    import vlsearch.library.vectors.plan
 
     monkeypatch.setattr(vlsearch.library.store, "FLAT_LIMIT", 8)
-    monkeypatch.setattr(vlsearch.library.vectors, "FLAT_LIMIT", 8)
+    monkeypatch.setattr(vlsearch.library.vectors.plan, "FLAT_LIMIT", 8)
     lib = Library.open(tmp_path / "lib")
     write_photos(tmp_path / "p", 6)
     index(lib, tiny_encoder, tmp_path / "p")

@@ -164,7 +164,7 @@ def test_keys_are_compared_in_constant_time_against_every_configured_key(monkeyp
 
 def test_the_server_caps_malloc_arenas_unless_the_operator_chose(monkeypatch):
     """Fewer glibc arenas keep a long-running server's memory from creeping up (RELIABILITY.md, soak)."""
-    from vlsearch.api.cli import M_ARENA_MAX, SERVER_MALLOC_ARENAS, limit_malloc_arenas
+    from vlsearch.api.cli.serve import M_ARENA_MAX, SERVER_MALLOC_ARENAS, limit_malloc_arenas
 
     class Libc:
         calls: list = []

@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 from sqlalchemy import insert
 
-import vlsearch.library.vectors
+import vlsearch.library.vectors.files
+import vlsearch.library.vectors.gpu
+import vlsearch.library.vectors.guard
 from bench.index_choice import make_mixture
 from vlsearch.library import Library, VectorIndex
 from vlsearch.library.schema import Embedding, ImageRecord
 from vlsearch.library.store import encode_vector
 from vlsearch.library.vectors import PQ_MIN_VECTORS, IndexMeta, gpu_eligible, meta_path, text_like_probes
+from vlsearch.library.vectors.gpu import GPU_MAX_K
 
 DIM = 32
 
@@ -127,8 +130,8 @@ def test_recall_guard_raises_hnsw_ef_search(data):
 
 def test_recall_guard_warns_when_its_bound_stops_it(data, monkeypatch, caplog):
     ids, vectors, _ = data
-    monkeypatch.setattr(vlsearch.library.vectors, "NPROBE_MAX", 2)
-    with caplog.at_level(logging.WARNING, logger="vlsearch.library.vectors"):
+    monkeypatch.setattr(vlsearch.library.vectors.guard, "NPROBE_MAX", 2)
+    with caplog.at_level(logging.WARNING, logger="vlsearch.library.vectors.guard"):
         index = VectorIndex.build(ids, vectors, DIM, "ivf", nprobe=1)
     assert index.params["nprobe"] == 2
     assert index.recall["text_like"] < 0.95 and index.recall["target"] == 0.95
@@ -260,7 +263,7 @@ def test_a_gpu_copy_searches_while_the_cpu_index_is_updated_and_saved(tmp_path, 
     np.testing.assert_array_equal(index.search(queries, 10)[1], expected)
     assert copy.searches == 1
 
-    index.search(queries[:1], vlsearch.library.vectors.GPU_MAX_K + 1)  # deeper than a GPU search goes: the CPU answers
+    index.search(queries[:1], GPU_MAX_K + 1)  # deeper than a GPU search goes: the CPU answers
     assert copy.searches == 1
 
     index.remove(ids[:10])
@@ -294,8 +297,8 @@ def test_a_library_places_its_index_on_a_gpu_only_when_asked(tmp_path, data, mon
     ids, vectors, _ = data
     module = fake_faiss()
     for name in ("get_num_gpus", "StandardGpuResources", "index_cpu_to_gpu"):
-        monkeypatch.setattr(vlsearch.library.vectors.faiss, name, getattr(module, name), raising=False)
-    monkeypatch.setattr(vlsearch.library.vectors, "_GPU_RESOURCES", {})
+        monkeypatch.setattr(vlsearch.library.vectors.gpu.faiss, name, getattr(module, name), raising=False)
+    monkeypatch.setattr(vlsearch.library.vectors.gpu, "_GPU_RESOURCES", {})
     lib = synthetic_library(tmp_path / "lib", ids[:300], vectors[:300], faiss_gpu=allowed)
     index = lib.vector_index("m")
     assert index.on_gpu is allowed and len(module.copies) == int(allowed)
@@ -305,7 +308,7 @@ def test_a_library_places_its_index_on_a_gpu_only_when_asked(tmp_path, data, mon
 
 @pytest.mark.parametrize(("device", "expected"), [("cpu", False), ("auto", True), ("cuda", True)])
 def test_the_server_asks_for_faiss_on_the_gpu_unless_pinned_to_the_cpu(tmp_path, monkeypatch, device, expected):
-    import vlsearch.api.cli
+    import vlsearch.api.wiring
     from vlsearch.api.settings import load_settings
 
     opened = {}
@@ -314,9 +317,9 @@ def test_the_server_asks_for_faiss_on_the_gpu_unless_pinned_to_the_cpu(tmp_path,
         opened["faiss_gpu"] = faiss_gpu
         raise RuntimeError("stop here: no models needed")
 
-    monkeypatch.setattr(vlsearch.api.cli, "open_library", open_library)
+    monkeypatch.setattr(vlsearch.api.wiring, "open_library", open_library)
     with pytest.raises(RuntimeError, match="stop here"):
-        vlsearch.api.cli.build_service(load_settings(library=tmp_path / "lib", device=device))
+        vlsearch.api.wiring.build_service(load_settings(library=tmp_path / "lib", device=device))
     assert opened == {"faiss_gpu": expected}
 
 
@@ -391,7 +394,7 @@ def test_every_gpu_index_takes_turns_with_the_shared_gpu_resources(data, monkeyp
         return module.copies[-1]
 
     module.index_cpu_to_gpu = index_cpu_to_gpu
-    monkeypatch.setattr(vlsearch.library.vectors, "_GPU_RESOURCES", {})
+    monkeypatch.setattr(vlsearch.library.vectors.gpu, "_GPU_RESOURCES", {})
     old = VectorIndex.build(ids[:500], vectors[:500], DIM, "flat")
     new = VectorIndex.build(ids[:500], vectors[:500], DIM, "flat")
     assert old.use_gpu(True, module)
@@ -543,7 +546,7 @@ def test_a_library_maps_a_large_index_and_updates_it_in_memory(tmp_path, data, m
     lib = synthetic_library(tmp_path / "lib", ids, vectors)
     built = lib.rebuild_index("m", memory_budget=300_000)
     assert built.kind == "ivfpq" and built.ntotal == len(ids)
-    monkeypatch.setattr(vlsearch.library.vectors, "MMAP_RAM_FRACTION", 0.0)
+    monkeypatch.setattr(vlsearch.library.vectors.files, "MMAP_RAM_FRACTION", 0.0)
     reopened = Library.open(tmp_path / "lib")
     index = reopened.vector_index("m")
     assert index.mmapped
@@ -559,7 +562,7 @@ def test_a_latency_target_caps_nprobe_and_says_when_recall_must_give_way(data, c
     relaxed = VectorIndex.build(ids, vectors, DIM, "ivf", latency_target_ms=10_000)
     assert "conflict" not in relaxed.build_info and relaxed.build_info["p50_ms"] > 0
     assert relaxed.recall["text_like"] >= 0.95
-    with caplog.at_level(logging.WARNING, logger="vlsearch.library.vectors"):
+    with caplog.at_level(logging.WARNING, logger="vlsearch.library.vectors.guard"):
         strict = VectorIndex.build(ids, vectors, DIM, "ivf", latency_target_ms=1e-6)
     assert strict.params["nprobe"] == 1 < relaxed.params["nprobe"]
     assert "answers in more than 1e-06 ms" in strict.build_info["conflict"]
@@ -582,8 +585,8 @@ def test_several_gpus_get_a_shard_each(data, monkeypatch):
 
     module.GpuMultipleClonerOptions = ClonerOptions
     module.index_cpu_to_gpu_multiple_py = index_cpu_to_gpu_multiple_py
-    monkeypatch.setattr(vlsearch.library.vectors, "_GPU_RESOURCES", {})
-    monkeypatch.setattr(vlsearch.library.vectors, "_SHARD_RESOURCES", {})
+    monkeypatch.setattr(vlsearch.library.vectors.gpu, "_GPU_RESOURCES", {})
+    monkeypatch.setattr(vlsearch.library.vectors.gpu, "_SHARD_RESOURCES", {})
     index = VectorIndex.build(ids, vectors, DIM, "ivf")
     assert index.use_gpu(True, module) and index.gpu_shards == 2
     assert calls == [(2, True, [0, 1])]

@@ -24,6 +24,7 @@ from vlsearch.api.schemas import (
 )
 from vlsearch.api.security import require_read
 from vlsearch.api.service import Service, in_thread
+from vlsearch.api.wording import explain
 from vlsearch.captioner import ImageTextModel, ModelSuite, NotSupported
 from vlsearch.library import LibraryError
 from vlsearch.search.ask import ask_collection
@@ -73,7 +74,7 @@ async def _caption(service: Service, images: list[Image.Image], prompt: str | No
     try:
         return await service.run_model(model.caption, images, prompt)
     except NotSupported as exc:
-        raise ApiError(503, str(exc)) from None
+        raise ApiError(503, explain(exc)) from None
 
 
 @router.post("/caption", response_model=CaptionResult, responses=responses(401, 403, 404, 413, 415, 422, 503),
@@ -158,7 +159,7 @@ async def vqa(
     try:
         answer = (await service.run_model(model.answer, [image], [question]))[0]
     except NotSupported as exc:
-        raise ApiError(422, str(exc), code="unanswerable") from None
+        raise ApiError(422, explain(exc), code="unanswerable") from None
     return VqaAnswer(question=question, answer=answer, model=model.name, image_id=image_id)
 
 
@@ -173,7 +174,7 @@ async def ask(body: AskRequest, service: Service = Depends(get_service)) -> AskR
     try:
         engine = await in_thread(service.engine)
     except LibraryError as exc:
-        raise ApiError(409, str(exc)) from None
+        raise ApiError(409, explain(exc)) from None
     if engine is None:
         raise ApiError(409, "the library holds no images yet; index some first (POST /api/v1/index)")
     suite = ModelSuite(answerer=service.models.answerer, matcher=service.models.matcher)
@@ -182,9 +183,9 @@ async def ask(body: AskRequest, service: Service = Depends(get_service)) -> AskR
             lambda: ask_collection(engine, suite, body.question, k=body.k, candidates=body.candidates,
                                    threshold=body.threshold, filters=to_filters(body.filters)))
     except NotSupported as exc:
-        raise ApiError(503, str(exc)) from None
+        raise ApiError(503, explain(exc)) from None
     except ValueError as exc:
-        raise ApiError(422, str(exc)) from None
+        raise ApiError(422, explain(exc)) from None
     findings = [f for f in result.findings if f.hit in finite([f.hit])]
     return AskResponse(
         question=result.question, retrieval_query=result.retrieval_query, check=result.check, method=result.method,

@@ -23,6 +23,7 @@ from vlsearch.api.errors import ApiError, responses
 from vlsearch.api.schemas import MAX_K, MAX_WINDOW, Filters, Mode, SearchRequest, SearchResponse, Sort, Text, Weight
 from vlsearch.api.security import require_read
 from vlsearch.api.service import Service, in_thread
+from vlsearch.api.wording import explain
 from vlsearch.captioner import NotSupported
 from vlsearch.library import LibraryError
 from vlsearch.search import SearchQuery
@@ -47,14 +48,14 @@ async def run(service: Service, started: float, **fields) -> SearchResponse:
     try:
         query = SearchQuery(k=fetch, **fields)
     except ValueError as exc:
-        raise ApiError(422, str(exc)) from None
+        raise ApiError(422, explain(exc)) from None
     if query.rerank and service.models.matcher is None:
         raise ApiError(503, "rerank needs an image-text matching model, and this server has none: start it with "
                        "--itm-model blip-itm-base (its weights must be in the model folder)")
     try:
         engine = await in_thread(service.engine)  # the first call opens the library's vectors
     except LibraryError as exc:
-        raise ApiError(409, str(exc)) from None
+        raise ApiError(409, explain(exc)) from None
     if engine is None:
         hits = []
     else:
@@ -63,11 +64,11 @@ async def run(service: Service, started: float, **fields) -> SearchResponse:
         try:
             hits = await runner(engine.search, query)
         except LookupError as exc:
-            raise ApiError(404, str(exc).strip("'\"")) from None
+            raise ApiError(404, explain(exc).strip("'\"")) from None
         except NotSupported as exc:
-            raise ApiError(503, str(exc)) from None
+            raise ApiError(503, explain(exc)) from None
         except ValueError as exc:
-            raise ApiError(422, str(exc)) from None
+            raise ApiError(422, explain(exc)) from None
     page = finite(hits[offset : offset + k])
     more = len(hits) > offset + k
     return SearchResponse(

@@ -1,0 +1,55 @@
+"""The `vlsearch` command: index folders, search them by text or image, and look after the library. Each command
+lives in a module of its own; this one builds the app and registers them, in the order `--help` lists them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+from rich.logging import RichHandler
+
+from vlsearch.api.cli.ask import ask
+from vlsearch.api.cli.caption import caption
+from vlsearch.api.cli.index import index
+from vlsearch.api.cli.library import db_upgrade, reindex, status
+from vlsearch.api.cli.models import models_list, models_pull
+from vlsearch.api.cli.output import err
+from vlsearch.api.cli.search import search, similar
+from vlsearch.api.cli.serve import serve
+from vlsearch.api.cli.transfer import export_library, import_library
+
+app = typer.Typer(
+    help="Self-hosted multimodal image search: index photo folders, then find images by words or by other images.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Library schema maintenance.", no_args_is_help=True)
+models_app = typer.Typer(help="The models vlsearch embeds, captions and answers with; fetching their weights.",
+                         no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+    )
+    for noisy in ("alembic", "faiss", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        logging.getLogger("root").setLevel(logging.WARNING)
+
+
+for command in (index, search, similar, caption, ask, status, reindex, serve):
+    app.command()(command)
+app.command("export")(export_library)
+app.command("import")(import_library)
+db_app.command("upgrade")(db_upgrade)
+models_app.command("list")(models_list)
+models_app.command("pull")(models_pull)
+
+__all__ = ["app"]

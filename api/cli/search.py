@@ -1,0 +1,108 @@
+"""`vlsearch search` and `vlsearch similar`: find images by words, by an example image, or both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vlsearch.api.cli.loading import engine_for, load_text_model, open_library
+from vlsearch.api.cli.options import (
+    AfterOpt,
+    BeforeOpt,
+    CameraOpt,
+    ImageOpt,
+    ImageWeightOpt,
+    ItmModelOpt,
+    JsonOpt,
+    KOpt,
+    LibraryOpt,
+    MinScoreOpt,
+    ModelDirOpt,
+    ModelOpt,
+    ModeOpt,
+    NegativesOpt,
+    NotWeightOpt,
+    PathFilterOpt,
+    RerankOpt,
+    SortOpt,
+    TargetArg,
+    TextArg,
+    TextWeightOpt,
+    WeightsOpt,
+)
+from vlsearch.api.cli.output import fail, parse_date, print_hits
+
+
+def search(
+    library: LibraryOpt,
+    model_dir: ModelDirOpt,
+    text: TextArg = None,
+    image: ImageOpt = None,
+    negatives: NegativesOpt = None,
+    k: KOpt = 20,
+    min_score: MinScoreOpt = None,
+    path: PathFilterOpt = None,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
+    camera: CameraOpt = None,
+    sort: SortOpt = "score",
+    text_weight: TextWeightOpt = 1.0,
+    image_weight: ImageWeightOpt = 1.0,
+    not_weight: NotWeightOpt = 0.5,
+    mode: ModeOpt = "vector",
+    rerank: RerankOpt = 0,
+    itm_model: ItmModelOpt = "auto",
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find images by text, by an example image, or both; --not terms push results away."""
+    from vlsearch.indexer import DecodeError, decode_image
+    from vlsearch.search import Filters, SearchQuery
+
+    if not text and image is None:
+        raise fail("give words to search for, --image PATH, or both")
+    lib = open_library(library)
+    engine = engine_for(lib, model, weights, model_dir)
+    try:
+        query_image = decode_image(image) if image else None
+        query = SearchQuery(
+            text=text, image=query_image, negatives=tuple(negatives or ()), k=k, sort=sort, mode=mode, rerank=rerank,
+            text_weight=text_weight, image_weight=image_weight, negative_weight=not_weight,
+            filters=Filters(path_prefix=path, after=parse_date(after, "--after"),
+                            before=parse_date(before, "--before"), camera=camera, min_score=min_score),
+        )
+        if rerank:
+            engine.matcher = load_text_model(itm_model, "match", model_dir)
+        hits = engine.search(query)
+    except (DecodeError, ValueError) as exc:
+        raise fail(exc) from None
+    print_hits(hits, as_json)
+
+
+def similar(
+    target: TargetArg,
+    library: LibraryOpt,
+    model_dir: ModelDirOpt,
+    k: Annotated[int, typer.Option("--k", "-k", min=1)] = 20,
+    path: PathFilterOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find images that look like an indexed image or an image file (reverse image search)."""
+    from vlsearch.indexer import DecodeError
+    from vlsearch.search import Filters
+
+    lib = open_library(library)
+    engine = engine_for(lib, model, weights, model_dir)
+    ref: int | Path = int(target) if target.isdigit() and not Path(target).exists() else Path(target)
+    if isinstance(ref, Path) and not ref.exists():
+        raise fail(f"{target}: no such image id or file")
+    try:
+        hits = engine.similar(ref, k=k, filters=Filters(path_prefix=path))
+    except (DecodeError, LookupError, ValueError) as exc:
+        raise fail(exc) from None
+    print_hits(hits, as_json)

@@ -1,0 +1,113 @@
+"""The local runner: decoding in worker processes (a DataLoader) while this process embeds and commits the batch
+before. Each batch commits on its own, so a run killed at any point keeps what it finished."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vlsearch.encoders import Encoder
+from vlsearch.images import THUMB_LONG_SIDE
+from vlsearch.indexer.items import Batch, Decoded, WorkItem
+from vlsearch.indexer.report import Changes, IndexReport, ProgressHook
+from vlsearch.indexer.runner import Prepared
+from vlsearch.indexer.stages import DecodeStage
+from vlsearch.indexer.write import LibraryWriter
+from vlsearch.library import Library
+from vlsearch.library.thumbs import thumbnail_relpath
+
+# A JPEG is decoded at reduced scale down to this many times the largest size the indexer needs (the model's input
+# short side, the thumbnail's long side): the margin keeps the final resize a real low-pass filter, so the vectors
+# match those of a full-size decode (cosine >= 0.995 on average; tests/test_fast_path.py, bench indexing).
+DRAFT_MARGIN = 2
+
+
+def draft_size(encoder: Encoder) -> int:
+    """The short side, in pixels, a JPEG may be decoded down to for this encoder and the thumbnail."""
+    return DRAFT_MARGIN * max(encoder.input_size, THUMB_LONG_SIDE)
+
+
+def decode_workers(workers: int | None = None, device: str = "cpu", cores: int | None = None) -> int:
+    """Decoding processes: as asked, else by where the model runs. On the CPU the model needs the cores too, so
+    one worker per core up to 4; on a GPU the CPU does nothing but decode, and decoding is the limit, so every
+    core but one (the main process feeds the GPU and writes to SQLite)."""
+    if workers is not None:
+        return workers
+    cores = cores or os.cpu_count() or 1
+    if device.startswith("cuda"):
+        return max(1, cores - 1)
+    return min(4, cores)
+
+
+def worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # decoding workers share the cores with the model; one thread each
+
+
+class DecodeDataset(Dataset):
+    """The decode stage over a list of work items, for DataLoader workers."""
+
+    def __init__(self, items: list[WorkItem], stage: DecodeStage) -> None:
+        self.items = items
+        self.stage = stage
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Decoded:
+        return self.stage(self.items[i])
+
+
+class HasThumbnail:
+    """Whether the library holds a content hash's thumbnail (picklable, for the decoding workers)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __call__(self, sha256: str) -> bool:
+        return (self.root / thumbnail_relpath(sha256)).exists()
+
+
+class LocalRunner:
+    """Runs the stages on this machine. `mp_context`: "forkserver" where the caller runs threads (the server), since
+    forking a threaded process can deadlock. `reduced_decode`: decode large JPEGs at a reduced scale (see
+    draft_size); off only to measure it."""
+
+    writes_library = True
+    report_type = IndexReport
+
+    def __init__(self, *, batch_size: int = 32, workers: int | None = None, mp_context: str | None = None,
+                 reduced_decode: bool = True) -> None:
+        if batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        self.batch_size = batch_size
+        self.workers = workers
+        self.mp_context = mp_context
+        self.reduced_decode = reduced_decode
+
+    def prepare(self, library: Library, encoder: Encoder, report: IndexReport, changes: Changes) -> Prepared:
+        """Nothing is left over from an earlier local run (each batch committed, or never happened)."""
+        return Prepared()
+
+    def run(self, library: Library, encoder: Encoder, work: list[WorkItem], *, max_pixels: int,
+            confine_to: list[Path] | None, report: IndexReport, changes: Changes,
+            progress: ProgressHook | None) -> None:
+        workers = decode_workers(self.workers, encoder.device)
+        stage = DecodeStage(encoder.preprocess, max_pixels=max_pixels, confine_to=confine_to,
+                            draft=draft_size(encoder) if self.reduced_decode else None,
+                            has_thumbnail=HasThumbnail(library.root))
+        loader = DataLoader(
+            DecodeDataset(work, stage), batch_size=self.batch_size, num_workers=workers, collate_fn=Batch.collate,
+            worker_init_fn=worker_init if workers else None,
+            multiprocessing_context=self.mp_context if workers else None,
+            prefetch_factor=4 if workers else None, pin_memory=encoder.device.startswith("cuda"),
+            persistent_workers=False,
+        )
+        writer = LibraryWriter(library, encoder.name, encoder.dim, encoder.encode_image_tensors)
+        for batch in loader:
+            errors_before = report.errors
+            writer.write(batch, report, changes)
+            if progress:
+                progress.advance(len(batch.items), report.errors - errors_before)
