@@ -110,8 +110,8 @@ class IndexJobs:
         with self._lock:
             current = self.running()
             if current is not None:
-                raise LibraryBusy(f"job {current.id} is already indexing this library ({current.phase}, "
-                                  f"{current.done}/{current.total}); wait for it: GET /api/v1/jobs/{current.id}")
+                raise LibraryBusy(self.root, f"job {current.id} ({current.phase}, {current.done}/{current.total}; "
+                                             f"GET /api/v1/jobs/{current.id})")
             library = Library.open(self.root, create=False)  # its own FAISS cache: searches never see a half-update
             stack = ExitStack()
             stack.callback(library.close)

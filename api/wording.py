@@ -20,6 +20,8 @@ from vlsearch.encoders.errors import (
     WeightsNotHere,
 )
 from vlsearch.indexer.distributed.cluster import ClusterUnreachable
+from vlsearch.library.errors import ModelMismatchError, NotAFolder
+from vlsearch.library.parquet_io.format import FolderNotEmpty, ModelConflict, ModelUnnamed
 
 # The flag that loads a model for each task, and the preset to suggest.
 MODEL_FLAG = {"caption": "--caption-model", "answer": "--vqa-model", "match": "--itm-model"}
@@ -122,3 +124,31 @@ def _(exc: OcrUnavailable) -> str:
 @explain.register
 def _(exc: ClusterUnreachable) -> str:
     return f"{exc}. {RAY_START}"
+
+
+@explain.register
+def _(exc: NotAFolder) -> str:
+    return f"{exc}: pass --library DIR"
+
+
+@explain.register
+def _(exc: ModelMismatchError) -> str:
+    if not exc.have:
+        return f"library {exc.root} holds no vectors yet; run `vlsearch index` first"
+    return (f"{exc}. Search with --model {exc.have[0]}, or run `vlsearch index --model {exc.wanted}` to add vectors "
+            "for it.")
+
+
+@explain.register
+def _(exc: FolderNotEmpty) -> str:
+    return f"{exc.folder} is not empty; name a new folder, or pass --overwrite to replace the Parquet files in it"
+
+
+@explain.register
+def _(exc: ModelUnnamed) -> str:
+    return f"{exc.path}: no vlsearch metadata says which model made its embeddings; name it (--model NAME)"
+
+
+@explain.register
+def _(exc: ModelConflict) -> str:
+    return f"{exc}; leave out --model to import them as {exc.recorded!r}"

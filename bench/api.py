@@ -81,8 +81,8 @@ def synthetic_library(root: Path, model: str, dim: int, count: int) -> Path:
     from sqlalchemy import insert
 
     from vlsearch.library import Library
+    from vlsearch.library.embeddings import encode_vector
     from vlsearch.library.schema import Embedding, ImageRecord
-    from vlsearch.library.store import encode_vector
 
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model)
     path = root / f"{slug}-{count}"

@@ -4,7 +4,7 @@ Why: a user waits on one text or image query at a time. This measures that wait 
 search.SearchEngine (encode the query with the model, search FAISS, read the hits' rows from SQLite), beside the
 index search alone and the encoder alone, so the reader sees where the time goes; and it measures recall@10 of
 each approximate index against exact search, for text-to-image and image-to-image queries separately, with the
-search settings the library's recall guard chose (library/vectors.py), and at the defaults it starts from.
+search settings the library's recall guard chose (library/vectors/guard.py), and at the defaults it starts from.
 
 The library
 -----------
@@ -132,8 +132,8 @@ def filled_library(cache: Path, model: str, dim: int, data: dict[str, np.ndarray
     from sqlalchemy import insert
 
     from vlsearch.library import Library
+    from vlsearch.library.embeddings import encode_vector
     from vlsearch.library.schema import Embedding, ImageRecord
-    from vlsearch.library.store import encode_vector
 
     n = len(data["ids"])
     path = cache / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', model)}-{n}-d{dim}-s{seed}"
@@ -239,7 +239,7 @@ def bench_kind(kind: str, lib, model: str, encoder: SyntheticVectorEncoder, data
 
     n, dim = len(data["ids"]), data["vectors"].shape[1]
     started = time.perf_counter()
-    index = VectorIndex.build(data["ids"], data["vectors"], dim, kind, rescore_from=lib.stored_vectors(model))
+    index = VectorIndex.build(data["ids"], data["vectors"], dim, kind, rescore_from=lib.stored_vectors(model).lookup())
     build_s = time.perf_counter() - started
     lib.save_index(model, index, lib.require_model(model).generation)
     path = lib.index_path(model)
@@ -273,9 +273,8 @@ def bench_kind(kind: str, lib, model: str, encoder: SyntheticVectorEncoder, data
         latency[query_kind] = {"index": percentiles(timed(lambda i, v=vectors: index.search(v[i][None], K),
                                                           count, args.repeats))}
         if index.kind == "ivfpq":
-            depth = index._depth(K)
             latency[query_kind]["faiss_candidates"] = percentiles(timed(
-                lambda i, v=vectors, d=depth: index._faiss_search(v[i][None], d), count, args.repeats))
+                lambda i, v=vectors: index.candidates(v[i][None], K), count, args.repeats))
 
         def search(i: int, query_kind: str = query_kind, vectors: np.ndarray = vectors) -> list:
             encoder.answer = vectors[i]
@@ -290,7 +289,7 @@ def bench_kind(kind: str, lib, model: str, encoder: SyntheticVectorEncoder, data
             raise RuntimeError(f"{kind}: the engine returned {hits}, the index {expected}")
     row["latency_ms"] = latency
     print(f"  {kind}: latency {latency}", flush=True)
-    lib._indexes.pop(model, None)  # let the next kind's build have the memory
+    lib.indexes.forget(model)  # let the next kind's build have the memory
     return row
 
 
@@ -348,7 +347,7 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
                      f"{c['text_text']:.3f} |")
     lines += [
         "", "## Recall, build and memory", "",
-        "Setting = what the recall guard chose (library/vectors.py: it raises nprobe / efSearch / the rescoring "
+        "Setting = what the recall guard chose (library/vectors/guard.py: it raises nprobe / efSearch / the rescoring "
         f"depth until recall@10 of {report['guard_queries']} stored vectors and of as many text-like probes reaches "
         "the target, 0.95). Recall@10 against exact search over "
         f"{report['queries']:,} queries of each kind; text = mean over the {report['gaps']} gap directions (worst "

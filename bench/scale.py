@@ -189,17 +189,15 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     per_gap = recall_at_k(found["text"], truth["text"][1])
     recall["text_worst_gap"] = round(min(float(per_gap[data["gap_of"] == g].mean()) for g in range(args.gaps)), 4)
     if index.kind == "ivfpq":  # the codes' own top 10, without exact rescoring
-        raw = {kind: index._faiss_search(data[kind], K)[1] for kind in ("image", "text")}
+        raw = {kind: index.candidates(data[kind], K)[1][:, :K] for kind in ("image", "text")}
         recall["codes_only"] = {kind: round(float(recall_at_k(raw[kind], truth[kind][1]).mean()), 4) for kind in raw}
 
     latency: dict[str, Any] = {}
     count = min(args.latency_queries, args.queries)
-    depth = index._depth(K)
     for kind in ("image", "text"):
         q = data[kind]
         latency[kind] = {
-            "index": percentiles(timed(lambda i, q=q: index._faiss_search(q[i : i + 1], depth), count,
-                                       args.repeats)),
+            "index": percentiles(timed(lambda i, q=q: index.candidates(q[i : i + 1], K), count, args.repeats)),
             "rescored": percentiles(timed(lambda i, q=q: index.search(q[i : i + 1], K), count, args.repeats)),
         }
     print(f"  recall {recall}; text p50 {latency['text']['rescored']['p50']} ms; file {format_bytes(file_bytes)}",

@@ -15,7 +15,7 @@ from vlsearch.captioner.blip import TASK_OF_CLASS, BlipModel, GenerationSettings
 from vlsearch.captioner.errors import TASK_NOUNS, TASK_VERBS, WrongTask
 from vlsearch.encoders.base import pick_device
 from vlsearch.encoders.errors import CheckpointUnusable, UnknownModel, WeightsNotHere, WeightsUnavailable
-from vlsearch.encoders.registry import file_digest, hub_reachable
+from vlsearch.encoders.weights import file_digest, hub_reachable
 
 log = logging.getLogger(__name__)
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import open_clip
 
@@ -21,6 +17,7 @@ from vlsearch.encoders.errors import (
     WeightsNotHere,
     WeightsUnavailable,
 )
+from vlsearch.encoders.weights import file_digest, hub_reachable
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +105,7 @@ def load_encoder(
 
 
 def weights_arch(spec: str) -> str:
-    """The architecture a --weights file is loaded into: from a preset, ARCH, or a recorded ARCH/FILE name."""
+    """The architecture a checkpoint file is loaded into: from a preset, ARCH, or a recorded ARCH/FILE name."""
     if spec == "auto":
         return DEFAULT_CLIP
     preset = PRESETS.get(spec)
@@ -165,38 +162,10 @@ def _cached_checkpoint(cfg: dict, cache_dir: str | None) -> str | None:
     return None
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP check, so an air-gapped machine falls back at once instead of retrying for a minute."""
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def weights_name(arch: str, weights: Path) -> str:
     """ARCH/FILE#HASH: two checkpoints that share a file name (every fine-tune's `open_clip_model.safetensors`)
     must not be taken for one model, or their vectors would be mixed in one index."""
     return f"{model_name(arch, weights.name)}#{file_digest(weights)[:12]}"
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's content, computed once per process for each (path, size, mtime)."""
-    st = path.stat()
-    return _file_digest(str(path.resolve()), st.st_size, st.st_mtime)
-
-
-@functools.lru_cache(maxsize=16)
-def _file_digest(path: str, size: int, mtime: float) -> str:
-    """sha256 of a file, remembered per (path, size, mtime): a checkpoint is hashed once per process."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _clip_from_file(arch: str, weights: Path, device: str) -> Encoder:

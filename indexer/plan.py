@@ -17,8 +17,9 @@ from vlsearch.indexer.items import WorkItem
 from vlsearch.indexer.report import IndexReport
 from vlsearch.indexer.sources import is_url, read_source_list
 from vlsearch.library import Embedding, ImageRecord, Library, Root
-from vlsearch.library.records import in_chunks, under_any
-from vlsearch.library.store import VECTOR_DIR
+from vlsearch.library.index_cache import VECTOR_DIR
+from vlsearch.library.records import under_any
+from vlsearch.library.sql import in_chunks
 from vlsearch.library.thumbs import THUMB_DIR
 
 log = logging.getLogger(__name__)

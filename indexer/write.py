@@ -12,9 +12,9 @@ from sqlalchemy import select
 from vlsearch.indexer.items import Batch, Decoded
 from vlsearch.indexer.report import Changes, IndexReport
 from vlsearch.library import Embedding, ImageRecord, Library
+from vlsearch.library.embeddings import decode_vectors
 from vlsearch.library.records import drop_replaced_content, set_vector
 from vlsearch.library.schema import utcnow
-from vlsearch.library.store import decode_vectors
 from vlsearch.library.thumbs import store_thumbnail, thumbnail_relpath
 
 

@@ -1,7 +1,8 @@
 """The on-disk library: SQLite rows and embeddings (the truth), FAISS indexes and thumbnails (derived)."""
 
+from vlsearch.library.errors import LibraryBusy, LibraryError, ModelMismatchError
 from vlsearch.library.schema import Embedding, ImageRecord, ModelRecord, Root
-from vlsearch.library.store import Library, LibraryBusy, LibraryError, ModelMismatchError
+from vlsearch.library.store import Library
 from vlsearch.library.vectors import VectorIndex
 
 __all__ = [

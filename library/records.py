@@ -1,25 +1,18 @@
 """The rules of a library's records that the indexer, the Parquet merge and search all follow, written once so they
-cannot drift apart: what a changed file loses, when a vector counts as changed, which paths lie in a folder, and
-how many values one SQL `IN (...)` may hold."""
+cannot drift apart: what a changed file loses, when a vector counts as changed, which paths lie in a folder."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 from sqlalchemy import ColumnElement, delete, false, func, or_
 from sqlalchemy.orm import Session
 
+from vlsearch.library.embeddings import decode_vectors, encode_vector
 from vlsearch.library.schema import Caption, Embedding, ImageRecord, OcrText
-from vlsearch.library.store import decode_vectors, encode_vector
 
-T = TypeVar("T")
-
-# SQLite refuses a statement with more than 32,766 bound parameters (its default since 3.32; Debian's build allows
-# 250,000, others fewer); a chunk this size leaves room for the statement's other parameters.
-IN_CHUNK = 30_000
 VECTOR_TOLERANCE = 1e-3  # float16 rounding: a vector this close to the stored one is the same vector
 # How `drop_replaced_content` deletes. The session's copies of the deleted rows are found by the keys the DELETE
 # returns, not by testing every object the session holds ("evaluate", the default), and the session is not flushed
@@ -67,9 +60,3 @@ def under_any(column: ColumnElement[str], folders: Iterable[Path | str]) -> Colu
         clauses.append(column == str(folder))
         clauses.append(func.substr(column, 1, len(prefix)) == prefix)
     return or_(*clauses) if clauses else false()
-
-
-def in_chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
-    """Slices of `items` short enough for one SQL `IN (...)`."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

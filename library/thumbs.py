@@ -3,10 +3,6 @@
 import os
 from pathlib import Path
 
-from PIL import Image
-
-from vlsearch.images import thumbnail_jpeg
-
 THUMB_DIR = "thumbs"
 
 
@@ -27,11 +23,3 @@ def store_thumbnail(library_root: Path, sha256: str, jpeg: bytes) -> str:
     tmp.write_bytes(jpeg)
     os.replace(tmp, path)
     return rel
-
-
-def write_thumbnail(image: Image.Image, library_root: Path, sha256: str) -> str:
-    """Write (once) the thumbnail of an RGB image; returns its path relative to the library."""
-    rel = thumbnail_relpath(sha256)
-    if (library_root / rel).exists():
-        return rel  # not encoded again
-    return store_thumbnail(library_root, sha256, thumbnail_jpeg(image))

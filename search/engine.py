@@ -10,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from vlsearch.captioner import ImageTextModel, ModelMissing
 from vlsearch.encoders import Encoder
 from vlsearch.images import DecodeError, decode_file
 from vlsearch.library import ImageRecord, Library
+from vlsearch.library.records import under_any
 from vlsearch.library.schema import Caption, OcrText, Root
+from vlsearch.library.sql import in_chunks
 from vlsearch.search.keywords import SQLITE_MAX_INT, KeywordQuery, keyword_ranking, reciprocal_rank_fusion
 from vlsearch.search.query import Filters, SearchHit, SearchQuery
 
@@ -206,9 +208,8 @@ class SearchEngine:
         score = dict(pairs)
         stmt = select(ImageRecord).where(*_filter_clauses(filters))
         ids = list(score)
-        with self.library.session() as s:  # in chunks: SQLite caps the number of bound parameters
-            rows = [r for start in range(0, len(ids), 30_000)
-                    for r in s.scalars(stmt.where(ImageRecord.id.in_(ids[start : start + 30_000])))]
+        with self.library.session() as s:
+            rows = [r for chunk in in_chunks(ids) for r in s.scalars(stmt.where(ImageRecord.id.in_(chunk)))]
             found = [r.id for r in rows]
             captions, ocr = image_texts(s, found)
         hits = [
@@ -236,8 +237,7 @@ def image_texts(session, image_ids: list[int]) -> tuple[dict[int, str], dict[int
     offline fallback's, then the newest."""
     best: dict[int, tuple[bool, datetime, str]] = {}
     ocr: dict[int, str] = {}
-    for start in range(0, len(image_ids), 30_000):
-        chunk = image_ids[start : start + 30_000]
+    for chunk in in_chunks(image_ids):
         rows = session.execute(
             select(Caption.image_id, Caption.model, Caption.created_at, Caption.text).where(Caption.image_id.in_(chunk))
         )
@@ -258,8 +258,7 @@ def _filter_clauses(filters: Filters) -> list:
         except RuntimeError:  # "~someone/…" for a user this machine does not have
             raise ValueError(f"the path filter {filters.path_prefix!r} names the home folder of an unknown user; "
                              "give an absolute path") from None
-        folder = prefix.rstrip("/") + "/"
-        clauses.append(or_(ImageRecord.path == prefix, func.substr(ImageRecord.path, 1, len(folder)) == folder))
+        clauses.append(under_any(ImageRecord.path, [prefix]))
     if filters.after:
         clauses.append(ImageRecord.taken_at >= filters.after)
     if filters.before:

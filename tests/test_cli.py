@@ -36,6 +36,7 @@ def test_index_search_similar_status_round_trip(env):
     assert code == 0, out
     assert "6 embedded" in out and "6 errors" in out and "empty file" in out
     assert "6 captioned with tiny-random" in out
+    assert "1 file is over the pixel limit: raise --max-pixels to index them" in out  # the bomb: stored without a flag
 
     code, out = cli("search", "a photo", "--k", "3", "--json")
     assert code == 0, out

@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from tests.photos import broken_corpus, write_photos
 from vlsearch.api.cli import app
 from vlsearch.library import Embedding, ImageRecord, Library
+from vlsearch.library.embeddings import decode_vectors
 from vlsearch.library.schema import Caption, OcrText
-from vlsearch.library.store import decode_vectors
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'vlsearch[distributed]')")
 

@@ -53,14 +53,14 @@ def test_damaged_faiss_file_is_rebuilt_from_sqlite(tmp_path, tiny_encoder, damag
             conn.execute("UPDATE models SET generation = generation + 1")
         expected = expected[1:]
     reopened = Library.open(tmp_path / "lib")
-    with caplog.at_level(logging.WARNING, logger="vlsearch.library.store"):
+    with caplog.at_level(logging.WARNING, logger="vlsearch.library.index_cache"):
         rebuilt = reopened.vector_index(model)
     assert sorted(rebuilt.ids().tolist()) == expected
     assert "rebuilding" in caplog.text
     # ... and saved again, so the next open reads it without a rebuild.
     caplog.clear()
     again = Library.open(tmp_path / "lib")
-    with caplog.at_level(logging.WARNING, logger="vlsearch.library.store"):
+    with caplog.at_level(logging.WARNING, logger="vlsearch.library.index_cache"):
         assert sorted(again.vector_index(model).ids().tolist()) == expected
     assert "rebuilding" not in caplog.text
 
@@ -157,10 +157,10 @@ def test_two_libraries_do_not_share_state(tmp_path, tiny_encoder):
 
 
 def test_growing_past_the_flat_limit_switches_to_the_approximate_index(tmp_path, tiny_encoder, monkeypatch):
-    import vlsearch.library.store
+    import vlsearch.library.index_cache
     import vlsearch.library.vectors.plan
 
-    monkeypatch.setattr(vlsearch.library.store, "FLAT_LIMIT", 8)
+    monkeypatch.setattr(vlsearch.library.index_cache, "FLAT_LIMIT", 8)
     monkeypatch.setattr(vlsearch.library.vectors.plan, "FLAT_LIMIT", 8)
     lib = Library.open(tmp_path / "lib")
     write_photos(tmp_path / "p", 6)

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from tests.photos import broken_corpus, picture, write_photo, write_photos
 from vlsearch.api.cli import app
+from vlsearch.api.wording import explain
 from vlsearch.captioner import load_image_text_model
 from vlsearch.indexer import Indexer
 from vlsearch.indexer.describe import Describer
@@ -203,8 +204,9 @@ def test_a_file_with_only_paths_and_embeddings_imports_with_the_model_named(libr
     vectors = tiny_encoder.encode_images([picture(i) for i in range(3)])
     rows = [(str(p), v.tolist()) for p, v in zip(photos, vectors, strict=True)]
     file = foreign_file(tmp_path / "vectors.parquet", rows)
-    with pytest.raises(ParquetError, match="no vlsearch metadata says which model.*--model"):
+    with pytest.raises(ParquetError, match="no vlsearch metadata says which model") as unnamed:
         import_parquet(library, [file])
+    assert explain(unnamed.value).endswith("name it (--model NAME)")  # what the CLI says
     result = import_parquet(library, [file], model=MODEL, update_index=False)
     assert result.added == 3 and library.require_model(MODEL).dim == DIM
     assert library.vector_index(MODEL).ntotal == 3  # left stale, rebuilt from SQLite when used
@@ -260,8 +262,9 @@ def test_export_refuses_a_folder_with_files_unless_told_to_overwrite(source, tmp
     lib, _, _ = source
     out = tmp_path / "out"
     assert len(export_parquet(lib, out, rows_per_file=2).files) == 6
-    with pytest.raises(ParquetError, match="not empty.*--overwrite"):
+    with pytest.raises(ParquetError, match="is not empty") as refused:
         export_parquet(lib, out)
+    assert "pass --overwrite" in explain(refused.value)
     (out / "notes.txt").write_text("mine")
     report = export_parquet(lib, out, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "part-00000.parquet"]  # old parts gone

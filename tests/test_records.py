@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import select
 
 from vlsearch.library import Embedding, ImageRecord, Library
+from vlsearch.library.embeddings import encode_vector
 from vlsearch.library.parquet_io import import_parquet
-from vlsearch.library.records import IN_CHUNK, drop_replaced_content, in_chunks, set_vector, under_any
+from vlsearch.library.records import drop_replaced_content, set_vector, under_any
 from vlsearch.library.schema import Caption, OcrText
-from vlsearch.library.store import encode_vector
+from vlsearch.library.sql import IN_CHUNK, in_chunks
 
 DIM = 8
 

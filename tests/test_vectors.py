@@ -16,8 +16,8 @@ import vlsearch.library.vectors.gpu
 import vlsearch.library.vectors.guard
 from bench.index_choice import make_mixture
 from vlsearch.library import Library, VectorIndex
+from vlsearch.library.embeddings import encode_vector
 from vlsearch.library.schema import Embedding, ImageRecord
-from vlsearch.library.store import encode_vector
 from vlsearch.library.vectors import PQ_MIN_VECTORS, IndexMeta, gpu_eligible, meta_path, text_like_probes
 from vlsearch.library.vectors.gpu import GPU_MAX_K
 
@@ -177,7 +177,7 @@ def test_a_library_checks_the_recall_of_an_index_saved_before_the_guard_once(tmp
     trained = faiss.extract_index_ivf(old.index).quantizer.reconstruct_n(0, 4)
     lib.close()
 
-    with caplog.at_level(logging.WARNING, logger="vlsearch.library.store"):
+    with caplog.at_level(logging.WARNING, logger="vlsearch.library.index_cache"):
         index = Library.open(tmp_path / "lib").vector_index("m")
     assert "without a recall check" in caplog.text
     assert index.params["nprobe"] > 1 and min(index.recall["stored"], index.recall["text_like"]) >= 0.95
@@ -186,7 +186,7 @@ def test_a_library_checks_the_recall_of_an_index_saved_before_the_guard_once(tmp
     assert saved["params"] == index.params and saved["generation"] == generation
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="vlsearch.library.store"):
+    with caplog.at_level(logging.WARNING, logger="vlsearch.library.index_cache"):
         again = Library.open(tmp_path / "lib").vector_index("m")
     assert again.params == index.params and caplog.text == ""
 

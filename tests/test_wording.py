@@ -5,6 +5,7 @@ HTTP), the CLI's words for them (api/wording.py) say what to change, and each su
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,8 @@ from vlsearch.encoders.errors import (
 )
 from vlsearch.images import ImageTooLarge
 from vlsearch.indexer.distributed import ClusterUnreachable
+from vlsearch.library.errors import LibraryBusy, ModelMismatchError, NotAFolder
+from vlsearch.library.parquet_io.format import FolderNotEmpty, ModelConflict, ModelUnnamed
 
 # (an error as the core raises it, what the CLI's words must say)
 CASES = [
@@ -49,6 +52,12 @@ CASES = [
     (ModelMissing("a rerank needs an image-text matching model", "match"), "pass --itm-model blip-itm-base"),
     (OcrUnavailable("No module named 'rapidocr_onnxruntime'"), "or pass --no-ocr"),
     (ClusterUnreachable("127.0.0.1:1", "nothing answers at 127.0.0.1:1"), "ray start --head"),
+    (NotAFolder(Path("/srv/lib.db")), "pass --library DIR"),
+    (ModelMismatchError(Path("/srv/lib"), "ViT-B-32/openai", ["tiny-random"]), "Search with --model tiny-random"),
+    (ModelMismatchError(Path("/srv/lib"), "tiny-random", []), "run `vlsearch index` first"),
+    (FolderNotEmpty(Path("/tmp/out")), "pass --overwrite"),
+    (ModelUnnamed(Path("/tmp/v.parquet")), "(--model NAME)"),
+    (ModelConflict(Path("/tmp/v.parquet"), "tiny-random", "ViT-B-32"), "leave out --model"),
 ]
 
 
@@ -58,7 +67,8 @@ def test_the_core_names_no_flag_and_the_cli_says_what_to_change(error, remedy):
     assert remedy in explain(error)
 
 
-@pytest.mark.parametrize("error", [e for e, _ in CASES] + [ImageTooLarge(128_000_000, width=20000, height=20000)],
+@pytest.mark.parametrize("error", [e for e, _ in CASES] + [ImageTooLarge(128_000_000, width=20000, height=20000),
+                                                             LibraryBusy(Path("/srv/lib"), "`vlsearch index`")],
                          ids=lambda e: type(e).__name__)
 def test_typed_errors_cross_process_boundaries_whole(error):
     again = pickle.loads(pickle.dumps(error))

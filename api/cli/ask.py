@@ -94,11 +94,11 @@ def image_to_ask(image: str, library: Path) -> Path:
 
 def ask_image(question: str, target: Path, vqa_model: str, model_dir: Path, device: str, as_json: bool) -> None:
     from vlsearch.captioner import NotSupported
-    from vlsearch.indexer import DecodeError, decode_image
+    from vlsearch.images import DecodeError, decode_file
 
     answerer = load_text_model(vqa_model, "answer", model_dir, device)
     try:
-        answer = answerer.answer([decode_image(target)], [question])[0]
+        answer = answerer.answer([decode_file(target)], [question])[0]
     except (DecodeError, NotSupported, ValueError) as exc:
         raise fail(exc) from None
     if as_json:

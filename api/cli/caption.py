@@ -65,7 +65,7 @@ def caption(
 def describe_library(library: Path, caption_model: str | None, model_dir: Path, device: str,
                      settings: GenerationSettings, prompt: str | None, ocr: bool, workers: int | None) -> None:
     """The caption/OCR stage over the library's images that lack their text, with a progress bar and a summary."""
-    from vlsearch.indexer import DEFAULT_MAX_PIXELS
+    from vlsearch.images import DEFAULT_MAX_PIXELS
     from vlsearch.indexer.describe import Describer
 
     lib = open_library(library)
@@ -86,7 +86,7 @@ def describe_library(library: Path, caption_model: str | None, model_dir: Path, 
 def caption_files(images: list[Path], captioner: ImageTextModel, reader: OcrReader | None,
                   prompt: str | None) -> list[dict[str, Any]]:
     """A caption (and OCR text) for each file, or why there is none, in the order the files were named."""
-    from vlsearch.indexer import DecodeError, decode_image
+    from vlsearch.images import DecodeError, decode_file
 
     decoded, results = [], []
     for path in images:
@@ -98,7 +98,7 @@ def caption_files(images: list[Path], captioner: ImageTextModel, reader: OcrRead
             results.append({"path": str(path), "error": "no such file"})
             continue
         try:
-            decoded.append((path, decode_image(path)))
+            decoded.append((path, decode_file(path)))
         except DecodeError as exc:
             results.append({"path": str(path), "error": str(exc).removeprefix(f"{path}: ")})
     with err.status(f"captioning {len(decoded)} images with {captioner.name}…"):

@@ -209,6 +209,7 @@ def print_indexed(report: Any, model: str, root: Path) -> None:
         f"in {report.seconds:.1f}s with {escape(model)} → {escape(str(root))}"
     )
     print_failures(report.failures)
+    print_pixel_limit(report)
 
 
 def print_ray_report(report: RayReport, indexer: Indexer) -> None:
@@ -226,3 +227,11 @@ def print_ray_report(report: RayReport, indexer: Indexer) -> None:
         console.print(f"{len(report.shard_files)} shard files written; merge them with "
                       f"`vlsearch import {escape(str(shards_dir))}`")
     print_failures(report.failures)
+    print_pixel_limit(report)
+
+
+def print_pixel_limit(report: Any) -> None:
+    if report.over_pixel_limit:
+        many = report.over_pixel_limit != 1
+        console.print(f"{report.over_pixel_limit} file{'s' if many else ''} {'are' if many else 'is'} over the pixel "
+                      "limit: raise --max-pixels to index them")

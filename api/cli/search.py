@@ -59,7 +59,7 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Find images by text, by an example image, or both; --not terms push results away."""
-    from vlsearch.indexer import DecodeError, decode_image
+    from vlsearch.images import DecodeError, decode_file
     from vlsearch.search import Filters, SearchQuery
 
     if not text and image is None:
@@ -67,7 +67,7 @@ def search(
     lib = open_library(library)
     engine = engine_for(lib, model, weights, model_dir)
     try:
-        query_image = decode_image(image) if image else None
+        query_image = decode_file(image) if image else None
         query = SearchQuery(
             text=text, image=query_image, negatives=tuple(negatives or ()), k=k, sort=sort, mode=mode, rerank=rerank,
             text_weight=text_weight, image_weight=image_weight, negative_weight=not_weight,
@@ -93,7 +93,7 @@ def similar(
     as_json: JsonOpt = False,
 ) -> None:
     """Find images that look like an indexed image or an image file (reverse image search)."""
-    from vlsearch.indexer import DecodeError
+    from vlsearch.images import DecodeError
     from vlsearch.search import Filters
 
     lib = open_library(library)

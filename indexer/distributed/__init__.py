@@ -1,4 +1,4 @@
-"""`index --ray`: the indexing stages on a Ray cluster (Ray Data), results merged into the library shard by shard."""
+"""Indexing on a Ray cluster: the stages on its nodes (Ray Data), results merged into the library shard by shard."""
 
 from vlsearch.indexer.distributed.cluster import ClusterUnreachable, DistributedError, connect
 from vlsearch.indexer.distributed.runner import SHARD_DIR, RayOptions, RayReport, RayRunner

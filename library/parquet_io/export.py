@@ -15,9 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Select, and_, false, func, select
 
-from vlsearch.library.parquet_io.format import META_COLUMNS, ParquetError, ProgressHook, parquet_schema
+from vlsearch.library.embeddings import decode_vectors
+from vlsearch.library.errors import ModelMismatchError
+from vlsearch.library.parquet_io.format import META_COLUMNS, FolderNotEmpty, ParquetError, ProgressHook, parquet_schema
 from vlsearch.library.schema import Caption, Embedding, ImageRecord, OcrText
-from vlsearch.library.store import Library, decode_vectors
+from vlsearch.library.store import Library
 from vlsearch.library.thumbs import thumbnail_relpath
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ def export_parquet(lib: Library, out: Path, model: str | None = None, *, thumbna
         raise ValueError("rows per file must be at least 1")
     model = model or lib.default_model()
     if model is None:
-        raise ParquetError(f"library {lib.root} holds no vectors yet; run `vlsearch index` first")
+        raise ModelMismatchError(lib.root, "", [])
     dim = lib.require_model(model).dim
     caption_model = lib.caption_model()
     out = Path(out).expanduser().absolute()
@@ -105,8 +107,7 @@ def _prepare_folder(out: Path, overwrite: bool) -> None:
         raise ParquetError(f"{out} is a file; an export is a folder of part files: name a new folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise ParquetError(f"{out} is not empty; name a new folder, or pass --overwrite to replace the "
-                               "Parquet files in it")
+            raise FolderNotEmpty(out)
         for old in [*out.glob("*.parquet"), *out.glob(".part-*.tmp")]:
             old.unlink()
     try:

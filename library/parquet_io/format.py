@@ -9,7 +9,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from vlsearch.library.store import LibraryError
+from vlsearch.library.errors import LibraryError
 
 FORMAT_VERSION = 1
 METADATA_KEY = b"vlsearch"
@@ -22,7 +22,40 @@ META_COLUMNS = ("size", "mtime", "width", "height", "display_width", "display_he
 
 
 class ParquetError(LibraryError):
-    """A Parquet file or export folder cannot be used as asked; the message names it and says what to change."""
+    """A Parquet file or export folder cannot be used as asked; the message names it and says why."""
+
+
+class FolderNotEmpty(ParquetError):
+    """An export into a folder that holds files, without leave to replace its Parquet files."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        super().__init__(f"{folder} is not empty; name a new folder, or let the export replace its Parquet files")
+
+    def __reduce__(self):
+        return type(self), (self.folder,)
+
+
+class ModelUnnamed(ParquetError):
+    """A file with embeddings and no word of the model that made them: the importer must name it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(f"{path}: no vlsearch metadata says which model made its embeddings; name the model")
+
+    def __reduce__(self):
+        return type(self), (self.path,)
+
+
+class ModelConflict(ParquetError):
+    """A file whose metadata says its vectors are `recorded`'s, imported as `named`'s."""
+
+    def __init__(self, path: Path, recorded: str, named: str) -> None:
+        self.path, self.recorded, self.named = path, recorded, named
+        super().__init__(f"{path} holds vectors of {recorded!r}, not {named!r}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.recorded, self.named)
 
 
 class ProgressHook(Protocol):

@@ -14,7 +14,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import select
 
-from vlsearch.library.parquet_io.format import IMPORTED, META_COLUMNS, ParquetError, parquet_schema, read_metadata
+from vlsearch.library.parquet_io.format import (
+    IMPORTED,
+    META_COLUMNS,
+    ModelConflict,
+    ModelUnnamed,
+    ParquetError,
+    parquet_schema,
+    read_metadata,
+)
 from vlsearch.library.schema import ModelRecord
 from vlsearch.library.store import Library
 
@@ -87,12 +95,10 @@ def _check_source(lib: Library, path: Path, file: pq.ParquetFile, model: str | N
     name = dim = None
     if "embedding" in schema.names:
         if model is not None and meta_model is not None and model != meta_model:
-            raise ParquetError(f"{path} holds vectors of {meta_model!r}, not {model!r}; leave out --model to "
-                               f"import them as {meta_model!r}")
+            raise ModelConflict(path, meta_model, model)
         name = meta_model or model
         if name is None:
-            raise ParquetError(f"{path}: no vlsearch metadata says which model made its embeddings; name it "
-                               "(--model NAME)")
+            raise ModelUnnamed(path)
         dim = _embedding_dim(path, file, meta_dim, recorded.get(name))
         if name in recorded and recorded[name] != dim:
             raise ParquetError(f"{path}: its {name!r} embeddings have {dim} dimensions, but the library "

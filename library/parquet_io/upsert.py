@@ -10,11 +10,12 @@ from pathlib import Path
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, selectinload
 
+from vlsearch.library.embeddings import encode_vector
 from vlsearch.library.parquet_io.format import META_COLUMNS
 from vlsearch.library.parquet_io.sources import Incoming
-from vlsearch.library.records import drop_replaced_content, in_chunks, set_vector
+from vlsearch.library.records import drop_replaced_content, set_vector
 from vlsearch.library.schema import Caption, Embedding, ImageRecord, OcrText, utcnow
-from vlsearch.library.store import encode_vector
+from vlsearch.library.sql import in_chunks
 from vlsearch.library.thumbs import store_thumbnail, thumbnail_relpath
 
 log = logging.getLogger(__name__)
