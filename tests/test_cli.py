@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -286,3 +289,15 @@ def test_markup_in_paths_and_text_is_printed_as_is(env):
     assert code == 0 and "[bold]x" in out
     code, out = cli("caption", str(folder / "[red]missing.png"), "--caption-model", "tiny-random")
     assert code != 0 and "[red]missing.png" in out
+
+
+def test_a_fallback_warning_from_the_core_says_how_to_get_the_weights(tmp_path):
+    """`auto` without BLIP weights falls back to the offline captioner; the core logs why, naming no flag, and the
+    CLI shows that warning in its own words. A process of its own, as logging is set up once per process."""
+    photo = write_photos(tmp_path / "p", 1)[0]
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "VLSEARCH_MODEL_DIR": str(tmp_path / "models")}
+    run = subprocess.run([sys.executable, "-m", "vlsearch.api.cli", "caption", str(photo), "--no-ocr"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    said = " ".join(run.stderr.split())
+    assert run.returncode == 0, run.stderr
+    assert "run `vlsearch models pull blip-base --model-dir DIR`" in said and "Falling back to `offline`" in said

@@ -31,13 +31,23 @@ app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 
 
+class ExplainedErrors(logging.Filter):
+    """A core log line that carries an error (a fallback: "the weights of X are not here; falling back to Y") reads
+    in the CLI's words, with what to change, as the error itself would."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, Exception) for a in record.args):
+            from vlsearch.api.wording import explain  # only then: it imports the models' packages
+
+            record.args = tuple(explain(a) if isinstance(a, Exception) else a for a in record.args)
+        return True
+
+
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
-    )
+    handler = RichHandler(console=err, show_path=False, show_time=False)
+    handler.addFilter(ExplainedErrors())
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", handlers=[handler])
     for noisy in ("alembic", "faiss", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not verbose:
