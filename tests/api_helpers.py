@@ -1,12 +1,15 @@
-"""A real uvicorn server on a free loopback port, and services over small libraries, for the API tests."""
+"""A real uvicorn server on a free loopback port, `vlsearch serve` processes, and services over small libraries, for
+the API tests."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from contextlib import contextmanager
 
+import httpx
 import uvicorn
 
 from vlsearch.api.app import create_app
@@ -35,6 +38,21 @@ def serving(app):
     finally:
         srv.should_exit = True
         thread.join(10)
+
+
+def wait_until_serving(proc: subprocess.Popen, url: str, timeout_s: float = 120) -> None:
+    """Wait for a `vlsearch serve` process to answer /api/v1/healthz (it loads its models first); fail, with what
+    it printed, if it exits or does not come up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if httpx.get(url + "/api/v1/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "vlsearch serve did not come up"
+        time.sleep(0.2)
 
 
 def make_app(library, encoder, **kwargs):

@@ -802,7 +802,7 @@ def test_vlsearch_serve_answers_over_http_and_warns_when_exposed(tmp_path, tiny_
     import subprocess
     import sys
 
-    from tests.api_helpers import free_port
+    from tests.api_helpers import free_port, wait_until_serving
 
     allowed = tmp_path / "allowed"
     write_photos(allowed, 3)
@@ -819,16 +819,7 @@ def test_vlsearch_serve_answers_over_http_and_warns_when_exposed(tmp_path, tiny_
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            try:
-                if httpx.get(url + "/api/v1/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "vlsearch serve did not come up"
-            time.sleep(0.2)
+        wait_until_serving(proc, url)
         hits = httpx.get(url + "/api/v1/search", params={"q": "shapes", "k": 2}).json()["hits"]
         assert len(hits) == 2
         assert httpx.post(url + "/api/v1/caption", data={"image_id": "1"}).json()["model"] == "tiny-random"

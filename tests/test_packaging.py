@@ -8,14 +8,13 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import time
 import venv
 import zipfile
 from pathlib import Path
 
 import httpx
 
-from tests.api_helpers import free_port
+from tests.api_helpers import free_port, wait_until_serving
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGED = ("api", "captioner", "encoders", "images", "indexer", "library", "migrations", "search", "web")
@@ -70,16 +69,7 @@ def test_the_wheel_installs_only_vlsearch_and_serves_the_page(tmp_path):
         cwd=tmp_path, env={**env, "VLSEARCH_OCR": "false"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            try:
-                if httpx.get(url + "/api/v1/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the installed vlsearch serve did not come up"
-            time.sleep(0.3)
+        wait_until_serving(proc, url)
         page = httpx.get(url + "/")
         assert page.status_code == 200 and "<title>" in page.text and "app.js" in page.text
         assert httpx.get(url + "/web/app.js").status_code == 200

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api_helpers import free_port
+from tests.api_helpers import free_port, wait_until_serving
 from tests.photos import write_photo, write_photos
 from vlsearch.captioner import load_image_text_model
 from vlsearch.indexer import Indexer
@@ -64,16 +64,7 @@ def vlsearch_serve(root: Path, **env: str):
                             stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            try:
-                if httpx.get(url + "/api/v1/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "vlsearch serve did not come up"
-            time.sleep(0.2)
+        wait_until_serving(proc, url)
         yield url
     finally:
         proc.terminate()
