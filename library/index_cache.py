@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from vlsearch.library.embeddings import StoredVectors
 from vlsearch.library.errors import LibraryBusy
 from vlsearch.library.schema import ModelRecord
 from vlsearch.library.vectors import FLAT_LIMIT, VectorIndex
@@ -52,7 +53,7 @@ class IndexCache:
 
     def _load_or_rebuild(self, model: str, rec: ModelRecord) -> VectorIndex:
         path = self.path(model)
-        stored = self.library.stored_vectors(model)
+        stored = StoredVectors(self.library.engine, model, rec.dim)
         count = stored.count()
         index = None
         requested, options = "auto", {}
@@ -86,7 +87,7 @@ class IndexCache:
                 latency_target_ms: float | None = None, opq: bool = False, quantizer: str = "flat") -> VectorIndex:
         """See Library.rebuild_index."""
         rec = self.library.require_model(model)
-        stored = self.library.stored_vectors(model)
+        stored = StoredVectors(self.library.engine, model, rec.dim)
         index = VectorIndex.build_from_chunks(stored.chunks(), stored.count(), rec.dim, kind,
                                               rescore_from=stored.lookup(), memory_budget=memory_budget,
                                               latency_target_ms=latency_target_ms, opq=opq, quantizer=quantizer)
@@ -106,7 +107,7 @@ class IndexCache:
             return
         index = index.in_memory()
         index.remove(np.asarray(sorted(set(upserts) | set(removed)), dtype=np.int64))
-        stored = self.library.stored_vectors(model)
+        stored = StoredVectors(self.library.engine, model, rec.dim)
         index.add(*stored.load(sorted(set(upserts))))
         if index.ntotal != stored.count():
             log.warning("index of %s disagrees with SQLite after update; rebuilding it", model)

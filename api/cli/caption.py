@@ -65,7 +65,6 @@ def caption(
 def describe_library(library: Path, caption_model: str | None, model_dir: Path, device: str,
                      settings: GenerationSettings, prompt: str | None, ocr: bool, workers: int | None) -> None:
     """The caption/OCR stage over the library's images that lack their text, with a progress bar and a summary."""
-    from vlsearch.images import DEFAULT_MAX_PIXELS
     from vlsearch.indexer.describe import Describer
 
     lib = open_library(library)
@@ -75,8 +74,7 @@ def describe_library(library: Path, caption_model: str | None, model_dir: Path, 
     with writer_lock(lib, "`vlsearch caption`"), progress_bar() as progress:
         try:
             report = Describer(lib, captioner, reader, prompt=prompt, batch_size=settings.batch_size, workers=workers,
-                               max_pixels=DEFAULT_MAX_PIXELS, progress=RichProgress(progress, what),
-                               fill_gaps=stand_in).run(None)
+                               progress=RichProgress(progress, what), fill_gaps=stand_in).run(None)
         except KeyboardInterrupt:
             raise fail("interrupted; captions and text written so far are kept, run `vlsearch caption` to finish",
                        code=130) from None
