@@ -14,8 +14,8 @@ $(BIN)/python:
 # rapidocr-onnxruntime names the GUI opencv-python (needs libGL); pyproject brings the headless one instead.
 OCR := rapidocr-onnxruntime==1.4.4
 
-$(STAMP): pyproject.toml Makefile | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,samples]'
+$(STAMP): pyproject.toml constraints.txt Makefile | $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,samples]'
 	$(BIN)/pip install -q --no-deps $(OCR)
 	touch $(STAMP)
 

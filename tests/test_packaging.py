@@ -8,11 +8,13 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import venv
 import zipfile
 from pathlib import Path
 
 import httpx
+from packaging.requirements import Requirement
 
 from tests.api_helpers import free_port, wait_until_serving
 
@@ -77,3 +79,18 @@ def test_the_wheel_installs_only_vlsearch_and_serves_the_page(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_torch_is_a_range_and_the_tested_pair_lies_in_it():
+    """pyproject declares ranges (a user keeps the torch their CUDA driver needs); constraints.txt pins the pair
+    `make` installs, which must satisfy them."""
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    declared = {r.name: r.specifier for r in map(Requirement, dependencies)}
+    lines = (REPO / "constraints.txt").read_text().splitlines()
+    pins = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+    assert {pin.name for pin in pins} == {"torch", "torchvision"}, pins
+    for pin in pins:
+        (exact,) = pin.specifier
+        assert exact.operator == "==", pin
+        assert "==" not in {spec.operator for spec in declared[pin.name]}, declared[pin.name]
+        assert declared[pin.name].contains(exact.version), (pin, declared[pin.name])
