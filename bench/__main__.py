@@ -1,7 +1,9 @@
 """One entry point for every benchmark: `python -m bench WHICH [options]` (or `make bench` for all of them).
 
 Each writes WHICH.json (raw numbers, machine, command) and WHICH.md (tables) into --out (bench/results by default);
-BENCHMARKS.md reads them. `python -m bench WHICH --help` lists a benchmark's options.
+BENCHMARKS.md reads them. `python -m bench WHICH --help` lists a benchmark's options. Each module's
+`parse_args(argv)` is both what its main runs on and what `check_command` replays a recorded command through, so a
+result file whose command no longer parses is found by the tests, not by whoever tries to regenerate it.
 
     indexing      end-to-end indexing images/s against the bare model, per model, with vector fidelity
     captioning    captions/s of BLIP-base, batch sizes and beams swept, against bare generate
@@ -17,15 +19,56 @@ BENCHMARKS.md reads them. `python -m bench WHICH --help` lists a benchmark's opt
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import shlex
 import sys
 import time
+from argparse import Namespace
+from pathlib import Path
 
 BENCHES = {"indexing": "bench.indexing", "captioning": "bench.captioning", "query": "bench.query",
            "api": "bench.api", "soak": "bench.soak", "index-choice": "bench.index_choice", "scale": "bench.scale",
            "quantizer": "bench.quantizer", "distributed": "bench.distributed"}
 # index-choice, scale (hours at 10M) and quantizer run on their own
 ALL = ("indexing", "captioning", "query", "api", "soak", "distributed")
+RESULTS = Path("bench/results")
+PREFIX = ["python", "-m", "bench"]
+
+
+def check_command(command: str) -> None:
+    """Raise ValueError saying what is wrong unless `command` is one this code would write into bench/results.
+
+    A published figure is only reproducible if its recorded command still runs: hand-edited notes, an older entry
+    point or an option since renamed all fail here. scale keeps an earlier run's rows as "CMD1; then CMD2"."""
+    for part in command.split("; then "):
+        try:
+            words = shlex.split(part)
+        except ValueError as exc:
+            raise ValueError(f"{part!r}: {exc}") from None
+        if words[:3] != PREFIX or len(words) < 4:
+            raise ValueError(f"{part!r} does not start with `python -m bench WHICH`")
+        which = words[3]
+        if which not in BENCHES:
+            raise ValueError(f"{part!r}: unknown benchmark {which!r}: choose one of {', '.join(BENCHES)}")
+        args = _parse(which, words[4:], part)
+        if args.out is not None and Path(args.out) != RESULTS:
+            raise ValueError(f"{part!r} writes into {args.out}, not {RESULTS}: a file in {RESULTS} must have been "
+                             "written there, not copied")
+
+
+def _parse(which: str, argv: list[str], command: str) -> Namespace:
+    """The benchmark's own parse_args, with argparse's exit turned into a ValueError that keeps its message."""
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(io.StringIO()):
+            return importlib.import_module(BENCHES[which]).parse_args(argv)
+    except SystemExit:
+        lines = errors.getvalue().strip().splitlines()
+        raise ValueError(f"{command!r}: {lines[-1] if lines else 'asks for --help, so runs nothing'}") from None
+    except ValueError as exc:  # a check after argparse, such as scale's --memory size
+        raise ValueError(f"{command!r}: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     which, rest = argv[0], argv[1:]
     if which == "all":
-        out = rest[1] if len(rest) == 2 and rest[0] == "--out" else "bench/results" if not rest else None
+        out = rest[1] if len(rest) == 2 and rest[0] == "--out" else str(RESULTS) if not rest else None
         if out is None:
             print("`all` takes only --out DIR; run one benchmark to give it options", file=sys.stderr)
             return 2
@@ -50,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown benchmark {which!r}: choose one of {', '.join([*BENCHES, 'all'])}", file=sys.stderr)
         return 2
     if "--out" not in rest and not any(a in ("-h", "--help") for a in rest):
-        rest = [*rest, "--out", "bench/results"]
+        rest = [*rest, "--out", str(RESULTS)]
     importlib.import_module(BENCHES[which]).main(rest)
     return 0
 

@@ -17,7 +17,7 @@ before and after the measured phase: the mean text batch is the change in sum / 
 `vlsearch_text_batch_size`. Each run also records the CPU used by the server, by the load generator and by anything
 else on the machine (which should be nothing).
 
-    python -m bench.api --models tiny-random,ViT-B-32-random --concurrency 1,8,32 --duration 20 --out bench/results
+    python -m bench api --models tiny-random,ViT-B-32-random --concurrency 1,8,32 --duration 20 --out bench/results
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import httpx
 import numpy as np
 
 from bench.index_choice import cpu_model, make_mixture
+from bench.record import recorded_command
 
 RANDOM_CLIP = {"ViT-B-32-random": "ViT-B-32"}  # bench model name -> open_clip architecture, random weights
 HEALTH_TIMEOUT_S = 300
@@ -393,7 +394,8 @@ def write_markdown(path: Path, report: dict) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m bench api", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="tiny-random,ViT-B-32-random",
                    help=f"registry presets or {', '.join(RANDOM_CLIP)} (comma-separated)")
     p.add_argument("--batching", default="on,off", help="on, off, or on,off for both")
@@ -453,7 +455,7 @@ def main(argv: list[str] | None = None) -> None:
                           flush=True)
             finally:
                 server.stop()
-    report = {"command": " ".join(["python -m bench api", *(sys.argv[1:] if argv is None else argv)]),
+    report = {"command": recorded_command("api", argv),
               "date": datetime.datetime.now(UTC).date().isoformat(), "device": device, "machine": machine(device),
               "vectors": args.vectors, "index_kind": index_kind, "warmup_s": args.warmup,
               "duration_s": args.duration, "batch_wait_ms": args.batch_wait_ms, "batch_max": args.batch_max,

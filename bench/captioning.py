@@ -9,7 +9,7 @@ decoder) with seeded random weights and BLIP's real tokenizer: compute does not 
 weights rarely emit [SEP], so every caption runs the full --max-new-tokens: an upper bound on the decode work of a
 real caption (real BLIP-base captions end after roughly 10-15 tokens).
 
-    python -m bench.captioning --batch-sizes 1,2,4,8,16 --beams 1,3 --images 8 --out bench/results
+    python -m bench captioning --batch-sizes 1,2,4,8,16 --beams 1,3 --images 8 --out bench/results
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import datetime
 import json
 import os
 import platform
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +28,7 @@ import transformers
 from PIL import Image
 
 from bench.index_choice import cpu_model
+from bench.record import recorded_command
 from vlsearch.captioner.blip import BlipModel, GenerationSettings
 from vlsearch.captioner.tiny import blip_tokenizer
 from vlsearch.encoders.base import pick_device
@@ -121,16 +121,20 @@ def write_markdown(path: Path, report: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench captioning", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-sizes", default="1,2,4,8,16")
+    p.add_argument("--beams", default="1,3")
+    p.add_argument("--images", type=int, default=8, help="images per setting, rounded up to whole batches")
+    p.add_argument("--max-new-tokens", type=int, default=20)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--out", type=Path, help="folder for captioning.json and captioning.md")
+    return p.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench captioning", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-sizes", default="1,2,4,8,16")
-    parser.add_argument("--beams", default="1,3")
-    parser.add_argument("--images", type=int, default=8, help="images per setting, rounded up to whole batches")
-    parser.add_argument("--max-new-tokens", type=int, default=20)
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--out", type=Path, help="folder for captioning.json and captioning.md")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
 
     started = time.perf_counter()
     loadavg_start = loadavg()
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
                    "tokens_per_caption": round(tokens, 1)}
             rows.append(row)
             print("| " + " | ".join(str(v) for v in row.values()) + " |", flush=True)
-    report = {"command": " ".join(["python -m bench captioning", *(sys.argv[1:] if argv is None else argv)]),
+    report = {"command": recorded_command("captioning", argv),
               "date": datetime.date.today().isoformat(), "device": device, "machine": machine(device),
               "max_new_tokens": args.max_new_tokens, "total_seconds": round(time.perf_counter() - started, 1),
               "loadavg_start": loadavg_start, "loadavg_end": loadavg(), "runs": rows}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 
 from bench.api import load_bench_encoder
 from bench.indexing import machine, make_photos, photo_stats
+from bench.record import recorded_command
 from vlsearch.indexer import Indexer
 from vlsearch.library import Library
 
@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
         work = Path(tmp)
         runs = [run_model(spec, files, work, args) for spec in args.models.split(",") if spec]
         merge = synthetic_merge(work, args.merge_rows, 512, 10_000)
-    result = {"command": "python -m bench distributed " + " ".join(sys.argv[1:] if argv is None else argv),
+    command = recorded_command("distributed", argv)
+    result = {"command": command,
               "date": time.strftime("%Y-%m-%d"), "machine": machine(), "ray": ray.__version__,
               "photos": photo_stats(folder), "runs": runs, "synthetic_merge": merge}
     print(json.dumps(merge), flush=True)

@@ -30,7 +30,7 @@ is itself a valid sample). Real embeddings can be used instead with ``--npy``.
 
 Example::
 
-    python -m bench.index_choice --sizes 100000,300000 --out bench/results
+    python -m bench index-choice --sizes 100000,300000 --out bench/results
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ from typing import Any
 
 import faiss
 import numpy as np
+
+from bench.record import recorded_command
 
 K = 10
 
@@ -362,7 +364,7 @@ def float_list(text: str) -> list[float]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = argparse.ArgumentParser(prog="python -m bench index-choice", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int_list, default=[100_000, 300_000], help="database sizes")
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--queries", type=int, default=1000, help="queries used for recall and batch")
@@ -469,7 +471,8 @@ def main(argv: list[str] | None = None) -> None:
             "loadavg_after": os.getloadavg(),
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         }
-        payload = {"meta": meta, "rows": [asdict(r) for r in rows]}
+        command = recorded_command("index-choice", argv)
+        payload = {"command": command, "meta": meta, "rows": [asdict(r) for r in rows]}
         (args.out / "index_choice.json").write_text(json.dumps(payload, indent=2) + "\n")
 
 

@@ -8,7 +8,8 @@ thumbnail, preprocess in worker processes, embed, commit to SQLite, FAISS update
 Rows per model:
 - bare: `encoder.encode_image_tensors` on a pre-made random batch, repeated (after a warm-up);
 - decode only: the indexer's own decoding stage (read, sha256, decode, thumbnail, preprocess) through the same
-  DataLoader workers, no model: the ceiling the CPU side puts on end to end;
+  DataLoader workers, no model: the ceiling the CPU side puts on end to end; once with JPEGs decoded at reduced
+  scale (the indexer's default) and once at full size (`reduced_decode=False`), the gain of the fast path;
 - end to end: `Indexer.run` into a new library (the default worker count, batch 32).
 - fidelity: cosine between the vectors the pipeline stored and the reference: the model's own preprocess on the
   full-size decoded photo (PIL, EXIF-upright, RGB) encoded at full precision. The fast path (JPEG draft decoding
@@ -35,7 +36,6 @@ import platform
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -48,6 +48,7 @@ from sqlalchemy import select
 
 from bench.api import load_bench_encoder
 from bench.index_choice import cpu_model
+from bench.record import recorded_command
 from vlsearch.images import limit_aspect
 from vlsearch.images.samples import sample_photos
 from vlsearch.indexer import Indexer
@@ -177,6 +178,9 @@ def run_model(spec: str, files: list[Path], work: Path, args) -> dict:
                  "draft_to": None if args.full_decode else draft_size(encoder), "input": list(shape)}
     row["bare_images_per_s"] = round(bare_rate(encoder, shape, args.batch_size, args.bare_seconds), 1)
     row["decode_images_per_s"] = round(decode_rate(files, encoder, args.batch_size, workers, row["draft_to"]), 1)
+    if row["draft_to"] is not None:
+        full = decode_rate(files, encoder, args.batch_size, workers, None)
+        row["decode_full_size_images_per_s"] = round(full, 1)
     lib = Library.open(work / f"lib-{spec}")
     started = time.perf_counter()
     report = Indexer(lib, encoder, batch_size=args.batch_size, workers=workers,
@@ -210,19 +214,21 @@ def write_report(out: Path, result: dict) -> None:
         f"{p['bytes_mean'] / 1e6:.2f} MB, {p['bytes_total'] / 1e9:.2f} GB in all.",
         "",
         "- **bare**: the encoder alone on a pre-made batch (the limit); **decode**: the indexer's decoding stage "
-        "alone (read, sha256, decode, thumbnail, preprocess, in its worker processes); **end to end**: "
+        "alone (read, sha256, decode, thumbnail, preprocess, in its worker processes), JPEGs at reduced scale; "
+        "**decode, full size**: the same with every JPEG decoded at full size; **end to end**: "
         "`Indexer.run` into a new library; **ratio** = end to end / bare.",
         "- **fidelity**: cosine of stored vectors against the model's own preprocess on the full-size photo "
         f"({FIDELITY_SAMPLE} photos; target mean >= 0.995, min >= 0.98).",
         "",
-        "| model | device | batch | workers | bare img/s | decode img/s | end-to-end img/s | ratio | images | "
-        "fidelity mean / min |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| model | device | batch | workers | bare img/s | decode img/s | decode, full size img/s | "
+        "end-to-end img/s | ratio | images | fidelity mean / min |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in result["runs"]:
         f = r["fidelity"]
         lines.append(f"| {r['model']} | {r['device']} | {r['batch_size']} | {r['workers']} | "
-                     f"{r['bare_images_per_s']} | {r['decode_images_per_s']} | {r['end_to_end_images_per_s']} | "
+                     f"{r['bare_images_per_s']} | {r['decode_images_per_s']} | "
+                     f"{r.get('decode_full_size_images_per_s', '')} | {r['end_to_end_images_per_s']} | "
                      f"{r['ratio_to_bare']:.2f} | {r['images']} | {f['mean_cosine']:.4f} / {f['min_cosine']:.4f} |")
     (out / "indexing.md").write_text("\n".join(lines) + "\n")
 
@@ -259,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
         runs = [run_model(spec, files, work, args) for spec in args.models.split(",") if spec]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = {"command": " ".join(["python -m bench indexing", *(sys.argv[1:] if argv is None else argv)]),
+    result = {"command": recorded_command("indexing", argv),
               "date": datetime.date.today().isoformat(), "machine": machine(), "photos": photo_stats(folder),
               "runs": runs, "total_seconds": round(time.perf_counter() - started, 1)}
     if args.out:

@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import os
-import sys
 import tempfile
 import time
 from datetime import UTC
@@ -34,6 +33,7 @@ import faiss
 import numpy as np
 
 from bench.query import percentiles, recall_at_k, timed
+from bench.record import recorded_command
 from bench.scale import K, chunks_of, machine, queries_for, vector_file
 from vlsearch.library.vectors import exact_search
 from vlsearch.library.vectors.build import HNSW_TRAINING_FROM, QUANTIZER_ADD_EF
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     loadavg_start = " ".join(f"{v:.2f}" for v in os.getloadavg())
     result = run(args)
-    report = {"command": " ".join(["python -m bench quantizer", *(argv if argv is not None else sys.argv[1:])]),
+    report = {"command": recorded_command("quantizer", argv),
               "date": datetime.datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
               "setup": (f"{args.size:,} synthetic CLIP-like float16 vectors of dimension {args.dim} (bench/scale.py's "
                         f"mixture), {args.nlist:,} IVF-Flat lists, {args.queries} image and {args.queries} text "

@@ -44,7 +44,7 @@ timed on at most 50 queries (each takes ~0.1 s). Memory: bytes/vector = the save
 how much a fresh process's RSS grows while faiss reads that file, / n (it includes what the file does not hold,
 such as the reverse id map IndexIDMap2 keeps for Flat and HNSW indexes).
 
-    python -m bench.query --sizes 10000,100000,1000000 --model tiny-random --out bench/results
+    python -m bench query --sizes 10000,100000,1000000 --model tiny-random --out bench/results
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ import numpy as np
 from PIL import Image
 
 from bench.index_choice import cpu_model, make_mixture
+from bench.record import recorded_command
 from vlsearch.encoders.base import Encoder
 
 K = 10
@@ -406,7 +407,7 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = argparse.ArgumentParser(prog="python -m bench query", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, help="folder for query.json and query.md")
     p.add_argument("--sizes", default="10000,100000,1000000", help="library sizes (comma-separated)")
     p.add_argument("--model", default="tiny-random", help="the model that encodes the queries")
@@ -479,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
              f"{args.queries:,} image and {args.queries:,} text queries for recall; {args.latency_queries} of each "
              f"timed one by one, fastest of {args.repeats} passes. Text queries spread over {args.gaps} gap "
              "directions. Data and query models: see bench/query.py's docstring (and the table below).")
-    report = {"command": " ".join(["python -m bench query", *(argv if argv is not None else sys.argv[1:])]),
+    report = {"command": recorded_command("query", argv),
               "date": datetime.datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
               "model": real.name, "dim": args.dim, "queries": args.queries, "latency_queries": args.latency_queries,
               "repeats": args.repeats, "gaps": args.gaps, "guard_queries": GUARD_QUERIES, "setup": setup,

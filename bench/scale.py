@@ -25,6 +25,8 @@ Timing: single queries on one thread (as VectorIndex.search runs one query), eac
 vectors. RAM/vector: how much a fresh process's RSS grows while faiss reads the whole file, / n; "mapped" the same
 with the file memory-mapped (the lists stay in the page cache, outside RSS until touched).
 
+Variants (--index, --quantizer, --opq) write their own file, named by result_name: scale-opq.json for --opq.
+
     python -m bench scale --sizes 1000000 --memory 4GB --out bench/results
     nohup flock /tmp/vlsearch-bench.lock python -m bench scale --sizes 10000000 --memory 4GB --out bench/results &
 """
@@ -50,6 +52,7 @@ import numpy as np
 
 from bench.index_choice import _normalise, cpu_model
 from bench.query import MIXTURE, percentiles, recall_at_k, text_queries, timed
+from bench.record import recorded_command
 from vlsearch.library.vectors import VectorIndex, exact_search, format_bytes, parse_size
 
 K = 10
@@ -227,7 +230,7 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
     m = report["machine"]
     lines = [
         "# Scale: budgeted FAISS indexes at 1M and 10M vectors on one CPU server", "",
-        f"Command: `{report['command']}` (raw numbers: `scale.json`). Measured {report['date']}, load average "
+        f"Command: `{report['command']}` (raw numbers: `{path.stem}.json`). Measured {report['date']}, load average "
         f"{report['loadavg_start']} before, {report['loadavg_end']} after.", "",
         f"Machine: CPU `{m['cpu']}`, {m['cores']} cores, {m['ram_gib']} GiB RAM, no GPU. faiss-cpu {m['faiss']} "
         f"({m['faiss_threads']} OpenMP threads), numpy {m['numpy']}.", "",
@@ -267,9 +270,18 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def result_name(args: argparse.Namespace) -> str:
+    """scale, scale-opq, scale-ivfpq-hnsw-quantizer...: one result file per way of building, side by side in --out,
+    because a run keeps the rows of the sizes it did not measure from the file it writes."""
+    parts = [args.index] if args.index != "auto" else []
+    parts += [f"{args.quantizer}-quantizer"] if args.quantizer != "flat" else []
+    parts += ["opq"] if args.opq else []
+    return "-".join(["scale", *parts])
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--out", type=Path, help="folder for scale.json and scale.md")
+    p = argparse.ArgumentParser(prog="python -m bench scale", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, help="folder for scale.json and scale.md (see result_name for variants)")
     p.add_argument("--sizes", default="1000000", help="library sizes (comma-separated)")
     p.add_argument("--memory", default="4GB", help="the memory budget of every index, as for vlsearch reindex")
     p.add_argument("--latency-ms", type=float, help="the latency target handed to the builder")
@@ -307,13 +319,13 @@ def main(argv: list[str] | None = None) -> None:
              f"one at a time on one thread, fastest of {args.repeats} passes; rescoring reads a memory-mapped "
              "float16 .npy file standing in for SQLite (see bench/scale.py).")
     out = args.out
-    report = {"command": " ".join(["python -m bench scale", *(argv if argv is not None else sys.argv[1:])]),
+    report = {"command": recorded_command("scale", argv),
               "date": datetime.datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
               "setup": setup, "mixture": MIXTURE, "sizes": sizes, "total_seconds": round(time.perf_counter() - started),
               "loadavg_start": loadavg_start, "loadavg_end": " ".join(f"{v:.2f}" for v in os.getloadavg())}
     if out:
         out.mkdir(parents=True, exist_ok=True)
-        previous = out / "scale.json"
+        previous = out / f"{result_name(args)}.json"
         if previous.exists():  # a 10M run after a 1M run keeps the 1M row, so the table has both
             old = json.loads(previous.read_text())
             kept = [{"measured": old.get("date"), **r} for r in old.get("sizes", []) if r["n"] not in args.size_list]
@@ -321,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
             if kept:  # the commands that made the rows, in order
                 report["command"] = f"{old['command']}; then {report['command']}"
         previous.write_text(json.dumps(report, indent=2) + "\n")
-        write_markdown(out / "scale.md", report)
+        write_markdown(previous.with_suffix(".md"), report)
     print(f"total {report['total_seconds']} s", flush=True)
 
 

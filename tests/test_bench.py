@@ -4,8 +4,16 @@ Nothing here is timed; only the shape and sanity of the reports are checked."""
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 
+import pytest
+
+from bench import scale
+from bench.__main__ import BENCHES, check_command
 from bench.__main__ import main as bench
+
+RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 
 
 def test_indexing_benchmark_reports_the_ratio_to_the_bare_model_and_vector_fidelity(tmp_path):
@@ -16,6 +24,7 @@ def test_indexing_benchmark_reports_the_ratio_to_the_bare_model_and_vector_fidel
     assert run["images"] == 6 and run["errors"] == 0
     assert run["ratio_to_bare"] == round(run["end_to_end_images_per_s"] / run["bare_images_per_s"], 3)
     assert run["fidelity"]["images"] == 6 and run["fidelity"]["min_cosine"] >= 0.98
+    assert run["draft_to"] and run["decode_full_size_images_per_s"] > 0  # the fast path's gain, measured beside it
     assert report["photos"]["files"] == 6 and report["photos"]["megapixels_max"] > 1
     assert "| tiny-random |" in (tmp_path / "out" / "indexing.md").read_text()
 
@@ -26,10 +35,12 @@ def test_unknown_benchmark_is_refused_with_the_choices(capsys):
 
 
 def test_query_benchmark_reports_recall_latency_and_memory_per_index_kind(tmp_path):
-    assert bench(["query", "--sizes", "12000", "--queries", "50", "--latency-queries", "10", "--repeats", "1",
-                  "--ivfpq-from", "12000", "--dim", "64", "--encoders", "", "--cache", str(tmp_path / "cache"),
-                  "--out", str(tmp_path / "out")]) == 0
+    argv = ["--sizes", "12000", "--queries", "50", "--latency-queries", "10", "--repeats", "1", "--ivfpq-from",
+            "12000", "--dim", "64", "--encoders", "", "--cache", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "out")]
+    assert bench(["query", *argv]) == 0
     report = json.loads((tmp_path / "out" / "query.json").read_text())
+    assert shlex.split(report["command"]) == ["python", "-m", "bench", "query", *argv]  # the empty --encoders too
     (size,) = report["sizes"]
     kinds = {k["kind"]: k for k in size["kinds"]}
     assert set(kinds) == {"flat", "ivf", "hnsw", "ivfpq"}
@@ -82,3 +93,62 @@ def test_distributed_benchmark_compares_ray_with_a_local_run_and_measures_the_me
     merge = report["synthetic_merge"]
     assert merge["rows"] == 3000 and merge["rows_per_s"] > 0 and merge["sqlite_bytes_per_row"] > 512
     assert "| tiny-random |" in (tmp_path / "out" / "distributed.md").read_text()
+
+
+def written_name(command: str) -> str:
+    """The file stem the last command of a (checked) record writes into bench/results."""
+    words = shlex.split(command.split("; then ")[-1])
+    if words[3] == "scale":
+        return scale.result_name(scale.parse_args(words[4:]))
+    return BENCHES[words[3]].removeprefix("bench.")
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in RESULTS.glob("*.json")))
+def test_every_result_file_records_a_command_that_python_m_bench_accepts_and_that_writes_it(name):
+    report = json.loads((RESULTS / name).read_text())
+    assert "command" in report, f"{name} records no command: rerun its benchmark"
+    check_command(report["command"])
+    assert f"{written_name(report['command'])}.json" == name
+
+
+def test_every_benchmark_has_published_results():
+    names = {path.stem for path in RESULTS.glob("*.json")}
+    assert {module.removeprefix("bench.") for module in BENCHES.values()} <= names
+
+
+@pytest.mark.parametrize("command", [
+    "python -m bench query --sizes 10000,100000 --encoders '' --out bench/results",
+    "python -m bench index-choice --sizes 100000,300000",
+    "python -m bench scale --sizes 1000000 --out bench/results; then python -m bench scale --sizes 10000000 "
+    "--out ./bench/results/",
+])
+def test_a_command_the_benchmarks_write_passes_the_check(command):
+    check_command(command)
+
+
+@pytest.mark.parametrize(("command", "message"), [
+    ("python -m bench scale --sizes 1000000 --out bench/results (19:51-19:56 UTC)",
+     "unrecognized arguments: (19:51-19:56 UTC)"),
+    ("python -m bench scale --out bench/results; then python -m bench scale --sizes 10000000 (21:02 UTC)",
+     "unrecognized arguments: (21:02 UTC)"),
+    (".venv/bin/python -m bench.query --out bench/results", "does not start with `python -m bench WHICH`"),
+    ("python -m bench all --out bench/results", "unknown benchmark 'all'"),
+    ("python -m bench query --nope 3 --out bench/results", "unrecognized arguments: --nope 3"),
+    ("python -m bench quantizer --size many", "argument --size: invalid int value: 'many'"),
+    ("python -m bench scale --memory 4 lots", "unrecognized arguments: lots"),
+    ("python -m bench scale --memory 4XB", "'4XB' is not a size"),
+    ("python -m bench query --help", "asks for --help"),
+    ("python -m bench scale --opq --out /tmp/opq-results", "writes into /tmp/opq-results, not bench/results"),
+    ("python -m bench query --out 'bench/results", "No closing quotation"),
+])
+def test_a_hand_edited_or_foreign_command_fails_the_check_saying_why(command, message):
+    with pytest.raises(ValueError) as raised:
+        check_command(command)
+    assert message in str(raised.value)
+
+
+def test_each_scale_variant_writes_its_own_file_beside_the_others():
+    assert scale.result_name(scale.parse_args([])) == "scale"
+    assert scale.result_name(scale.parse_args(["--opq"])) == "scale-opq"
+    assert scale.result_name(scale.parse_args(["--index", "ivfpq", "--quantizer", "hnsw"])) == \
+        "scale-ivfpq-hnsw-quantizer"

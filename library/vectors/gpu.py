@@ -1,5 +1,6 @@
 """FAISS on a GPU: whether an index goes there, and the copy that searches there (sharded over several GPUs)
-while the CPU index stays what is updated and saved."""
+while the CPU index stays what is updated and saved. So far run only against the tests' stand-in for faiss's GPU
+calls (tests/test_vectors.py), never on a GPU."""
 
 from __future__ import annotations
 

@@ -1,0 +1,12 @@
+"""The command a result file records: `python -m bench WHICH ARGS`, the one form bench/__main__.py's check_command
+accepts, so a result file in bench/results always says how to make it again."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+
+def recorded_command(which: str, argv: list[str] | None) -> str:
+    """`argv` as the benchmark's main got it (None: this process's own arguments)."""
+    return shlex.join(["python", "-m", "bench", which, *(sys.argv[1:] if argv is None else argv)])
