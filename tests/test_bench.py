@@ -45,6 +45,7 @@ def test_query_benchmark_reports_recall_latency_and_memory_per_index_kind(tmp_pa
     kinds = {k["kind"]: k for k in size["kinds"]}
     assert set(kinds) == {"flat", "ivf", "hnsw", "ivfpq"}
     assert kinds["flat"]["recall"]["text"] == kinds["flat"]["recall"]["image"] == 1.0  # exact search against itself
+    assert kinds["flat"]["faiss_one_query_by_threads"]["1"]["p50"] > 0  # the one-thread rule's evidence
     for name in ("ivf", "hnsw", "ivfpq"):
         kind = kinds[name]
         assert 0.0 < kind["recall"]["text"] <= 1.0 and kind["params"] and kind["guard"]["queries"] > 0
