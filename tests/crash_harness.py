@@ -1,6 +1,7 @@
 """A fork server for tests/test_crash.py: runs the real `vlsearch` CLI in child processes that the test SIGKILLs.
 
-Started as `python -c "import crash_harness; crash_harness.serve()"`. Importing torch, open_clip and the CLI takes
+Started by ForkServer (the test's side, at the end of this file) as
+`python -c "import crash_harness; crash_harness.serve()"`. Importing torch, open_clip and the CLI takes
 ~6 s on a 2-core machine; paying that once and forking a child per run lets one test kill the indexer dozens of
 times. Each child is a separate process running `vlsearch.api.cli.app` from the top (argument parsing, opening and
 migrating the library, loading the model, indexing), so a SIGKILL kills it exactly as it would kill
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -133,3 +136,61 @@ def _install_pause(pause: dict) -> None:
                 _hold(pause["marker"], f"migrate: {' '.join(statement.split()[:4])} ...")
     else:
         raise ValueError(f"unknown pause point {pause['at']!r}")
+
+
+class ForkServer:
+    """The test's side: starts serve() in a process of its own and asks it for runs, one at a time (they share
+    `marker`, the file a paused run writes)."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, marker: Path) -> None:
+        self.marker = marker
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "import crash_harness; crash_harness.serve()"], cwd=cwd, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        self._reply()  # {"ready": pid}: the heavy imports are done
+
+    def _reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the fork server died (exit code {self.proc.wait()})")
+        return json.loads(line)
+
+    def _ask(self, **request) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def start(self, argv: list[str], log: Path, out: Path | None = None, pause: dict | None = None) -> int:
+        self.marker.unlink(missing_ok=True)
+        pause = pause and {**pause, "marker": str(self.marker)}
+        return self._ask(op="run", argv=argv, log=str(log), out=str(out) if out else None, pause=pause)["pid"]
+
+    def paused(self, pid: int, timeout: float) -> str | None:
+        """What the child was about to do where it paused; None if it ended, or `timeout` passed, before pausing."""
+        deadline = time.monotonic() + timeout
+        while self.running(pid) and not self.marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.marker.read_text() if self.marker.exists() else None
+
+    def wait(self, pid: int) -> int:
+        """The child's exit code (-9 when SIGKILLed); blocks until it ends."""
+        return self._ask(op="wait", pid=pid)["code"]
+
+    def kill(self, pid: int) -> int:
+        """SIGKILL the child unless it has ended; its exit code."""
+        if self.running(pid):
+            os.kill(pid, signal.SIGKILL)
+        return self.wait(pid)
+
+    @staticmethod
+    def running(pid: int) -> bool:
+        """Whether the child has not ended (one that has is a zombie until `wait` reaps it)."""
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, IndexError):
+            return False
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
