@@ -8,10 +8,10 @@ left inconsistent (SQLite integrity, FAISS ids against SQLite's vectors, image r
 
 Readers: `--clients` async HTTP clients, each looping over a mix of requests: GET /search by words (60 %),
 POST /search in hybrid mode (10 %), GET /images/{id}/similar (10 %), GET /images/{id} (10 %) and its thumbnail
-(10 %), ids taken from earlier hits (a 404 for an image deleted since is expected and counted apart). Writer: one
-loop that writes a batch of new JPEGs into the indexed folder, POSTs /index and waits for the job, then removes the
-files of an older batch from disk and deletes their images with POST /images/delete. The server's resident memory
-(VmRSS) is sampled every second.
+(10 %), ids taken from earlier hits (a 404 for an image the writer deleted since is expected and counted apart;
+any other 404 is an error). Writer: one loop that writes a batch of new JPEGs into the indexed folder, POSTs /index
+and waits for the job, then removes the files of an older batch from disk and deletes their images with POST
+/images/delete. The server's resident memory (VmRSS) is sampled every second.
 
     python -m bench soak --duration 180 --clients 32 --out bench/results
 """
@@ -38,6 +38,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image, ImageDraw
+
+from bench.record import recorded_command
 
 MODEL = "tiny-random"
 KEY = "soak-key-0123456789"
@@ -123,8 +125,11 @@ class Tally:
         self.latencies: dict[str, list[float]] = {}
         self.errors: list[str] = []
         self.torn: list[str] = []
-        self.gone = 0  # 404 for an image deleted since its id was seen: expected
+        self.gone = 0  # 404 for an image the writer deleted since its id was seen: expected
         self.ids: list[int] = []
+        # Ids the writer asked the server to delete, added before it asks, so a reader's 404 that arrives before the
+        # writer's own answer still counts as gone. A plain set: readers and writer share one event loop thread.
+        self.deleted: set[int] = set()
 
     def record(self, kind: str, seconds: float) -> None:
         self.latencies.setdefault(kind, []).append(seconds)
@@ -171,7 +176,7 @@ async def reader(client: httpx.AsyncClient, tally: Tally, end: float, rng: rando
             tally.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
             continue
         tally.record(kind, time.perf_counter() - sent)
-        if response.status_code == 404 and kind in ("similar", "detail", "thumbnail"):
+        if response.status_code == 404 and kind in ("similar", "detail", "thumbnail") and some_id in tally.deleted:
             tally.gone += 1
             continue
         if response.status_code != 200:
@@ -215,6 +220,7 @@ async def writer(client: httpx.AsyncClient, root: Path, end: float, batch_size: 
             ids = [h["id"] for h in found.json()["hits"]]
             shutil.rmtree(old)
             if ids:
+                tally.deleted.update(ids)
                 deleted = await client.post("/api/v1/images/delete", json={"ids": ids}, headers=auth)
                 if deleted.status_code != 200:
                     tally.errors.append(f"delete: HTTP {deleted.status_code}: {deleted.text[:200]}")
@@ -282,6 +288,14 @@ def final_checks(library: Path, root: Path, url: str) -> dict:
             "search_after": probe.status_code}
 
 
+def rss_line(rss: dict) -> str:
+    """The server's memory over the run, and its growth over the second half: what says whether it levelled off."""
+    series = rss["every_10_s"]
+    half = series[len(series) // 2:] or [rss["start"]]
+    return (f"Server RSS (MB) every 10 s: {', '.join(f'{v:.0f}' for v in series)}. Over the second half of the run: "
+            f"{half[-1] - half[0]:+.0f} MB (max {max(half) - half[0]:+.0f} MB above its start).")
+
+
 def markdown(report: dict) -> str:
     r, f = report["run"], report["final"]
     lines = [
@@ -300,6 +314,8 @@ def markdown(report: dict) -> str:
         f"{r['jobs']} | {r['added']} | {r['deleted']} | {r['rss_mb']['start']} | {r['rss_mb']['end']} | "
         f"{r['rss_mb']['max']} |",
         "",
+        rss_line(r["rss_mb"]),
+        "",
         "| request | n | p50 ms | p99 ms |",
         "|---|---:|---:|---:|",
         *(f"| {kind} | {v['n']} | {v['p50']} | {v['p99']} |" for kind, v in r["latency_ms"].items()),
@@ -314,7 +330,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench soak", description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=180.0, help="seconds of load")
     p.add_argument("--clients", type=int, default=32, help="concurrent search clients")
@@ -345,7 +361,7 @@ def main(argv: list[str] | None = None) -> dict:
         final = final_checks(library, root, server.url)
     finally:
         server.stop()
-    report = {"command": " ".join(["python -m bench soak", *(sys.argv[1:] if argv is None else argv)]),
+    report = {"command": recorded_command("soak", argv),
               "date": datetime.datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                          f"Python {platform.python_version()}",

@@ -131,11 +131,26 @@ def test_search_filters_by_camera_date_and_folder(site):
 
 
 def test_negative_terms_change_the_ranking(site):
+    """A not-term pushes down the images that match it: with `not`, images rank by their score for the query less
+    half (the default negative weight) their scores for the not-terms (all vectors are unit length), so one overtakes
+    another only when the other matches the not-terms more."""
     url, _, _ = site
-    plain = get(url, "/api/v1/search", q="red shapes", k=8).json()["hits"]
-    pushed = httpx.get(url + "/api/v1/search", params=[("q", "red shapes"), ("k", 8), ("not", "blue"),
-                                                         ("not", "circles")]).json()["hits"]
-    assert [h["score"] for h in plain] != [h["score"] for h in pushed]
+
+    def scores(q: str, *negatives: str) -> dict[int, float]:
+        params = [("q", q), ("k", 1000), *(("not", n) for n in negatives)]
+        hits = httpx.get(url + "/api/v1/search", params=params, timeout=60).json()["hits"]
+        return {h["id"]: h["score"] for h in hits}
+
+    plain, pushed = scores("red shapes"), scores("red shapes", "blue", "circles")
+    blue, circles = scores("blue"), scores("circles")
+    against = {i: blue[i] + circles[i] for i in plain}  # how much each image matches the not-terms
+    penalised = {i: plain[i] - 0.5 * against[i] for i in plain}
+    assert set(pushed) == set(plain)
+    pairs = [(a, b) for a in plain for b in plain if penalised[a] > penalised[b] + 1e-4]
+    assert [(a, b) for a, b in pairs if pushed[a] <= pushed[b]] == []  # the order of penalised, not of plain
+    overtaken = [(a, b) for a in plain for b in plain if plain[a] > plain[b] and pushed[a] < pushed[b]]
+    assert overtaken, "the not-terms changed no image's place"
+    assert all(against[a] > against[b] for a, b in overtaken), overtaken
 
 
 def test_search_errors_say_what_to_change(site):

@@ -1,13 +1,18 @@
+import functools
 import os
 import shutil
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import func, select, text
 
+import vlsearch.indexer.local
 from tests.photos import broken_corpus, odd_but_valid, write_photo, write_photos
 from vlsearch.indexer import Indexer
+from vlsearch.indexer.items import Decoded, WorkItem
+from vlsearch.indexer.stages import DecodeStage
 from vlsearch.library import Embedding, ImageRecord
 
 
@@ -42,11 +47,30 @@ def test_first_run_indexes_everything_and_second_run_embeds_nothing(library, tin
     assert (second.embedded, second.unchanged, second.reused, second.moved) == (0, 12, 0, 0)
 
 
-def test_uses_worker_processes_for_decoding(library, tiny_encoder, tmp_path):
-    write_photos(tmp_path / "photos", 10)
+class RecordingDecode(DecodeStage):
+    """The real decode stage that also leaves a file per photo naming the process that decoded it."""
+
+    def __init__(self, *args, record_to: Path, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.record_to = record_to
+
+    def __call__(self, item: WorkItem) -> Decoded:
+        (self.record_to / Path(item.path).name).write_text(str(os.getpid()))
+        return super().__call__(item)
+
+
+def test_uses_worker_processes_for_decoding(library, tiny_encoder, tmp_path, monkeypatch):
+    photos = write_photos(tmp_path / "photos", 10)
+    decoded_by = tmp_path / "decoded_by"
+    decoded_by.mkdir()
+    monkeypatch.setattr(vlsearch.indexer.local, "DecodeStage", functools.partial(RecordingDecode, record_to=decoded_by))
     report = run(library, tiny_encoder, tmp_path / "photos", workers=2, batch_size=3)
     assert report.embedded == 10
     assert_index_matches_sqlite(library, tiny_encoder.name)
+    pids = {f.name: int(f.read_text()) for f in decoded_by.iterdir()}
+    assert sorted(pids) == sorted(p.name for p in photos)
+    # 4 batches of at most 3, dealt to the 2 workers in turn: both decode, and this process decodes none.
+    assert len(set(pids.values())) == 2 and os.getpid() not in pids.values(), pids
 
 
 def test_changed_file_is_embedded_again_keeping_its_id(library, tiny_encoder, tmp_path):

@@ -5,6 +5,7 @@ Each main view is saved as a screenshot under the test's tmp folder (printed wit
 from __future__ import annotations
 
 import base64
+import math
 import os
 import re
 import shutil
@@ -200,13 +201,29 @@ def test_typing_searches_without_enter_and_no_match_says_so(page):
 
 
 def test_ask_the_collection_answers_in_words(page, site):
+    """The page says what it searched for and asked of each photo, then shows the photos POST /ask said yes to, in
+    its order, each with its answer and probability."""
+    question = "which photos show shapes?"
     page.click("#tab-ask")
-    page.fill("#ask-question", "which photos show shapes?")
+    page.fill("#ask-question", question)
     page.press("#ask-question", "Enter")
-    page.wait_for_function("document.querySelector('#ask-results').children.length > 0 || "
-                           "document.querySelector('#status').textContent.trim().length > 0")
-    assert not page.is_visible("#error")
+    page.wait_for_function("document.querySelector('#ask-summary').textContent.trim().length > 0 || "
+                           "!document.querySelector('#error').hidden")
+    assert not page.is_visible("#error"), page.inner_text("#error")
     page.screenshot(path=site[2] / "ask.png", full_page=True)
+    expected = httpx.post(site[0] + "/api/v1/ask", json={"question": question, "k": 24},  # the page's PAGE_SIZE
+                          timeout=120).json()
+    assert (expected["retrieval_query"], expected["check"]) == ("shapes", "does the picture show shapes?")
+    assert page.inner_text("#ask-summary") == ("Searched for “shapes”, then checked 8 candidates with tiny-random: "
+                                               "“does the picture show shapes?”.")
+    found = expected["results"]
+    # The tiny VQA model says yes to all 8 photos (P = 0.53), so the page has cards to show.
+    assert found and all(f["answer"] == "yes" and f["answer_score"] >= 0.5 for f in found)
+    assert page.inner_text("#status") == f"{len(found)} matching images"
+    cards = page.eval_on_selector_all("#ask-results a.result", """els => els.map(e => [e.dataset.id,
+        e.querySelector('.caption').textContent, e.querySelector('.answer').textContent])""")
+    assert cards == [[str(f["id"]), f["caption"], f"Answer: yes ({math.floor(f['answer_score'] * 100 + 0.5)}%)"]
+                     for f in found]
 
 
 def test_an_api_error_is_shown_in_words(page):
