@@ -37,6 +37,12 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
         lines.append(f"| {size['n']:,} | {c['image_top1']:.3f} | {c['image_top10']:.3f} | {c['text_top1']:.3f} | "
                      f"{c['text_top10']:.3f} | {c['image_image_random']:.3f} | {c['text_image_random']:.3f} | "
                      f"{c['text_text']:.3f} |")
+    lines += recall_lines(report) + latency_lines(report) + threads_lines(report)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def recall_lines(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     lines += [
         "", "## Recall, build and memory", "",
         "Setting = what the recall guard chose (library/vectors/guard.py: it raises nprobe / efSearch / the rescoring "
@@ -67,6 +73,11 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
                 d = r["recall_at_defaults"]
                 lines.append(f"| {r['n']:,} | {r['kind']} | {setting(r, 'default_params')} | {d['image']:.3f} | "
                              f"{d['text']:.3f} ({d['text_worst_gap']:.3f}) |")
+    return lines
+
+
+def latency_lines(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     lines += [
         "", "## Latency (ms, p50 / p99, one query at a time, k=10)", "",
         f"Model `{report['model']}` encodes each query (its cost alone: text {ms(report['encode']['text'])}, "
@@ -90,8 +101,7 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
                   "time:", "", "| model | text encode ms p50 / p99 | image encode ms p50 / p99 (1024x768 picture) |",
                   "|---|---:|---:|"]
         lines += [f"| {e['model']} | {ms(e['text'])} | {ms(e['image'])} |" for e in report["encoders"]]
-    lines += threads_lines(report)
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def threads_lines(report: dict[str, Any]) -> list[str]:
