@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from vlsearch.api.memory import return_free_memory
 from vlsearch.api.metrics import Metrics
 from vlsearch.captioner import ImageTextModel
 from vlsearch.encoders import Encoder
@@ -148,3 +149,4 @@ class IndexJobs:
                 job.finished_at = datetime.now(UTC)
                 job.phase = "done"
                 job.state = state
+        return_free_memory()  # the job's buffers, freed between long-lived objects, would stay with malloc

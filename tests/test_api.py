@@ -611,7 +611,11 @@ def test_index_job_is_refused_while_another_process_indexes(tmp_path, tiny_encod
         assert r.status_code == 202 and wait_for(url, r.json()["url"])["state"] == "succeeded"
 
 
-def test_an_empty_library_answers_with_no_hits_until_a_job_fills_it(tmp_path, tiny_encoder):
+def test_an_empty_library_answers_with_no_hits_until_a_job_fills_it(tmp_path, tiny_encoder, monkeypatch):
+    import vlsearch.api.jobs
+
+    trims = []  # the job hands its freed buffers back to the system once it ends (api/memory.py)
+    monkeypatch.setattr(vlsearch.api.jobs, "return_free_memory", lambda: trims.append(True))
     allowed = tmp_path / "allowed"
     write_photos(allowed, 3)
     lib = Library.open(tmp_path / "lib")
@@ -620,6 +624,10 @@ def test_an_empty_library_answers_with_no_hits_until_a_job_fills_it(tmp_path, ti
         r = httpx.post(url + "/api/v1/index", json={"paths": [str(allowed)], "ocr": False}, headers=AUTH)
         assert wait_for(url, r.json()["url"])["state"] == "succeeded"
         assert len(httpx.get(url + "/api/v1/search", params={"q": "x"}).json()["hits"]) == 3
+    deadline = time.monotonic() + 30  # the job's thread trims just after it marks the job finished
+    while not trims and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert trims == [True]
 
 
 def test_an_index_job_does_not_follow_file_links_out_of_the_allowed_folders(tmp_path, tiny_encoder):

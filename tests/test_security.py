@@ -164,7 +164,7 @@ def test_keys_are_compared_in_constant_time_against_every_configured_key(monkeyp
 
 def test_the_server_caps_malloc_arenas_unless_the_operator_chose(monkeypatch):
     """Fewer glibc arenas keep a long-running server's memory from creeping up (RELIABILITY.md, soak)."""
-    from vlsearch.api.cli.serve import M_ARENA_MAX, SERVER_MALLOC_ARENAS, limit_malloc_arenas
+    from vlsearch.api.memory import M_ARENA_MAX, SERVER_MALLOC_ARENAS, limit_malloc_arenas
 
     class Libc:
         calls: list = []
@@ -177,3 +177,21 @@ def test_the_server_caps_malloc_arenas_unless_the_operator_chose(monkeypatch):
     assert limit_malloc_arenas({}, libc) and libc.calls == [(M_ARENA_MAX, SERVER_MALLOC_ARENAS)]
     assert not limit_malloc_arenas({"MALLOC_ARENA_MAX": "8"}, libc) and len(libc.calls) == 1
     assert not limit_malloc_arenas({}, object())  # not glibc: nothing to set
+
+
+def test_free_memory_goes_back_to_the_system_where_glibc_can():
+    from vlsearch.api.memory import return_free_memory
+
+    class Libc:
+        def __init__(self, released: int) -> None:
+            self.released, self.calls = released, []
+
+        def malloc_trim(self, pad):
+            self.calls.append(pad)
+            return self.released
+
+    libc = Libc(1)
+    assert return_free_memory(libc) and libc.calls == [0]  # 0: keep no slack at the top of the heap
+    assert not return_free_memory(Libc(0))
+    assert not return_free_memory(object())  # not glibc
+    assert isinstance(return_free_memory(), bool)  # this machine's own libc answers either way

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
@@ -23,13 +21,10 @@ from vlsearch.api.cli.options import (
     ServeVqaModelOpt,
 )
 from vlsearch.api.cli.output import console, err, fail
+from vlsearch.api.memory import limit_malloc_arenas
 
 if TYPE_CHECKING:
     from vlsearch.api.settings import Settings
-
-M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
-SERVER_MALLOC_ARENAS = 2
-
 
 def serve(
     library: ServeLibraryOpt = None,
@@ -89,21 +84,3 @@ def warn_if_exposed(settings: Settings) -> None:
     elif not settings.auth_reads:
         err.print(f"[yellow]warning:[/] serving on {escape(settings.host)}: reads need no key (set "
                   "VLSEARCH_AUTH_READS=true to require one).", highlight=False)
-
-
-def limit_malloc_arenas(environ: Mapping[str, str] = os.environ, libc: Any = None) -> bool:
-    """Cap glibc's malloc at SERVER_MALLOC_ARENAS arenas for the server's threads, unless the operator set
-    MALLOC_ARENA_MAX. glibc gives busy threads arenas of their own (up to 8 per core) and rarely returns their
-    memory: in a 10-minute soak (32 clients, index jobs every few seconds) the server grew from 957 to 1,091 MB and
-    kept growing; with 2 arenas it grew to 1,006 MB and levelled off, at the same throughput (RELIABILITY.md).
-    Returns whether the cap was set (False off glibc, or when the environment decides)."""
-    if "MALLOC_ARENA_MAX" in environ:
-        return False
-    try:
-        if libc is None:
-            import ctypes
-
-            libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_ARENA_MAX, SERVER_MALLOC_ARENAS))
-    except (OSError, AttributeError):  # not glibc (musl, macOS)
-        return False
