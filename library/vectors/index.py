@@ -240,8 +240,8 @@ class VectorIndex:
             return gpu.search(queries, k)
         if len(queries) > 1:
             return self.index.search(queries, k)
-        # One query runs faster on one OpenMP thread: exact search over 100k vectors takes ~8 ms on one thread
-        # and ~16 ms on two (bench/results/query.md). OpenMP keeps this setting per calling thread.
+        # One query runs faster on one OpenMP thread, and leaves the other cores to concurrent queries: exact search
+        # over 100k vectors, 15.9 ms p50 on one thread, 17.8 on two (bench/results/query.md). Set per calling thread.
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1)
         try:
