@@ -50,6 +50,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from bench.index_choice_report import write_markdown
 from bench.record import recorded_command
 
 K = 10
@@ -474,6 +475,7 @@ def main(argv: list[str] | None = None) -> None:
         command = recorded_command("index-choice", argv)
         payload = {"command": command, "meta": meta, "rows": [asdict(r) for r in rows]}
         (args.out / "index_choice.json").write_text(json.dumps(payload, indent=2) + "\n")
+        write_markdown(args.out / "index_choice.md", payload)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,18 @@ def test_indexing_benchmark_reports_the_ratio_to_the_bare_model_and_vector_fidel
     assert "| tiny-random |" in (tmp_path / "out" / "indexing.md").read_text()
 
 
+def test_index_choice_benchmark_writes_its_table_beside_the_raw_numbers(tmp_path):
+    assert bench(["index-choice", "--sizes", "3000", "--dim", "32", "--queries", "40", "--latency-queries", "5",
+                  "--repeats", "1", "--clusters", "20", "--rank", "8", "--nprobe", "1,8", "--ef-search", "16",
+                  "--hnsw-efc", "40", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "index_choice.json").read_text())
+    check_command(report["command"].replace(str(tmp_path), "bench/results"))
+    assert {row["index"] for row in report["rows"]} == {"Flat", "IVFFlat", "HNSWFlat"}
+    table = (tmp_path / "index_choice.md").read_text()
+    assert report["command"] in table and len([line for line in table.splitlines() if line.startswith("| 3,000")]) \
+        == len(report["rows"])
+
+
 def test_unknown_benchmark_is_refused_with_the_choices(capsys):
     assert bench(["nope"]) == 2
     assert "indexing" in capsys.readouterr().err
