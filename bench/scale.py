@@ -312,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     loadavg_start = " ".join(f"{v:.2f}" for v in os.getloadavg())
     sizes = [bench_size(n, args) for n in args.size_list]
     asked = "" if args.quantizer == "flat" else f" --quantizer {args.quantizer}"
+    asked += " --opq" if args.opq else ""
     setup = (f"synthetic CLIP-like float16 vectors, dimension {args.dim}, built with "
              f"`VectorIndex.build_from_chunks` (what `vlsearch reindex --index {args.index} --memory {args.memory}"
              f"{asked}` runs) from {args.chunk:,}-vector chunks; {args.queries} image and {args.queries} text "
