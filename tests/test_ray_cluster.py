@@ -27,8 +27,9 @@ MODELS = ("--model", "tiny-random", "--caption-model", "tiny-random", "--beams",
 
 @pytest.fixture(scope="module")
 def two_nodes():
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    cluster.add_node(num_cpus=2)
+    # GPUs pinned to none, so the resource line below reads the same on a machine that has one.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0, "include_dashboard": False})
+    cluster.add_node(num_cpus=2, num_gpus=0)
     cluster.wait_for_nodes()
     yield cluster
     cluster.shutdown()

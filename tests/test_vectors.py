@@ -280,10 +280,12 @@ def test_a_gpu_copy_searches_while_the_cpu_index_is_updated_and_saved(tmp_path, 
     assert not hnsw.use_gpu(True, module) and len(module.copies) == 2
 
 
-def test_on_this_machine_nothing_goes_to_a_gpu(tmp_path, data):
-    """faiss-cpu here: no kind is placed on a GPU, and a library searches as before."""
+def test_faiss_cpu_places_nothing_on_a_gpu_and_a_library_searches_as_before(tmp_path, data):
+    """faiss-cpu (a build without GPU calls) places no kind on a GPU, whether or not the machine has one; a library
+    opened without faiss_gpu searches on the CPU with whatever FAISS is installed."""
     ids, vectors, _ = data
-    assert not any(gpu_eligible(kind, True) for kind in ("flat", "ivf", "ivfpq", "hnsw"))
+    cpu_build = fake_faiss(gpu_build=False)
+    assert not any(gpu_eligible(kind, True, cpu_build) for kind in ("flat", "ivf", "ivfpq", "hnsw"))
     lib = synthetic_library(tmp_path / "lib", ids[:300], vectors[:300])
     index = lib.vector_index("m")
     assert index.kind == "flat" and not index.on_gpu
