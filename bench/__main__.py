@@ -28,13 +28,14 @@ import time
 from argparse import Namespace
 from pathlib import Path
 
+from bench.record import PREFIX
+
 BENCHES = {"indexing": "bench.indexing", "captioning": "bench.captioning", "query": "bench.query",
            "api": "bench.api", "soak": "bench.soak", "index-choice": "bench.index_choice", "scale": "bench.scale",
            "quantizer": "bench.quantizer", "distributed": "bench.distributed"}
 # index-choice, scale (hours at 10M) and quantizer run on their own
 ALL = ("indexing", "captioning", "query", "api", "soak", "distributed")
 RESULTS = Path("bench/results")
-PREFIX = ["python", "-m", "bench"]
 
 
 def check_command(command: str) -> None:
@@ -47,7 +48,7 @@ def check_command(command: str) -> None:
             words = shlex.split(part)
         except ValueError as exc:
             raise ValueError(f"{part!r}: {exc}") from None
-        if words[:3] != PREFIX or len(words) < 4:
+        if tuple(words[:3]) != PREFIX or len(words) < 4:
             raise ValueError(f"{part!r} does not start with `python -m bench WHICH`")
         which = words[3]
         if which not in BENCHES:

@@ -300,15 +300,13 @@ def bench_kind(kind: str, lib, model: str, encoder: SyntheticVectorEncoder, data
 def threads_latency(index, vectors: np.ndarray, count: int, repeats: int) -> dict[str, dict[str, float]]:
     """FAISS alone, one query at a time, on one OpenMP thread and on all of them: the measurement behind
     VectorIndex searching a single query on one thread."""
-    most = faiss.omp_get_max_threads()
+    from vlsearch.library.vectors.index import omp_threads
+
     by_threads = {}
-    for threads in sorted({1, most}):
-        faiss.omp_set_num_threads(threads)
-        try:
+    for threads in sorted({1, faiss.omp_get_max_threads()}):
+        with omp_threads(threads):
             by_threads[str(threads)] = percentiles(timed(lambda i: index.index.search(vectors[i][None], K), count,
                                                          repeats))
-        finally:
-            faiss.omp_set_num_threads(most)
     return by_threads
 
 

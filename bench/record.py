@@ -6,7 +6,9 @@ from __future__ import annotations
 import shlex
 import sys
 
+PREFIX = ("python", "-m", "bench")
+
 
 def recorded_command(which: str, argv: list[str] | None) -> str:
     """`argv` as the benchmark's main got it (None: this process's own arguments)."""
-    return shlex.join(["python", "-m", "bench", which, *(sys.argv[1:] if argv is None else argv)])
+    return shlex.join([*PREFIX, which, *(sys.argv[1:] if argv is None else argv)])

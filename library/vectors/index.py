@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,17 @@ log = logging.getLogger(__name__)
 
 class ReadOnlyIndexError(RuntimeError):
     """A memory-mapped index cannot change: FAISS would abort the process. Load it into memory first."""
+
+
+@contextmanager
+def omp_threads(threads: int) -> Iterator[None]:
+    """FAISS on `threads` OpenMP threads for the block, then back to what it was (OpenMP keeps it per thread)."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 class VectorIndex:
@@ -242,12 +255,8 @@ class VectorIndex:
             return self.index.search(queries, k)
         # One query runs faster on one OpenMP thread, and leaves the other cores to concurrent queries: exact search
         # over 100k vectors, 15.9 ms p50 on one thread, 17.8 on two (bench/results/query.md). Set per calling thread.
-        threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-        try:
+        with omp_threads(1):
             return self.index.search(queries, k)
-        finally:
-            faiss.omp_set_num_threads(threads)
 
     def _rescored_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """IVF-PQ candidates, rescored with their exact vectors. A candidate whose vector is gone (deleted since
