@@ -137,4 +137,5 @@ class IndexCache:
 
     def _place(self, index: VectorIndex) -> None:
         if index.use_gpu(self.library.faiss_gpu):
-            log.info("searching the %s index of %d vectors on the GPU", index.kind, index.ntotal)
+            log.info("searching the %s index of %d vectors on the GPU (%s)", index.kind, index.ntotal,
+                     index.gpu_search)

@@ -8,7 +8,8 @@ recall it measured are kept in the index metadata (the .json beside the .faiss f
 Large libraries: with a memory budget the builder picks the index by autofaiss's rules (plan.py), trains it on a
 sample and adds the vectors in chunks (build.py: 10M vectors never sit in RAM as float32 at once), and an index
 file larger than a share of the free RAM is memory-mapped read-only when it is loaded. gpu.py places the search
-copy on a GPU where there is one; index.py holds VectorIndex, which ties them together."""
+copy on a GPU where FAISS has GPU support, torch_exact.py an exact float16 copy searched by torch where it has none;
+index.py holds VectorIndex, which ties them together."""
 
 from vlsearch.library.vectors.files import IndexMeta, kind_of, meta_path
 from vlsearch.library.vectors.gpu import gpu_eligible

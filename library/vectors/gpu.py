@@ -68,6 +68,9 @@ class GpuCopy:
     """A CPU index's copy on the GPU(s) of `module` (faiss, or a stand-in in tests), searched under the shared
     resources' lock."""
 
+    max_k = GPU_MAX_K
+    follows_params = True  # the copy carries nprobe: a change of settings needs a new copy
+
     def __init__(self, module: Any) -> None:
         self.module = module
         self.index: Any = None

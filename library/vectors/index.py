@@ -8,14 +8,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 
 from vlsearch.library.vectors.build import QUANTIZER_ADD_EF, add_chunks, trained_index
 from vlsearch.library.vectors.files import IndexMeta, read_index, write_index
-from vlsearch.library.vectors.gpu import GPU_MAX_K, GpuCopy, gpu_eligible
+from vlsearch.library.vectors.gpu import GpuCopy, gpu_eligible
 from vlsearch.library.vectors.guard import (
     GUARD_QUERIES,
     RECALL_K,
@@ -29,6 +29,9 @@ from vlsearch.library.vectors.guard import (
 )
 from vlsearch.library.vectors.plan import RESCORE_EXTRA_MAX, RESCORE_FACTOR, format_bytes, plan_index
 from vlsearch.library.vectors.sources import VectorChunks, VectorLookup, array_lookup, rows_at
+
+if TYPE_CHECKING:
+    from vlsearch.library.vectors.torch_exact import TorchExactCopy
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ class VectorIndex:
         self.build_info: dict[str, Any] = dict(build_info or {})
         self.rescore_from = rescore_from
         self.mapped_from = mapped_from  # the file a memory-mapped, read-only index reads its lists from
-        self._gpu: GpuCopy | None = None  # a GPU copy that searches, when one is in use
+        self._gpu: GpuCopy | TorchExactCopy | None = None  # a GPU copy that searches, when one is in use
         self.tune(params or self._default_params())
 
     @classmethod
@@ -139,7 +142,8 @@ class VectorIndex:
         if "nprobe" in params and self.kind in ("ivf", "ivfpq"):
             faiss.extract_index_ivf(self.index).nprobe = int(params["nprobe"])
             self._quantizer_ef()
-            self._refresh_gpu()
+            if self._gpu is not None and self._gpu.follows_params:
+                self._refresh_gpu()
         if "ef_search" in params and self.kind == "hnsw":
             faiss.downcast_index(self.index.index).hnsw.efSearch = int(params["ef_search"])
 
@@ -199,8 +203,11 @@ class VectorIndex:
         index = faiss.read_index(str(self.mapped_from))
         loaded = VectorIndex(index, self.kind, self.dim, self.params, self.recall, self.rescore_from, self.requested,
                              self.build_info)
-        if self._gpu is not None:
-            loaded.use_gpu(True, self._gpu.module)
+        gpu = self._gpu
+        if isinstance(gpu, GpuCopy):
+            loaded.use_gpu(True, gpu.module)
+        elif gpu is not None:
+            loaded.use_gpu(True, torch_device=str(gpu.device))
         return loaded
 
     def _check_writable(self) -> None:
@@ -249,7 +256,7 @@ class VectorIndex:
 
     def _faiss_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         gpu = self._gpu
-        if gpu is not None and k <= GPU_MAX_K:
+        if gpu is not None and (gpu.max_k is None or k <= gpu.max_k):
             return gpu.search(queries, k)
         if len(queries) > 1:
             return self.index.search(queries, k)
@@ -292,14 +299,31 @@ class VectorIndex:
         gpu = self._gpu
         return gpu.shards if gpu is not None else 0
 
-    def use_gpu(self, allowed: bool = True, faiss_module: Any = faiss) -> bool:
-        """Search a GPU copy of the index when `gpu_eligible` says so; the CPU index stays what is updated and
-        saved. Returns whether searches now run on the GPU."""
+    def use_gpu(self, allowed: bool = True, faiss_module: Any = faiss, torch_device: str | None = None) -> bool:
+        """Search a GPU copy of the index, when `allowed`: FAISS's own where `gpu_eligible` says so, else an exact
+        torch copy where `exact_copy_device` finds room (on `torch_device` where given). The CPU index stays what is
+        updated and saved. Returns whether searches now run on the copy."""
         self._gpu = None
+        if not allowed:
+            return False
         if gpu_eligible(self.kind, allowed, faiss_module):
-            copy = GpuCopy(faiss_module)
-            self._gpu = copy if copy.clone(self.index, self.kind) else None
+            copy: GpuCopy | TorchExactCopy = GpuCopy(faiss_module)
+        else:
+            # torch is imported here, where a GPU is wanted: the library's other users need not load it
+            from vlsearch.library.vectors.torch_exact import TorchExactCopy, exact_copy_device
+
+            device = exact_copy_device(self.kind, self.ntotal, self.dim, torch_device)
+            if device is None:
+                return False
+            copy = TorchExactCopy(device)
+        self._gpu = copy if copy.clone(self.index, self.kind) else None
         return self.on_gpu
+
+    @property
+    def gpu_search(self) -> str | None:
+        """What searches on the GPU: "faiss", "torch exact", or None (the CPU index)."""
+        gpu = self._gpu
+        return None if gpu is None else "faiss" if isinstance(gpu, GpuCopy) else "torch exact"
 
     def _refresh_gpu(self) -> None:
         """A fresh GPU copy after the CPU index changed; searches fall back to the CPU where one cannot be made."""
