@@ -44,9 +44,10 @@ import httpx
 import numpy as np
 
 from bench.index_choice import cpu_model, make_mixture
-from bench.record import recorded_command
+from bench.record import recorded_command, result_name
 
-RANDOM_CLIP = {"ViT-B-32-random": "ViT-B-32"}  # bench model name -> open_clip architecture, random weights
+# bench model name -> open_clip architecture, random weights
+RANDOM_CLIP = {"ViT-B-32-random": "ViT-B-32", "ViT-L-14-random": "ViT-L-14"}
 HEALTH_TIMEOUT_S = 300
 
 ADJECTIVES = ("red", "old", "small", "shiny", "wet", "wooden", "striped", "blurry", "bright", "broken", "tall", "empty")
@@ -335,9 +336,9 @@ def write_markdown(path: Path, report: dict) -> None:
     small = m["cores"] is not None and m["cores"] <= 4
     lines = [
         "# HTTP text search under load: requests/s and latency, with and without micro-batching", "",
-        f"Command: `{report['command']}` (raw numbers: `api.json`). Measured {report['date']}, total run "
-        f"{report['total_seconds']:.0f} s, load average {report['loadavg_start']} before, {report['loadavg_end']} "
-        "after.", "",
+        f"Command: `{report['command']}` (raw numbers: `{path.with_suffix('.json').name}`). Measured {report['date']}, "
+        f"total run {report['total_seconds']:.0f} s, load average {report['loadavg_start']} before, "
+        f"{report['loadavg_end']} after.", "",
         f"Machine: CPU `{m['cpu']}`, {m['cores']} cores ({m['torch_threads']} torch threads), GPU "
         f"{m['gpu'] or 'none used'}; device `{report['device']}`; Python {m['python']}, torch {m['torch']}, uvicorn "
         f"{m['uvicorn']} ({'uvloop' if m['uvloop'] else 'asyncio'} loop, {'httptools' if m['httptools'] else 'h11'} "
@@ -411,7 +412,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vlsearch-bench-api",
                    help="where synthetic libraries are kept between runs")
-    p.add_argument("--out", type=Path, help="folder for api.json and api.md")
+    p.add_argument("--out", type=Path, help="folder for api.json and api.md (api-gpu.* on a GPU)")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the server child process
     p.add_argument("--library", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -465,8 +466,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"total {report['total_seconds']} s")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "api.json").write_text(json.dumps(report, indent=2))
-        write_markdown(args.out / "api.md", report)
+        name = result_name("api", device)
+        (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
+        write_markdown(args.out / f"{name}.md", report)
 
 
 if __name__ == "__main__":

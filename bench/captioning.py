@@ -28,7 +28,7 @@ import transformers
 from PIL import Image
 
 from bench.index_choice import cpu_model
-from bench.record import recorded_command
+from bench.record import recorded_command, result_name
 from vlsearch.captioner.blip import BlipModel, GenerationSettings
 from vlsearch.captioner.tiny import blip_tokenizer
 from vlsearch.encoders.base import pick_device
@@ -95,7 +95,7 @@ def write_markdown(path: Path, report: dict) -> None:
     m = report["machine"]
     lines = [
         "# Captioning throughput: BLIP-base (random weights)", "",
-        f"Command: `{report['command']}` (raw numbers: `captioning.json`). Measured {report['date']}, "
+        f"Command: `{report['command']}` (raw numbers: `{path.with_suffix('.json').name}`). Measured {report['date']}, "
         f"total run {report['total_seconds']:.0f} s, load average {report['loadavg_start']} before, "
         f"{report['loadavg_end']} after.", "",
         f"Machine: CPU `{m['cpu']}`, {m['cores']} cores ({m['torch_threads']} torch threads), "
@@ -129,7 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=8, help="images per setting, rounded up to whole batches")
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--out", type=Path, help="folder for captioning.json and captioning.md")
+    p.add_argument("--out", type=Path, help="folder for captioning.json and captioning.md (captioning-gpu.* on a GPU)")
     return p.parse_args(argv)
 
 
@@ -164,8 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"total {report['total_seconds']} s")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "captioning.json").write_text(json.dumps(report, indent=2))
-        write_markdown(args.out / "captioning.md", report)
+        name = result_name("captioning", device)
+        (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
+        write_markdown(args.out / f"{name}.md", report)
 
 
 if __name__ == "__main__":

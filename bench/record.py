@@ -12,3 +12,8 @@ PREFIX = ("python", "-m", "bench")
 def recorded_command(which: str, argv: list[str] | None) -> str:
     """`argv` as the benchmark's main got it (None: this process's own arguments)."""
     return shlex.join([*PREFIX, which, *(sys.argv[1:] if argv is None else argv)])
+
+
+def result_name(which: str, device: str) -> str:
+    """WHICH on the CPU, WHICH-gpu on a GPU: a GPU run's results sit beside the CPU's rather than replace them."""
+    return f"{which}-gpu" if device.startswith("cuda") else which

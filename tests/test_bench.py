@@ -3,6 +3,7 @@ Nothing here is timed; only the shape and sanity of the reports are checked."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import shlex
 from pathlib import Path
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from bench import scale
-from bench.__main__ import BENCHES, check_command
+from bench.__main__ import BENCHES, GPU_ONLY, check_command
 from bench.__main__ import main as bench
+from bench.record import result_name
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 
@@ -39,6 +41,29 @@ def test_index_choice_benchmark_writes_its_table_beside_the_raw_numbers(tmp_path
     table = (tmp_path / "index_choice.md").read_text()
     assert report["command"] in table and len([line for line in table.splitlines() if line.startswith("| 3,000")]) \
         == len(report["rows"])
+
+
+def test_gpu_serve_runs_its_encoder_and_search_stages_on_the_cpu_where_there_is_no_gpu(tmp_path):
+    """The one-shot GPU script's code, at toy sizes on the CPU (a GPU machine runs it with --device auto): exact
+    torch search finds the exact top 10, and the CPU index the server would use is measured beside it."""
+    assert bench(["gpu-serve", "--stages", "encoder,search", "--device", "cpu", "--sizes", "2000,5000",
+                  "--cpu-ivf-max", "2000", "--encoders", "tiny-random", "--queries", "30", "--latency-queries", "5",
+                  "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "gpu_serve.json").read_text())
+    assert report["device"] == "cpu" and report["machine"]["gpu"] is None
+    (encoder,) = report["stages"]["encoder"]
+    assert encoder["model"] == "tiny-random" and encoder["texts_per_s_batch_32"] > 0
+    small, large = report["stages"]["search"]
+    assert (small["vectors"], large["vectors"]) == (2000, 5000)
+    assert small["recall_at_10"] == large["recall_at_10"] == 1.0 and small["one_query_ms"]["p50"] > 0
+    assert small["cpu_ivf"]["kind"] == "flat" and small["cpu_ivf"]["recall_at_10"] == 1.0 and "cpu_ivf" not in large
+    assert bench(["gpu-serve", "--stages", "encoder", "--device", "cpu", "--encoders", "tiny-random",
+                  "--latency-queries", "5", "--out", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "gpu_serve.json").read_text())
+    assert again["stages"]["search"] == report["stages"]["search"]  # a later call keeps the stages it did not rerun
+    assert "; then python -m bench gpu-serve --stages encoder" in again["command"]
+    check_command(again["command"].replace(str(tmp_path), "bench/results"))
+    assert "| 5,000 |" in (tmp_path / "gpu_serve.md").read_text()
 
 
 def test_unknown_benchmark_is_refused_with_the_choices(capsys):
@@ -108,12 +133,18 @@ def test_distributed_benchmark_compares_ray_with_a_local_run_and_measures_the_me
     assert "| tiny-random |" in (tmp_path / "out" / "distributed.md").read_text()
 
 
-def written_name(command: str) -> str:
-    """The file stem the last command of a (checked) record writes into bench/results."""
+def written_names(command: str) -> set[str]:
+    """The file stems the last command of a (checked) record may write into bench/results: api and captioning
+    write WHICH-gpu on a GPU, which --device auto finds only when they run."""
     words = shlex.split(command.split("; then ")[-1])
     if words[3] == "scale":
-        return scale.result_name(scale.parse_args(words[4:]))
-    return BENCHES[words[3]].removeprefix("bench.")
+        return {scale.result_name(scale.parse_args(words[4:]))}
+    stem = BENCHES[words[3]].removeprefix("bench.")
+    if words[3] in ("api", "captioning"):
+        device = importlib.import_module(BENCHES[words[3]]).parse_args(words[4:]).device
+        return {result_name(stem, "cpu"), result_name(stem, "cuda")} - (set() if device == "auto" else {
+            result_name(stem, "cpu" if device.startswith("cuda") else "cuda")})
+    return {stem}
 
 
 @pytest.mark.parametrize("name", sorted(path.name for path in RESULTS.glob("*.json")))
@@ -121,12 +152,12 @@ def test_every_result_file_records_a_command_that_python_m_bench_accepts_and_tha
     report = json.loads((RESULTS / name).read_text())
     assert "command" in report, f"{name} records no command: rerun its benchmark"
     check_command(report["command"])
-    assert f"{written_name(report['command'])}.json" == name
+    assert name.removesuffix(".json") in written_names(report["command"])
 
 
 def test_every_benchmark_has_published_results():
     names = {path.stem for path in RESULTS.glob("*.json")}
-    assert {module.removeprefix("bench.") for module in BENCHES.values()} <= names
+    assert {module.removeprefix("bench.") for which, module in BENCHES.items() if which not in GPU_ONLY} <= names
 
 
 @pytest.mark.parametrize("command", [

@@ -9,13 +9,15 @@ float32 with the unrounded query: the same top k, in the same order, as the CPU'
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import faiss
 import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
+ArrayLike = Any  # a numpy array or a torch tensor
 
 # Kinds whose FAISS index holds every vector exactly (IVF-Flat's lists keep raw floats; HNSW-Flat its storage),
 # so the copy can be made from the index alone. IVF-PQ keeps codes: its exact vectors are in SQLite only.
@@ -92,20 +94,25 @@ class TorchExactCopy:
 
     def clone(self, cpu_index: faiss.Index, kind: str) -> bool:
         """Copy what `cpu_index` holds to the device. False, after a warning, where it does not fit."""
-        count, dim = int(cpu_index.ntotal), int(cpu_index.d)
+        return self.fill(stored_vectors(cpu_index, kind, self.chunk_rows), int(cpu_index.ntotal), int(cpu_index.d))
+
+    def fill(self, chunks: Iterable[tuple[ArrayLike, ArrayLike]], count: int, dim: int) -> bool:
+        """Hold the `count` (ids, vectors) that `chunks` yields (numpy arrays or tensors) on the device; False,
+        after a warning, where they do not fit (the copy searched so far stays)."""
         try:
             matrix = torch.empty((count, dim), dtype=torch.float16, device=self.device)
             ids = torch.empty(count, dtype=torch.int64, device=self.device)
             row = 0
-            for chunk_ids, vectors in stored_vectors(cpu_index, kind, self.chunk_rows):
+            for chunk_ids, vectors in chunks:
                 end = row + len(chunk_ids)
-                matrix[row:end] = torch.from_numpy(vectors).to(self.device, torch.float16)
-                ids[row:end] = torch.from_numpy(chunk_ids).to(self.device)
+                matrix[row:end] = torch.as_tensor(vectors).to(self.device, torch.float16)
+                ids[row:end] = torch.as_tensor(chunk_ids).to(self.device)
                 row = end
         except torch.OutOfMemoryError as exc:
-            log.warning("cannot copy the %s index of %d vectors to %s (%s); searching on the CPU", kind, count,
-                        self.device, exc)
+            log.warning("cannot hold %d vectors on %s (%s); searching on the CPU", count, self.device, exc)
             return False
+        if row != count:
+            raise ValueError(f"expected {count} vectors, got {row}")
         self.held = (matrix, ids)
         return True
 
