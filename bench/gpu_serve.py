@@ -24,6 +24,7 @@ import argparse
 import datetime
 import json
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -55,7 +56,7 @@ def gpu_machine(device: str) -> dict:
 def tests_stage(args: argparse.Namespace) -> dict:
     """The suite but the browser tests, in a child pytest: its summary counts and the ids of what failed."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE", "--ignore=tests/test_web.py",
-           "tests"]
+           *shlex.split(args.pytest_args), "tests"]
     started = time.perf_counter()
     try:
         run = subprocess.run(cmd, capture_output=True, timeout=args.tests_timeout)
@@ -65,7 +66,7 @@ def tests_stage(args: argparse.Namespace) -> dict:
     print(output[-4000:], flush=True)
     summary = next((line for line in reversed(output.splitlines()) if re.search(r"\d+ (passed|failed)", line)), "")
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed)", summary)}
-    failed = sorted({m for m in re.findall(r"^(?:FAILED|ERROR) (\S+)", output, re.M)})
+    failed = sorted(set(re.findall(r"^(?:FAILED|ERROR) (.+)$", output, re.M)))  # test id - the error's first line
     return {"exit": code, "seconds": round(time.perf_counter() - started, 1), "counts": counts, "failed": failed}
 
 
@@ -229,6 +230,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--api-vectors", type=int, default=1_000_000)
     p.add_argument("--api-duration", type=float, default=10.0, help="seconds measured per API setting")
     p.add_argument("--tests-timeout", type=float, default=540.0)
+    p.add_argument("--pytest-args", default="", help="more pytest arguments for the tests stage, e.g. '-n 8' "
+                   "(pytest-xdist) or '-k vectors'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="folder for gpu_serve.json and gpu_serve.md")
     args = p.parse_args(argv)
