@@ -84,13 +84,13 @@ def rss_mb(pid: int) -> float:
 class Server:
     """`vlsearch serve` (the CLI entry point) in a subprocess, with a key and the photo folder as its index root."""
 
-    def __init__(self, library: Path, root: Path, workdir: Path) -> None:
+    def __init__(self, library: Path, root: Path, workdir: Path, device: str = "auto") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "server.log"
         config = workdir / "vlsearch.toml"
         config.write_text(f'index_roots = ["{root}"]\napi_keys = ["{KEY}"]\ncaptions = false\nocr = false\n'
-                          f'vqa_model = "{MODEL}"\nitm_model = "{MODEL}"\nindex_lag_s = 2.0\n')
+                          f'vqa_model = "{MODEL}"\nitm_model = "{MODEL}"\nindex_lag_s = 2.0\ndevice = "{device}"\n')
         env = {k: v for k, v in os.environ.items() if not k.startswith("VLSEARCH_")}
         command = [sys.executable, "-m", "vlsearch.api.cli", "serve", "--library", str(library),
                    "--port", str(self.port), "--config", str(config), "--model-dir", str(workdir / "models")]
@@ -337,6 +337,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--photos", type=int, default=200, help="photos in the library before the load")
     p.add_argument("--batch", type=int, default=20, help="photos each index job adds")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of light load before measuring")
+    p.add_argument("--device", default="auto", help="the server's device: auto (cuda when present), cpu or cuda")
     p.add_argument("--work", type=Path, help="working folder (default: a fresh temp folder, removed after)")
     p.add_argument("--out", type=Path, help="folder for soak.json and soak.md")
     return p.parse_args(argv)
@@ -354,7 +355,7 @@ def main(argv: list[str] | None = None) -> dict:
     lib = Library.open(library)
     Indexer(lib, load_encoder(MODEL, device="cpu"), workers=0).run([root])
     lib.close()
-    server = Server(library, root, work)
+    server = Server(library, root, work, args.device)
     try:
         run = asyncio.run(soak(server, root, args))
         time.sleep(3)  # past index_lag_s: the server's index catches up with the last delete

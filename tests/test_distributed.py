@@ -27,14 +27,16 @@ from vlsearch.library.schema import Caption, OcrText
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'vlsearch[distributed]')")
 
 runner = CliRunner()
+# On the CPU, local and Ray runs alike: fp16 on a GPU would change the vectors and captions compared between them.
 MODELS = ("--model", "tiny-random", "--caption-model", "tiny-random", "--beams", "1", "--max-length", "8",
-          "--workers", "0")
+          "--workers", "0", "--device", "cpu")
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """One local Ray instance for the module (starting one takes seconds); `--ray auto` joins it."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    """One local Ray instance for the module (starting one takes seconds); `--ray auto` joins it. No GPUs, also on
+    a machine that has one: the runs here are CPU runs."""
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
 

@@ -21,8 +21,9 @@ from vlsearch.library.schema import Caption
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'vlsearch[distributed]')")
 from ray.cluster_utils import Cluster  # noqa: E402  (after the skip)
 
+# The nodes have no GPUs (below); Ray no longer hides a machine's GPU from actors given none, so say so here too.
 MODELS = ("--model", "tiny-random", "--caption-model", "tiny-random", "--beams", "1", "--max-length", "8",
-          "--no-ocr", "--workers", "0")
+          "--no-ocr", "--workers", "0", "--device", "cpu")
 
 
 @pytest.fixture(scope="module")
