@@ -57,55 +57,58 @@ def open_library(path: Path, create: bool = False, faiss_gpu: bool = False) -> L
 
 
 def load_model(spec: str, weights: Path | None, model_dir: Path, device: str = "auto",
-               hooks: LoadHooks = QUIET) -> Encoder:
+               hooks: LoadHooks = QUIET, *, precision: str = "auto") -> Encoder:
     """The embedding model; WeightsUnavailable or ValueError when it cannot be loaded as asked."""
     from vlsearch.encoders import load_encoder
 
     with hooks.loading("embed", spec):
-        return load_encoder(spec, weights=weights, model_dir=model_dir, device=device)
+        return load_encoder(spec, weights=weights, model_dir=model_dir, device=device, precision=precision)
 
 
 def load_text_model(spec: str, task: str, model_dir: Path, device: str = "auto",
-                    settings: GenerationSettings | None = None, hooks: LoadHooks = QUIET) -> ImageTextModel:
+                    settings: GenerationSettings | None = None, hooks: LoadHooks = QUIET, *,
+                    precision: str = "auto") -> ImageTextModel:
     """A captioning (caption), VQA (answer) or image-text matching (match) model; WeightsUnavailable, ValueError or
     OcrUnavailable when it cannot be loaded as asked."""
     from vlsearch.captioner import load_image_text_model
 
     with hooks.loading(task, spec):
-        return load_image_text_model(spec, task, model_dir=model_dir, device=device, settings=settings)
+        return load_image_text_model(spec, task, model_dir=model_dir, device=device, settings=settings,
+                                     precision=precision)
 
 
 def library_caption_model(lib: Library, chosen: str | None, model_dir: Path, device: str = "auto",
-                          settings: GenerationSettings | None = None,
-                          hooks: LoadHooks = QUIET) -> tuple[ImageTextModel, bool]:
+                          settings: GenerationSettings | None = None, hooks: LoadHooks = QUIET, *,
+                          precision: str = "auto") -> tuple[ImageTextModel, bool]:
     """(model, stand_in): the caption model to use on `lib`: the one asked for (an error if it cannot load), else
     the one the library's captions come from, else `auto`. A recorded model that cannot be loaded here (its weights
     or folder are elsewhere) is a warning, not a dead end: `auto` stands in (stand_in is True) for images with no
     caption at all, and its captions are kept apart by name."""
     if chosen:
-        return load_text_model(chosen, "caption", model_dir, device, settings, hooks), False
+        return load_text_model(chosen, "caption", model_dir, device, settings, hooks, precision=precision), False
     recorded = lib.caption_model()
     if recorded and recorded != "auto":
         from vlsearch.captioner.ocr import OcrUnavailable
         from vlsearch.encoders import WeightsUnavailable
 
         try:
-            return load_text_model(recorded, "caption", model_dir, device, settings, hooks), False
+            return load_text_model(recorded, "caption", model_dir, device, settings, hooks, precision=precision), False
         except (WeightsUnavailable, ValueError, OcrUnavailable) as exc:
             hooks.stand_in(recorded, exc)
-            return load_text_model("auto", "caption", model_dir, device, settings, hooks), True
-    return load_text_model("auto", "caption", model_dir, device, settings, hooks), False
+            return load_text_model("auto", "caption", model_dir, device, settings, hooks, precision=precision), True
+    return load_text_model("auto", "caption", model_dir, device, settings, hooks, precision=precision), False
 
 
-def optional_matcher(spec: str, model_dir: Path, device: str, hooks: LoadHooks = QUIET) -> ImageTextModel | None:
+def optional_matcher(spec: str, model_dir: Path, device: str, hooks: LoadHooks = QUIET, *,
+                     precision: str = "auto") -> ImageTextModel | None:
     """The image-text matching model; with `auto` and no weights here, none (rerank then answers 503)."""
     from vlsearch.captioner import load_image_text_model
     from vlsearch.encoders import WeightsUnavailable
 
     if spec != "auto":
-        return load_text_model(spec, "match", model_dir, device, hooks=hooks)
+        return load_text_model(spec, "match", model_dir, device, hooks=hooks, precision=precision)
     try:
-        return load_image_text_model("auto", "match", model_dir=model_dir, device=device)
+        return load_image_text_model("auto", "match", model_dir=model_dir, device=device, precision=precision)
     except (WeightsUnavailable, ValueError):
         return None
 
@@ -177,13 +180,15 @@ def load_models(lib: Library, settings: Settings, hooks: LoadHooks = QUIET) -> M
     spec = settings.model or lib.default_model() or "auto"
     if lib.default_model():
         check_model(lib, spec, None)  # a model the library has no vectors of: a clear error, before loading it
-    model_dir, device = settings.model_dir, settings.device
-    encoder = timed("embed", lambda: load_model(spec, None, model_dir, device, hooks))
+    model_dir, device, precision = settings.model_dir, settings.device, settings.precision
+    encoder = timed("embed", lambda: load_model(spec, None, model_dir, device, hooks, precision=precision))
     captioner, stand_in = (timed("caption", lambda: library_caption_model(lib, settings.caption_model, model_dir,
-                                                                          device, hooks=hooks))
+                                                                          device, hooks=hooks, precision=precision))
                            if settings.captions else (None, False))
-    answerer = timed("answer", lambda: load_text_model(settings.vqa_model, "answer", model_dir, device, hooks=hooks))
-    matcher = timed("match", lambda: optional_matcher(settings.itm_model, model_dir, device, hooks))
+    answerer = timed("answer", lambda: load_text_model(settings.vqa_model, "answer", model_dir, device, hooks=hooks,
+                                                       precision=precision))
+    matcher = timed("match", lambda: optional_matcher(settings.itm_model, model_dir, device, hooks,
+                                                      precision=precision))
     reader = timed("ocr", lambda: load_ocr(hooks)) if settings.ocr else None
     return Models(encoder=encoder, captioner=captioner, answerer=answerer, matcher=matcher, ocr=reader,
                   caption_stand_in=stand_in, load_seconds=load_seconds)

@@ -16,6 +16,7 @@ from vlsearch.encoders.errors import (
     DeviceUnavailable,
     NeedsArchitecture,
     UnknownModel,
+    UnknownPrecision,
     UnknownPretrained,
     WeightsNotHere,
 )
@@ -83,6 +84,11 @@ def _(exc: UnknownPretrained) -> str:
 @explain.register
 def _(exc: NeedsArchitecture) -> str:
     return f"--weights needs an architecture: --model ARCH (e.g. {exc.default}); got {exc.arch!r}"
+
+
+@explain.register
+def _(exc: UnknownPrecision) -> str:
+    return f"--precision {exc.precision}: {exc}"
 
 
 @explain.register

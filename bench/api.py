@@ -57,7 +57,7 @@ PLACES = ("at night", "in the snow", "on a table", "in the city", "by the sea", 
           "in a kitchen", "on a road", "in a garden")
 
 
-def load_bench_encoder(spec: str, device: str):
+def load_bench_encoder(spec: str, device: str, precision: str = "auto"):
     """The encoders this benchmark knows: a registry preset, or a CLIP architecture with seeded random weights."""
     from vlsearch.encoders import load_encoder
 
@@ -65,8 +65,8 @@ def load_bench_encoder(spec: str, device: str):
         from vlsearch.encoders.base import pick_device
         from vlsearch.encoders.clip import ClipEncoder
 
-        return ClipEncoder(spec, RANDOM_CLIP[spec], None, pick_device(device))
-    return load_encoder(spec, device=device)
+        return ClipEncoder(spec, RANDOM_CLIP[spec], None, pick_device(device), precision)
+    return load_encoder(spec, device=device, precision=precision)
 
 
 def query_texts():

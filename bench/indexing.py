@@ -5,15 +5,17 @@ the hardware's limit measured in the same run: the bare encoder's images/s on te
 same batch size. The ratio end-to-end / bare says how much of the model's speed the pipeline (read, hash, decode,
 thumbnail, preprocess in worker processes, embed, commit to SQLite, FAISS update) keeps.
 
-Rows per model:
-- bare: `encoder.encode_image_tensors` on a pre-made random batch, repeated (after a warm-up);
+Rows per model and precision (`--precisions`: fp32, the reference, and what auto picks on this machine: bf16
+weights where the CPU computes bf16 in hardware):
+- bare: `encoder.encode_image_tensors` on a pre-made random batch, repeated (after a warm-up), in the row's
+  precision and in fp32;
 - decode only: the indexer's own decoding stage (read, sha256, decode, thumbnail, preprocess) through the same
   DataLoader workers, no model: the ceiling the CPU side puts on end to end; once with JPEGs decoded at reduced
   scale (the indexer's default) and once at full size (`reduced_decode=False`), the gain of the fast path;
 - end to end: `Indexer.run` into a new library (the default worker count, batch 32).
 - fidelity: cosine between the vectors the pipeline stored and the reference: the model's own preprocess on the
-  full-size decoded photo (PIL, EXIF-upright, RGB) encoded at full precision. The fast path (JPEG draft decoding
-  at a reduced scale) must keep mean >= 0.995 and min >= 0.98.
+  full-size decoded photo (PIL, EXIF-upright, RGB) encoded in fp32. The fast path (JPEG draft decoding at a
+  reduced scale) and reduced precision together must keep mean >= 0.995 and min >= 0.98.
 
 Photos: JPEGs of mixed, camera-like sizes (0.3 to 12 megapixels, landscape, portrait and square) made from the
 bundled scikit-image/scikit-learn sample photos by upscaling, cropping and resizing, so no two files share bytes.
@@ -151,8 +153,8 @@ def decode_rate(files: list[Path], encoder, batch_size: int, workers: int, draft
     return n / (time.perf_counter() - started)
 
 
-def fidelity(lib: Library, encoder, files: list[Path]) -> dict:
-    """Cosine between stored vectors and the reference (full-size decode, the model's own preprocess)."""
+def fidelity(lib: Library, encoder, reference_encoder, files: list[Path]) -> dict:
+    """Cosine between stored vectors and the reference: full-size decode, the model's own preprocess, fp32."""
     with lib.session() as s:
         ids = dict(s.execute(select(ImageRecord.path, ImageRecord.id)
                              .where(ImageRecord.path.in_([str(f) for f in files]))).all())
@@ -164,35 +166,55 @@ def fidelity(lib: Library, encoder, files: list[Path]) -> dict:
             image = (ImageOps.exif_transpose(im) or im).convert("RGB")
         refs.append(encoder.preprocess(limit_aspect(image)))
         ours.append(stored[ids[str(f)]])
-    reference = np.concatenate([encoder.encode_image_tensors(torch.stack(refs[i:i + 16]))
+    reference = np.concatenate([reference_encoder.encode_image_tensors(torch.stack(refs[i:i + 16]))
                                 for i in range(0, len(refs), 16)])
     cos = np.sum(reference * np.asarray(ours, dtype=np.float32), axis=1)
     return {"images": len(cos), "mean_cosine": round(float(cos.mean()), 5), "min_cosine": round(float(cos.min()), 5)}
 
 
-def run_model(spec: str, files: list[Path], work: Path, args) -> dict:
-    encoder = load_bench_encoder(spec, args.device)
-    workers = decode_workers(args.workers, encoder.device)
-    shape = tuple(encoder.preprocess(Image.new("RGB", (640, 480))).shape)
-    row: dict = {"model": spec, "device": encoder.device, "batch_size": args.batch_size, "workers": workers,
-                 "draft_to": None if args.full_decode else draft_size(encoder), "input": list(shape)}
-    row["bare_images_per_s"] = round(bare_rate(encoder, shape, args.batch_size, args.bare_seconds), 1)
-    row["decode_images_per_s"] = round(decode_rate(files, encoder, args.batch_size, workers, row["draft_to"]), 1)
-    if row["draft_to"] is not None:
-        full = decode_rate(files, encoder, args.batch_size, workers, None)
-        row["decode_full_size_images_per_s"] = round(full, 1)
-    lib = Library.open(work / f"lib-{spec}")
+def run_model(spec: str, files: list[Path], work: Path, args) -> list[dict]:
+    """Rows for one model: one per precision it computes in (the offline preset has fp32 only). The decoding
+    stage does not depend on the precision: it is measured once and repeated in each row."""
+    reference = load_bench_encoder(spec, args.device, "fp32")
+    workers = decode_workers(args.workers, reference.device)
+    shape = tuple(reference.preprocess(Image.new("RGB", (640, 480))).shape)
+    common: dict = {"model": spec, "device": reference.device, "batch_size": args.batch_size, "workers": workers,
+                    "draft_to": None if args.full_decode else draft_size(reference), "input": list(shape)}
+    common["bare_fp32_images_per_s"] = round(bare_rate(reference, shape, args.batch_size, args.bare_seconds), 1)
+    common["decode_images_per_s"] = round(decode_rate(files, reference, args.batch_size, workers,
+                                                      common["draft_to"]), 1)
+    if common["draft_to"] is not None:
+        full = decode_rate(files, reference, args.batch_size, workers, None)
+        common["decode_full_size_images_per_s"] = round(full, 1)
+    rows: list[dict] = []
+    for asked in args.precisions.split(","):
+        encoder = reference if asked == "fp32" else load_bench_encoder(spec, args.device, asked)
+        if any(r["precision"] == encoder.precision for r in rows):
+            continue  # auto chose a precision already measured
+        row = {**common, "precision": encoder.precision}
+        row["bare_images_per_s"] = (common["bare_fp32_images_per_s"] if encoder is reference else
+                                    round(bare_rate(encoder, shape, args.batch_size, args.bare_seconds), 1))
+        rows.append(row | end_to_end(spec, encoder, reference, files, work, args))
+        print(json.dumps(rows[-1]))
+    return rows
+
+
+def end_to_end(spec: str, encoder, reference, files: list[Path], work: Path, args) -> dict:
+    """`Indexer.run` into a new library: images/s, its ratios to the bare model (in this precision and in fp32),
+    and the fidelity of what it stored."""
+    lib = Library.open(work / f"lib-{spec}-{encoder.precision}")
     started = time.perf_counter()
-    report = Indexer(lib, encoder, batch_size=args.batch_size, workers=workers,
+    report = Indexer(lib, encoder, batch_size=args.batch_size, workers=decode_workers(args.workers, encoder.device),
                      reduced_decode=not args.full_decode).run([files[0].parent])
     seconds = time.perf_counter() - started
-    row |= {"images": report.embedded, "errors": report.errors, "seconds": round(seconds, 1),
-            "end_to_end_images_per_s": round(report.embedded / seconds, 1)}
-    row["ratio_to_bare"] = round(row["end_to_end_images_per_s"] / row["bare_images_per_s"], 3)
-    row["fidelity"] = fidelity(lib, encoder, files[:: max(1, len(files) // FIDELITY_SAMPLE)][:FIDELITY_SAMPLE])
-    lib.close()
-    print(json.dumps(row))
-    return row
+    rate = report.embedded / seconds
+    sample = files[:: max(1, len(files) // FIDELITY_SAMPLE)][:FIDELITY_SAMPLE]
+    try:
+        return {"images": report.embedded, "errors": report.errors, "seconds": round(seconds, 1),
+                "end_to_end_images_per_s": round(rate, 1),
+                "fidelity": fidelity(lib, encoder, reference, sample)}
+    finally:
+        lib.close()
 
 
 # ------------------------------------------------------------------------------------------------- report
@@ -216,20 +238,25 @@ def write_report(out: Path, result: dict) -> None:
         "- **bare**: the encoder alone on a pre-made batch (the limit); **decode**: the indexer's decoding stage "
         "alone (read, sha256, decode, thumbnail, preprocess, in its worker processes), JPEGs at reduced scale; "
         "**decode, full size**: the same with every JPEG decoded at full size; **end to end**: "
-        "`Indexer.run` into a new library; **ratio** = end to end / bare.",
-        "- **fidelity**: cosine of stored vectors against the model's own preprocess on the full-size photo "
-        f"({FIDELITY_SAMPLE} photos; target mean >= 0.995, min >= 0.98).",
+        "`Indexer.run` into a new library; **ratio** = end to end / bare in the row's precision; **/ fp32** = end "
+        "to end / bare in fp32 (the model's speed before reduced precision).",
+        "- **precision**: what the model computed in (`--precision`; bf16 = bfloat16 weights, where the CPU has "
+        "AVX512_BF16 or AMX). The decode columns do not depend on it: measured once per model.",
+        "- **fidelity**: cosine of stored vectors against the model's own preprocess on the full-size photo, encoded "
+        f"in fp32 ({FIDELITY_SAMPLE} photos; target mean >= 0.995, min >= 0.98).",
         "",
-        "| model | device | batch | workers | bare img/s | decode img/s | decode, full size img/s | "
-        "end-to-end img/s | ratio | images | fidelity mean / min |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| model | precision | device | batch | workers | bare img/s | bare fp32 img/s | decode img/s | "
+        "decode, full size img/s | end-to-end img/s | ratio | / fp32 | images | fidelity mean / min |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in result["runs"]:
         f = r["fidelity"]
-        lines.append(f"| {r['model']} | {r['device']} | {r['batch_size']} | {r['workers']} | "
-                     f"{r['bare_images_per_s']} | {r['decode_images_per_s']} | "
-                     f"{r.get('decode_full_size_images_per_s', '')} | {r['end_to_end_images_per_s']} | "
-                     f"{r['ratio_to_bare']:.2f} | {r['images']} | {f['mean_cosine']:.4f} / {f['min_cosine']:.4f} |")
+        lines.append(f"| {r['model']} | {r.get('precision', 'fp32')} | {r['device']} | {r['batch_size']} | "
+                     f"{r['workers']} | {r['bare_images_per_s']} | {r.get('bare_fp32_images_per_s', '')} | "
+                     f"{r['decode_images_per_s']} | {r.get('decode_full_size_images_per_s', '')} | "
+                     f"{r['end_to_end_images_per_s']} | {r['ratio_to_bare']:.2f} | "
+                     f"{r.get('ratio_to_bare_fp32', r['ratio_to_bare']):.2f} | {r['images']} | "
+                     f"{f['mean_cosine']:.4f} / {f['min_cosine']:.4f} |")
     (out / "indexing.md").write_text("\n".join(lines) + "\n")
 
 
@@ -247,6 +274,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: the indexer's)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precisions", default="fp32,auto", help="what the model computes in, a row each (comma-"
+                   "separated: auto, fp32, bf16; auto is bf16 on a CPU with AVX512_BF16 or AMX)")
     p.add_argument("--bare-seconds", type=float, default=10.0, help="how long to time the bare model")
     p.add_argument("--full-decode", action="store_true", help="decode every JPEG at full size (the old path)")
     p.add_argument("--photos", type=Path, help="folder for the generated photos (default: a cache in the temp dir)")
@@ -262,7 +291,10 @@ def main(argv: list[str] | None = None) -> dict:
     files = sorted(folder.glob("*.jpg"))
     work = Path(tempfile.mkdtemp(prefix="vlsearch-bench-indexing-"))
     try:
-        runs = [run_model(spec, files, work, args) for spec in args.models.split(",") if spec]
+        runs = [row for spec in args.models.split(",") if spec for row in run_model(spec, files, work, args)]
+        for row in runs:
+            row["ratio_to_bare"] = round(row["end_to_end_images_per_s"] / row["bare_images_per_s"], 3)
+            row["ratio_to_bare_fp32"] = round(row["end_to_end_images_per_s"] / row["bare_fp32_images_per_s"], 3)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {"command": recorded_command("indexing", argv),

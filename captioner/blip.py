@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from vlsearch.captioner.base import ImageTextModel, check_pairs
+from vlsearch.encoders.precision import DTYPES, resolve_precision
 from vlsearch.images import limit_aspect
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,11 @@ class GenerationSettings:
 
 
 class BlipModel(ImageTextModel):
-    """One BLIP checkpoint (captioning, VQA or ITM head) with its processor; fp16 on a GPU."""
+    """One BLIP checkpoint (captioning, VQA or ITM head) with its processor; fp16 on a GPU, bf16 on a CPU that
+    computes it in hardware (encoders/precision.py: generate runs 3x faster there, BLIP-base on 2 cores)."""
 
     def __init__(self, name: str, model: torch.nn.Module, processor, device: str,
-                 settings: GenerationSettings | None = None) -> None:
+                 settings: GenerationSettings | None = None, precision: str = "auto") -> None:
         self.name = name
         self.device = device
         self.settings = settings or GenerationSettings()
@@ -48,7 +50,8 @@ class BlipModel(ImageTextModel):
         if task is None:
             raise ValueError(f"{type(model).__name__} is not a BLIP class vlsearch uses ({', '.join(TASK_OF_CLASS)})")
         self.tasks = frozenset({task})
-        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        self.precision = resolve_precision(precision, device)
+        self.dtype = DTYPES[self.precision]
         self.model = model.to(device=device, dtype=self.dtype).eval()
         self.processor = processor
 

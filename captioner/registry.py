@@ -8,13 +8,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from vlsearch.captioner.base import ImageTextModel
 from vlsearch.captioner.blip import TASK_OF_CLASS, BlipModel, GenerationSettings
 from vlsearch.captioner.errors import TASK_NOUNS, TASK_VERBS, WrongTask
 from vlsearch.encoders.base import pick_device
 from vlsearch.encoders.errors import CheckpointUnusable, UnknownModel, WeightsNotHere, WeightsUnavailable
+from vlsearch.encoders.precision import DTYPES, resolve_precision
 from vlsearch.encoders.weights import file_digest, hub_reachable
 
 log = logging.getLogger(__name__)
@@ -65,18 +64,21 @@ def load_image_text_model(
     device: str = "auto",
     settings: GenerationSettings | None = None,
     allow_download: bool = True,
+    precision: str = "auto",
 ) -> ImageTextModel:
     """Load the model `spec` names for `task` (caption, answer or match).
 
     spec: `auto`, a preset (`vlsearch models list`), or a local folder holding a transformers BLIP checkpoint
-    (config.json, weights and processor files).
+    (config.json, weights and processor files). `precision`: what a BLIP model computes in
+    (encoders/precision.py); the offline captioner computes in fp32.
     """
     device = pick_device(device)
+    resolve_precision(precision, device)  # an impossible one is an error before anything loads
     if spec == "auto":
         for candidate in AUTO[task]:
             try:
                 return load_image_text_model(candidate, task, model_dir=model_dir, device=device, settings=settings,
-                                             allow_download=allow_download)
+                                             allow_download=allow_download, precision=precision)
             except WeightsUnavailable as exc:
                 last = exc
                 if candidate != AUTO[task][-1]:
@@ -95,18 +97,18 @@ def load_image_text_model(
         from vlsearch.captioner.tiny import tiny_blip
 
         model, processor = tiny_blip(task)
-        return BlipModel("tiny-random", model, processor, device, settings)
+        return BlipModel("tiny-random", model, processor, device, settings, precision)
     if preset is not None:
         folder = resolve_blip_weights(preset.repo or "", model_dir, allow_download)
-        return _from_folder(preset.name, folder, task, device, settings)
+        return _from_folder(preset.name, folder, task, device, settings, precision)
     if spec.startswith(FOLDER_PREFIX) and "#" in spec:  # a folder model as a library recorded it
         folder = Path(spec.removeprefix(FOLDER_PREFIX).rsplit("#", 1)[0])
         if not folder.is_dir():
             raise WeightsUnavailable(f"the checkpoint folder {folder} is gone (or not reachable from here)")
-        return _from_folder(folder_name(folder), folder, task, device, settings)
+        return _from_folder(folder_name(folder), folder, task, device, settings, precision)
     folder = Path(spec).expanduser()
     if folder.is_dir():
-        return _from_folder(folder_name(folder), folder, task, device, settings)
+        return _from_folder(folder_name(folder), folder, task, device, settings, precision)
     raise UnknownModel(spec, f"unknown model {spec!r} for {TASK_NOUNS[task]}: use a preset ({', '.join(PRESETS)}) "
                        "or a folder holding a BLIP checkpoint", task=task, choices=tuple(PRESETS))
 
@@ -146,7 +148,8 @@ def _has_weights(folder: Path) -> bool:
     return any(folder.glob("*.safetensors")) or (folder / PICKLE_WEIGHTS[0]).is_file()
 
 
-def _from_folder(name: str, folder: Path, task: str, device: str, settings: GenerationSettings | None) -> BlipModel:
+def _from_folder(name: str, folder: Path, task: str, device: str, settings: GenerationSettings | None,
+                 precision: str = "auto") -> BlipModel:
     import transformers
     from transformers.utils import logging as hf_logging
 
@@ -165,7 +168,7 @@ def _from_folder(name: str, folder: Path, task: str, device: str, settings: Gene
         raise WrongTask(str(folder), task, f"{folder} is a {cls_name} checkpoint, which can {TASK_VERBS[other]}, not "
                         f"{TASK_VERBS[task]}", fits=other)
     hf_logging.disable_progress_bar()
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    dtype = DTYPES[resolve_precision(precision, device)]
     try:
         model = getattr(transformers, cls_name).from_pretrained(folder, dtype=dtype)
         processor = transformers.BlipProcessor.from_pretrained(folder)
@@ -173,7 +176,7 @@ def _from_folder(name: str, folder: Path, task: str, device: str, settings: Gene
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointUnusable(folder, f"cannot load {cls_name} ({type(exc).__name__}: {reason}); download it "
                                  "again or choose another model") from None
-    return BlipModel(name, model, processor, device, settings)
+    return BlipModel(name, model, processor, device, settings, precision)
 
 
 def pull(spec: str, model_dir: Path | None) -> Path:

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from vlsearch.encoders.errors import DeviceUnavailable
+from vlsearch.encoders.precision import autocast
 from vlsearch.images import limit_aspect
 
 
@@ -32,6 +33,7 @@ class Encoder(ABC):
     name: str
     dim: int
     device: str
+    precision: str = "fp32"  # what it computes in: fp32, bf16 or fp16 (encoders/precision.py)
     input_size: int = 224  # the short side `preprocess` resizes to: decoding need not keep more than that
 
     @property
@@ -54,5 +56,5 @@ class Encoder(ABC):
         return self.encode_image_tensors(torch.stack(batch))
 
     def autocast(self) -> torch.autocast:
-        """fp16 on a GPU, full precision on the CPU (where fp16 is slower, not faster)."""
-        return torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.device.startswith("cuda"))
+        """The GPU's autocast for `precision` (encoders/precision.py); on the CPU the weights carry the format."""
+        return autocast(self.precision, self.device)

@@ -9,20 +9,23 @@ from open_clip.transformer import text_global_pool
 from PIL import Image
 
 from vlsearch.encoders.base import Encoder, normalise
+from vlsearch.encoders.precision import resolve_precision, weights_dtype
 
 
 class ClipEncoder(Encoder):
     """An open_clip model; `checkpoint` is a weights file, or None for random weights (tests, benchmarks)."""
 
-    def __init__(self, name: str, arch: str, checkpoint: str | None, device: str) -> None:
+    def __init__(self, name: str, arch: str, checkpoint: str | None, device: str, precision: str = "auto") -> None:
         self.name = name
         self.device = device
+        self.precision = resolve_precision(precision, device)
         if checkpoint is None:
             torch.manual_seed(0)  # random weights, but the same ones every time: vectors stay comparable
         model, _, preprocess = open_clip.create_model_and_transforms(
             arch, pretrained=checkpoint, device=device
         )
-        self.model = model.eval()
+        self.input_dtype = weights_dtype(self.precision, device)
+        self.model = model.eval().to(self.input_dtype)
         # On a GPU, convolutions (the patch embedding, ConvNeXt/ResNet towers) run faster in NHWC.
         self.memory_format = torch.channels_last if device.startswith("cuda") else torch.contiguous_format
         if device.startswith("cuda"):
@@ -40,7 +43,7 @@ class ClipEncoder(Encoder):
     @torch.inference_mode()
     def encode_image_tensors(self, batch: torch.Tensor) -> np.ndarray:
         with self.autocast():
-            pixels = batch.to(self.device, non_blocking=True, memory_format=self.memory_format)
+            pixels = batch.to(self.device, self.input_dtype, non_blocking=True, memory_format=self.memory_format)
             return normalise(self.model.encode_image(pixels))
 
     @torch.inference_mode()

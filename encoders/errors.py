@@ -82,3 +82,14 @@ class DeviceUnavailable(ValueError):
 
     def __reduce__(self):
         return type(self), (self.device, str(self))
+
+
+class UnknownPrecision(ValueError):
+    """A number format that is unknown, or that cannot run on the device asked for."""
+
+    def __init__(self, precision: str, message: str) -> None:
+        self.precision = precision
+        super().__init__(message)
+
+    def __reduce__(self):
+        return type(self), (self.precision, str(self))

@@ -17,6 +17,7 @@ from vlsearch.encoders.errors import (
     WeightsNotHere,
     WeightsUnavailable,
 )
+from vlsearch.encoders.precision import resolve_precision
 from vlsearch.encoders.weights import file_digest, hub_reachable
 
 log = logging.getLogger(__name__)
@@ -65,19 +66,23 @@ def load_encoder(
     model_dir: Path | None = None,
     device: str = "auto",
     allow_download: bool = True,
+    precision: str = "auto",
 ) -> Encoder:
     """Resolve a model spec to a loaded Encoder.
 
     spec: `auto`, a preset name (`vlsearch models list`), `ARCH/PRETRAINED` for any open_clip pair, or
     `ARCH` with `weights` pointing at a local checkpoint file. `model_dir` is where weights are cached
-    and looked for (copy it from a connected machine to an air-gapped one).
+    and looked for (copy it from a connected machine to an air-gapped one). `precision`: what a CLIP model
+    computes in (encoders/precision.py); the offline preset computes in fp32.
     """
     device = pick_device(device)
+    resolve_precision(precision, device)  # an impossible one is an error before anything loads
     if weights is not None:
-        return _clip_from_file(weights_arch(spec), Path(weights), device)
+        return _clip_from_file(weights_arch(spec), Path(weights), device, precision)
     if spec == "auto":
         try:
-            return load_encoder(DEFAULT_CLIP, model_dir=model_dir, device=device, allow_download=allow_download)
+            return load_encoder(DEFAULT_CLIP, model_dir=model_dir, device=device, allow_download=allow_download,
+                                precision=precision)
         except WeightsUnavailable as exc:
             log.warning("%s Falling back to the `offline` model, which is much weaker than CLIP.", exc)
             return load_encoder("offline", model_dir=model_dir, device=device)
@@ -89,7 +94,7 @@ def load_encoder(
     if preset is not None and preset.kind == "random":
         from vlsearch.encoders.clip import ClipEncoder
 
-        return ClipEncoder(spec, preset.arch or spec, None, device)
+        return ClipEncoder(spec, preset.arch or spec, None, device, precision)
     if preset is not None:
         arch, pretrained = preset.arch or spec, preset.pretrained or ""
     elif "/" in spec:
@@ -101,7 +106,7 @@ def load_encoder(
     checkpoint = resolve_clip_weights(arch, pretrained, model_dir, allow_download)
     from vlsearch.encoders.clip import ClipEncoder
 
-    return ClipEncoder(model_name(arch, pretrained), arch, checkpoint, device)
+    return ClipEncoder(model_name(arch, pretrained), arch, checkpoint, device, precision)
 
 
 def weights_arch(spec: str) -> str:
@@ -168,7 +173,7 @@ def weights_name(arch: str, weights: Path) -> str:
     return f"{model_name(arch, weights.name)}#{file_digest(weights)[:12]}"
 
 
-def _clip_from_file(arch: str, weights: Path, device: str) -> Encoder:
+def _clip_from_file(arch: str, weights: Path, device: str, precision: str = "auto") -> Encoder:
     if not weights.is_file():
         raise CheckpointUnusable(weights, "no such file; point it at an open_clip checkpoint", file=True)
     if arch not in open_clip.list_models():
@@ -176,7 +181,7 @@ def _clip_from_file(arch: str, weights: Path, device: str) -> Encoder:
     from vlsearch.encoders.clip import ClipEncoder
 
     try:
-        return ClipEncoder(weights_name(arch, weights), arch, str(weights), device)
+        return ClipEncoder(weights_name(arch, weights), arch, str(weights), device, precision)
     except Exception as exc:  # a user's file can fail to load in many ways (pickle, shapes, keys, I/O)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointUnusable(weights, f"not a usable {arch} checkpoint ({reason})", file=True) from None

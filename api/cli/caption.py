@@ -20,6 +20,7 @@ from vlsearch.api.cli.options import (
     LibraryOpt,
     MaxLengthOpt,
     ModelDirOpt,
+    PrecisionOpt,
     PromptOpt,
 )
 from vlsearch.api.cli.output import RichProgress, console, err, fail, print_described, progress_bar, writer_lock
@@ -41,6 +42,7 @@ def caption(
     batch_size: BatchSizeOpt = 8,
     workers: Annotated[int | None, typer.Option(min=0, help="Decoding processes (library mode).")] = None,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Alt text for image files, or captions and OCR text for a library's images.
@@ -49,9 +51,9 @@ def caption(
     caption from the model, or OCR text, gets it (incremental and resumable: run it again after an interruption)."""
     settings = generation(beams, max_length, batch_size)
     if not images:
-        describe_library(library, caption_model, model_dir, device, settings, prompt, ocr, workers)
+        describe_library(library, caption_model, model_dir, device, settings, prompt, ocr, workers, precision)
         return
-    captioner = load_text_model(caption_model or "auto", "caption", model_dir, device, settings)
+    captioner = load_text_model(caption_model or "auto", "caption", model_dir, device, settings, precision)
     reader = load_ocr() if ocr else None
     results = caption_files(images, captioner, reader, prompt)
     if as_json:
@@ -63,12 +65,13 @@ def caption(
 
 
 def describe_library(library: Path, caption_model: str | None, model_dir: Path, device: str,
-                     settings: GenerationSettings, prompt: str | None, ocr: bool, workers: int | None) -> None:
+                     settings: GenerationSettings, prompt: str | None, ocr: bool, workers: int | None,
+                     precision: str = "auto") -> None:
     """The caption/OCR stage over the library's images that lack their text, with a progress bar and a summary."""
     from vlsearch.indexer.describe import Describer
 
     lib = open_library(library)
-    captioner, stand_in = library_caption_model(lib, caption_model, model_dir, device, settings)
+    captioner, stand_in = library_caption_model(lib, caption_model, model_dir, device, settings, precision)
     reader = load_ocr() if ocr else None
     what = " and ".join(w for w, on in (("captioning", captioner), ("reading text", reader)) if on)
     with writer_lock(lib, "`vlsearch caption`"), progress_bar() as progress:

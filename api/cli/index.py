@@ -27,6 +27,7 @@ from vlsearch.api.cli.options import (
     ModelDirOpt,
     ModelOpt,
     PathsArg,
+    PrecisionOpt,
     PruneOpt,
     RayCpusOpt,
     RayOpt,
@@ -59,6 +60,7 @@ def index(
     batch_size: BatchSizeOpt = 32,
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     max_pixels: MaxPixelsOpt = 128_000_000,
     prune: PruneOpt = True,
     captions: CaptionsOpt = True,
@@ -87,9 +89,9 @@ def index(
     check_sources(paths, lists, ray, shards)
     lib = open_library(library, create=True)
     spec = model or lib.default_model() or "auto"
-    encoder = load_model(spec, weights, model_dir, device)
+    encoder = load_model(spec, weights, model_dir, device, precision)
     settings = generation(beams, max_length)
-    captioner, stand_in = (library_caption_model(lib, caption_model, model_dir, device, settings)
+    captioner, stand_in = (library_caption_model(lib, caption_model, model_dir, device, settings, precision)
                            if captions else (None, False))
     reader = load_ocr() if ocr else None
     if ray is None:
@@ -99,7 +101,7 @@ def index(
     from vlsearch.indexer.distributed import ModelSpecs, RayOptions, RayRunner
 
     specs = ModelSpecs(encoder=spec if weights else encoder.name, weights=str(weights) if weights else None,
-                       model_dir=str(model_dir) if model_dir else None, device=device,
+                       model_dir=str(model_dir) if model_dir else None, device=device, precision=precision,
                        caption=captioner.name if captioner is not None else None, generation=settings,
                        ocr=reader is not None)
     del captioner, reader  # the workers load their own

@@ -73,18 +73,22 @@ def open_library(path: Path, create: bool = False) -> Library:
     return set_up(lambda: wiring.open_library(path, create=create))
 
 
-def load_model(spec: str, weights: Path | None, model_dir: Path, device: str = "auto") -> Encoder:
-    return set_up(lambda: wiring.load_model(spec, weights, model_dir, device, HOOKS))
+def load_model(spec: str, weights: Path | None, model_dir: Path, device: str = "auto",
+               precision: str = "auto") -> Encoder:
+    return set_up(lambda: wiring.load_model(spec, weights, model_dir, device, HOOKS, precision=precision))
 
 
 def load_text_model(spec: str, task: str, model_dir: Path, device: str = "auto",
-                    settings: GenerationSettings | None = None) -> ImageTextModel:
-    return set_up(lambda: wiring.load_text_model(spec, task, model_dir, device, settings, HOOKS))
+                    settings: GenerationSettings | None = None, precision: str = "auto") -> ImageTextModel:
+    return set_up(lambda: wiring.load_text_model(spec, task, model_dir, device, settings, HOOKS,
+                                                 precision=precision))
 
 
 def library_caption_model(lib: Library, chosen: str | None, model_dir: Path, device: str = "auto",
-                          settings: GenerationSettings | None = None) -> tuple[ImageTextModel, bool]:
-    return set_up(lambda: wiring.library_caption_model(lib, chosen, model_dir, device, settings, HOOKS))
+                          settings: GenerationSettings | None = None,
+                          precision: str = "auto") -> tuple[ImageTextModel, bool]:
+    return set_up(lambda: wiring.library_caption_model(lib, chosen, model_dir, device, settings, HOOKS,
+                                                       precision=precision))
 
 
 def optional_matcher(spec: str, model_dir: Path, device: str) -> ImageTextModel | None:

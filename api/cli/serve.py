@@ -18,6 +18,7 @@ from vlsearch.api.cli.options import (
     ServeItmModelOpt,
     ServeLibraryOpt,
     ServeModelDirOpt,
+    ServePrecisionOpt,
     ServeVqaModelOpt,
 )
 from vlsearch.api.cli.output import console, err, fail
@@ -38,6 +39,7 @@ def serve(
     itm_model: ServeItmModelOpt = None,
     captions: ServeCaptionsOpt = None,
     device: ServeDeviceOpt = None,
+    precision: ServePrecisionOpt = None,
 ) -> None:
     """Serve the web page and the HTTP API (OpenAPI docs at /docs).
 
@@ -56,7 +58,7 @@ def serve(
     try:
         settings = load_settings(config, library=library, model_dir=model_dir, host=host, port=port, model=model,
                                  caption_model=caption_model, vqa_model=vqa_model, itm_model=itm_model,
-                                 captions=captions, device=device)
+                                 captions=captions, device=device, precision=precision)
     except SettingsError as exc:
         raise fail(exc) from None
     limit_malloc_arenas()

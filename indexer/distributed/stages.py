@@ -26,6 +26,7 @@ class ModelSpecs:
     weights: str | None
     model_dir: str | None
     device: str  # "auto": each actor takes its GPU when it has one
+    precision: str = "auto"  # "auto": each actor picks for its own CPU or GPU (encoders/precision.py)
     caption: str | None = None
     generation: Any = None  # captioner.GenerationSettings
     ocr: bool = False
@@ -80,7 +81,7 @@ class EmbedActor:
 
         self.encoder = load_encoder(specs.encoder, weights=Path(specs.weights) if specs.weights else None,
                                     model_dir=Path(specs.model_dir) if specs.model_dir else None,
-                                    device=specs.device, allow_download=False)
+                                    device=specs.device, allow_download=False, precision=specs.precision)
         self.shape = tuple(self.encoder.preprocess(Image.new("RGB", (64, 64))).shape)  # what the decoders send
 
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -109,7 +110,7 @@ class DescribeActor:
 
             captioner = load_image_text_model(
                 specs.caption, "caption", model_dir=Path(specs.model_dir) if specs.model_dir else None,
-                device=specs.device, settings=specs.generation, allow_download=False)
+                device=specs.device, settings=specs.generation, allow_download=False, precision=specs.precision)
         if specs.ocr:
             from vlsearch.captioner.ocr import ocr_reader
 

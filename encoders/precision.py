@@ -1,0 +1,49 @@
+"""The number format a model computes in, per device: fp16 on a GPU (autocast), and on a CPU bfloat16 weights where
+the CPU computes bf16 in hardware (AVX512_BF16 or AMX; detected, not assumed), fp32 elsewhere.
+
+Why bf16 weights and not CPU autocast: on the 2-core Xeon with AMX, ViT-B-32 (random weights, batch 64) embeds
+27 images/s in fp32, 34 under `torch.autocast("cpu", bfloat16)` (which re-casts every weight on each call) and 131
+with its weights in bf16, vectors at cosine 0.99994 (min) to fp32. int8 dynamic quantization of the linear layers
+gave 48 images/s (its torch API is deprecated for torchao). Both measured with /tmp-free `python -m bench indexing
+--precisions`, which records the machine."""
+
+from __future__ import annotations
+
+import torch
+
+from vlsearch.encoders.errors import UnknownPrecision
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware; without it, bf16 is emulated and slower than fp32."""
+    cpu = torch.cpu
+    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported",
+                                                                  "_is_amx_tile_supported"))
+
+
+def resolve_precision(requested: str, device: str) -> str:
+    """`requested` ("auto" or a format) made concrete for `device`; UnknownPrecision where it cannot run there."""
+    if requested not in PRECISIONS:
+        raise UnknownPrecision(requested, f"unknown precision {requested!r}: use one of {', '.join(PRECISIONS)}")
+    cuda = device.startswith("cuda")
+    if requested == "auto":
+        return "fp16" if cuda else "bf16" if native_bf16() else "fp32"
+    if requested == "fp16" and not cuda:
+        raise UnknownPrecision(requested, "fp16 runs on a GPU only; on the CPU use bf16 (fast where the CPU has "
+                               "AVX512_BF16 or AMX) or fp32")
+    return requested
+
+
+def weights_dtype(precision: str, device: str) -> torch.dtype:
+    """The dtype a model's weights are kept in: bf16 on a CPU asked for it, float32 otherwise (a GPU autocasts)."""
+    return torch.bfloat16 if precision == "bf16" and not device.startswith("cuda") else torch.float32
+
+
+def autocast(precision: str, device: str) -> torch.autocast:
+    """fp16 or bf16 autocast on a GPU; nothing on the CPU, where the weights themselves carry the format."""
+    cuda = device.startswith("cuda")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type="cuda" if cuda else "cpu", dtype=dtype, enabled=cuda and precision != "fp32")
