@@ -20,15 +20,21 @@ RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 
 def test_indexing_benchmark_reports_the_ratio_to_the_bare_model_and_vector_fidelity(tmp_path):
     assert bench(["indexing", "--count", "6", "--models", "tiny-random", "--bare-seconds", "0.05",
-                  "--photos", str(tmp_path / "photos"), "--out", str(tmp_path / "out")]) == 0
+                  "--precisions", "fp32,bf16,fp32", "--photos", str(tmp_path / "photos"),
+                  "--out", str(tmp_path / "out")]) == 0
     report = json.loads((tmp_path / "out" / "indexing.json").read_text())
-    (run,) = report["runs"]
-    assert run["images"] == 6 and run["errors"] == 0
-    assert run["ratio_to_bare"] == round(run["end_to_end_images_per_s"] / run["bare_images_per_s"], 3)
-    assert run["fidelity"]["images"] == 6 and run["fidelity"]["min_cosine"] >= 0.98
-    assert run["draft_to"] and run["decode_full_size_images_per_s"] > 0  # the fast path's gain, measured beside it
+    fp32, bf16 = report["runs"]  # a precision asked for twice is measured once
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
+    for run in (fp32, bf16):
+        assert run["images"] == 6 and run["errors"] == 0
+        assert run["ratio_to_bare"] == round(run["end_to_end_images_per_s"] / run["bare_images_per_s"], 3)
+        assert run["ratio_to_bare_fp32"] == round(run["end_to_end_images_per_s"] / fp32["bare_images_per_s"], 3)
+        assert run["fidelity"]["images"] == 6 and run["fidelity"]["min_cosine"] >= 0.98
+        assert run["draft_to"] and run["decode_full_size_images_per_s"] > 0  # the fast path's gain, beside it
+    assert bf16["bare_images_per_s"] != fp32["bare_images_per_s"] == bf16["bare_fp32_images_per_s"]
     assert report["photos"]["files"] == 6 and report["photos"]["megapixels_max"] > 1
-    assert "| tiny-random |" in (tmp_path / "out" / "indexing.md").read_text()
+    table = (tmp_path / "out" / "indexing.md").read_text()
+    assert "| tiny-random | fp32 |" in table and "| tiny-random | bf16 |" in table
 
 
 def test_index_choice_benchmark_writes_its_table_beside_the_raw_numbers(tmp_path):
