@@ -55,8 +55,8 @@ def end_to_end(captioner: BlipModel, images: list[Image.Image]) -> float:
     """Seconds for `BlipModel.caption` over `images`, after a warm-up batch of the same shape and beam count (two
     new tokens are enough to allocate its buffers; a full-length warm-up would double the run on a small CPU)."""
     warm_up = replace(captioner.settings, max_new_tokens=2)
-    BlipModel(captioner.name, captioner.model, captioner.processor, captioner.device, warm_up).caption(
-        images[: warm_up.batch_size])
+    BlipModel(captioner.name, captioner.model, captioner.processor, captioner.device, warm_up,
+              captioner.precision).caption(images[: warm_up.batch_size])
     started = time.perf_counter()
     captioner.caption(images)
     return time.perf_counter() - started
@@ -102,7 +102,8 @@ def write_markdown(path: Path, report: dict) -> None:
         f"GPU {m['gpu'] or 'none used'}; device `{report['device']}`; Python {m['python']}, torch {m['torch']}, "
         f"transformers {m['transformers']}.", "",
         "Model: `BlipForConditionalGeneration(BlipConfig())` with BLIP's tokenizer (vocab_size = len(tokenizer)), "
-        "seeded random weights, wrapped in `BlipModel` (fp16 on a GPU, fp32 on the CPU). Inputs: the bundled "
+        "seeded random weights, wrapped in `BlipModel` in each precision asked for (weights and pixels in that "
+        "format). Inputs: the bundled "
         "scikit-image/scikit-learn photos, cycled. Before timing, each setting captions one batch of its size and beam "
         "count with 2 new tokens (warm-up).", "",
         "- **end-to-end** = `BlipModel.caption(images)`: RGB conversion, processor (resize to 384x384, normalise), "
@@ -112,10 +113,15 @@ def write_markdown(path: Path, report: dict) -> None:
         f"Caveat: random weights rarely emit [SEP], so every caption ran to max_new_tokens={report['max_new_tokens']} "
         "(the tokens column). Real BLIP-base captions stop after about 10-15 tokens, so these figures are an upper "
         "bound on per-caption decode work, i.e. a lower bound on captions/s with real weights.", "",
-        "| beams | batch | images | end-to-end s | captions/s | bare s | bare captions/s | ratio | tokens/caption |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Fidelity to the first precision (cosine of next-token logits along its greedy captions of 4 photos, "
+        "mean / min): " + ", ".join(f"{p} {f['mean_cosine']} / {f['min_cosine']}"
+                                    for p, f in report.get("fidelity", {}).items()) + ".", "",
+        "| precision | beams | batch | images | end-to-end s | captions/s | bare s | bare captions/s | ratio | "
+        "tokens/caption |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {r['beams']} | {r['batch_size']} | {r['images']} | {r['seconds']} | {r['captions_per_s']} | "
+    lines += [f"| {r.get('precision', 'fp32')} | {r['beams']} | {r['batch_size']} | {r['images']} | {r['seconds']} | "
+              f"{r['captions_per_s']} | "
               f"{r['bare_seconds']} | {r['bare_captions_per_s']} | {r['ratio']} | {r['tokens_per_caption']} |"
               for r in report["runs"]]
     path.write_text("\n".join(lines) + "\n")
@@ -128,9 +134,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beams", default="1,3")
     p.add_argument("--images", type=int, default=8, help="images per setting, rounded up to whole batches")
     p.add_argument("--max-new-tokens", type=int, default=20)
+    p.add_argument("--precisions", default="fp32,auto", help="what BLIP computes in, a set of rows each (comma-"
+                   "separated: auto, fp32, bf16; auto is bf16 on a CPU with AVX512_BF16 or AMX, fp16 on a GPU)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--out", type=Path, help="folder for captioning.json and captioning.md (captioning-gpu.* on a GPU)")
     return p.parse_args(argv)
+
+
+@torch.inference_mode()
+def fidelity(captioner: BlipModel, reference: BlipModel, images: list[Image.Image], tokens: int) -> dict:
+    """How closely `captioner` (another precision) follows the fp32 `reference`: cosine of their next-token logits
+    along the reference's greedy captions (random weights make the captions themselves meaningless to compare)."""
+    inputs = reference._inputs(images, None)
+    ids = reference.model.generate(**inputs, max_new_tokens=tokens, num_beams=1, do_sample=False)
+    want = reference.model(**inputs, input_ids=ids).logits.float()
+    got = captioner.model(**captioner._inputs(images, None), input_ids=ids).logits.float()
+    cos = torch.nn.functional.cosine_similarity(want, got, dim=-1)
+    return {"mean_cosine": round(float(cos.mean()), 5), "min_cosine": round(float(cos.min()), 5)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -139,35 +159,46 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     loadavg_start = loadavg()
     device = pick_device(args.device)
-    model, processor = blip_base_random()
     photos = list(sample_photos().values())
-    rows = []
-    print("| beams | batch | images | s | captions/s | bare s | bare captions/s | ratio | tokens/caption |")
-    for beams in (int(b) for b in args.beams.split(",")):
-        for size in (int(s) for s in args.batch_sizes.split(",")):
-            settings = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=beams, batch_size=size)
-            captioner = BlipModel("blip-base-random", model, processor, device, settings)
-            count = -(-args.images // size) * size
-            images = [photos[i % len(photos)] for i in range(count)]
-            seconds = end_to_end(captioner, images)
-            bare_seconds, tokens = bare(captioner, images)
-            row = {"beams": beams, "batch_size": size, "images": count, "seconds": round(seconds, 2),
-                   "captions_per_s": round(count / seconds, 3), "bare_seconds": round(bare_seconds, 2),
-                   "bare_captions_per_s": round(count / bare_seconds, 3), "ratio": round(bare_seconds / seconds, 2),
-                   "tokens_per_caption": round(tokens, 1)}
-            rows.append(row)
-            print("| " + " | ".join(str(v) for v in row.values()) + " |", flush=True)
+    rows, reference, fidelities = [], None, {}
+    print("| precision | beams | batch | images | s | captions/s | bare s | bare captions/s | ratio | tokens/caption |")
+    for asked in args.precisions.split(","):
+        model, processor = blip_base_random()  # BlipModel casts the model it is given: a fresh one per precision
+        captioner = BlipModel("blip-base-random", model, processor, device, precision=asked)
+        if captioner.precision in fidelities:
+            continue  # auto chose a precision already measured
+        reference = reference or captioner
+        fidelities[captioner.precision] = fidelity(captioner, reference, photos[:4], args.max_new_tokens)
+        for beams in (int(b) for b in args.beams.split(",")):
+            for size in (int(s) for s in args.batch_sizes.split(",")):
+                captioner.settings = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=beams,
+                                                        batch_size=size)
+                rows.append({"precision": captioner.precision, **measure(captioner, photos, args.images)})
+                print("| " + " | ".join(str(v) for v in rows[-1].values()) + " |", flush=True)
     report = {"command": recorded_command("captioning", argv),
               "date": datetime.date.today().isoformat(), "device": device, "machine": machine(device),
               "max_new_tokens": args.max_new_tokens, "total_seconds": round(time.perf_counter() - started, 1),
-              "loadavg_start": loadavg_start, "loadavg_end": loadavg(), "runs": rows}
-    print(f"total {report['total_seconds']} s")
+              "loadavg_start": loadavg_start, "loadavg_end": loadavg(), "fidelity": fidelities, "runs": rows}
+    print(f"total {report['total_seconds']} s; fidelity to the first precision: {fidelities}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         name = result_name("captioning", device)
         (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
         write_markdown(args.out / f"{name}.md", report)
 
+
+def measure(captioner: BlipModel, photos: list[Image.Image], images: int) -> dict:
+    """One setting (the captioner's beams and batch size): end to end and bare, over `images` rounded up to whole
+    batches."""
+    settings = captioner.settings
+    count = -(-images // settings.batch_size) * settings.batch_size
+    batch = [photos[i % len(photos)] for i in range(count)]
+    seconds = end_to_end(captioner, batch)
+    bare_seconds, tokens = bare(captioner, batch)
+    return {"beams": settings.num_beams, "batch_size": settings.batch_size, "images": count,
+            "seconds": round(seconds, 2), "captions_per_s": round(count / seconds, 3),
+            "bare_seconds": round(bare_seconds, 2), "bare_captions_per_s": round(count / bare_seconds, 3),
+            "ratio": round(bare_seconds / seconds, 2), "tokens_per_caption": round(tokens, 1)}
 
 if __name__ == "__main__":
     main()

@@ -312,7 +312,7 @@ def threads_latency(index, vectors: np.ndarray, count: int, repeats: int) -> dic
 
 def encoder_latency(encoder: Encoder, texts: list[str], photos: list[Image.Image], count: int,
                     repeats: int) -> dict[str, Any]:
-    return {"model": encoder.name,
+    return {"model": encoder.name, "precision": getattr(encoder, "precision", "fp32"),
             "text": percentiles(timed(lambda i: encoder.encode_texts([texts[i]]), count, repeats)),
             "image": percentiles(timed(lambda i: encoder.encode_images([photos[i % len(photos)]]), count, repeats))}
 
@@ -344,6 +344,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gaps", type=int, default=4, help="gap directions the text queries are spread over")
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precisions", default="fp32,auto", help="what the --encoders compute in, a row each (auto is "
+                   "bf16 on a CPU with AVX512_BF16 or AMX)")
     p.add_argument("--encoders", help="models whose encode time alone is also measured (comma-separated; '' for "
                    "none; default ViT-B-32-random, none with --quick)")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vlsearch-bench-query",
@@ -395,9 +397,11 @@ def main(argv: list[str] | None = None) -> None:
         gc.collect()
     encoders = []
     for spec in filter(None, args.encoders.split(",")):
-        other = load_bench_encoder(spec, "cpu")
-        encoders.append(encoder_latency(other, texts, photos, min(args.latency_queries, 100), args.repeats))
-        del other
+        for asked in args.precisions.split(","):
+            other = load_bench_encoder(spec, "cpu", asked)
+            if not any(e["model"] == other.name and e["precision"] == other.precision for e in encoders):
+                encoders.append(encoder_latency(other, texts, photos, min(args.latency_queries, 100), args.repeats))
+            del other
     total = time.perf_counter() - started
     setup = (f"{', '.join(f'{n:,}' for n in args.size_list)} images in a library (SQLite rows + float16 vectors, "
              f"dimension {args.dim}); each index kind built with `VectorIndex.build` as `vlsearch reindex --index "

@@ -98,9 +98,11 @@ def latency_lines(report: dict[str, Any]) -> list[str]:
             lines.append(f"| {r['n']:,} | {r['kind']}{note} | " + " | ".join(cells) + " |")
     if report["encoders"]:
         lines += ["", "Encoders alone (random weights; compute does not depend on their values), one query at a "
-                  "time:", "", "| model | text encode ms p50 / p99 | image encode ms p50 / p99 (1024x768 picture) |",
-                  "|---|---:|---:|"]
-        lines += [f"| {e['model']} | {ms(e['text'])} | {ms(e['image'])} |" for e in report["encoders"]]
+                  "time, in each precision asked for (`--precisions`):", "",
+                  "| model | precision | text encode ms p50 / p99 | image encode ms p50 / p99 (1024x768 picture) |",
+                  "|---|---|---:|---:|"]
+        lines += [f"| {e['model']} | {e.get('precision', 'fp32')} | {ms(e['text'])} | {ms(e['image'])} |"
+                  for e in report["encoders"]]
     return lines
 
 
