@@ -65,6 +65,7 @@ MEGAPIXELS = (0.3, 1.0, 2.0, 4.0, 8.0, 12.0)
 MP_WEIGHTS = (10, 15, 20, 20, 20, 15)  # a phone library: mostly 8-12 MP, with downloads and screenshots
 ASPECTS = (4 / 3, 3 / 2, 16 / 9, 1.0, 3 / 4, 2 / 3)
 FIDELITY_SAMPLE = 48
+STEP_SAMPLE = 200  # photos timed step by step (decode_steps)
 
 
 # ------------------------------------------------------------------------------------------------- photos
@@ -153,6 +154,31 @@ def decode_rate(files: list[Path], encoder, batch_size: int, workers: int, draft
     return n / (time.perf_counter() - started)
 
 
+def decode_steps(files: list[Path], encoder, draft: int | None) -> dict[str, float]:
+    """ms per image of each step of the decoding stage, in this process on one core, over `files`: what a decoding
+    worker spends where (DecodeStage's steps, called one by one)."""
+    import hashlib
+
+    from vlsearch.images import decode_bytes, thumbnail_jpeg
+
+    spent = dict.fromkeys(("read", "sha256", "decode", "thumbnail", "preprocess"), 0.0)
+    for f in files:
+        t0 = time.perf_counter()
+        data = f.read_bytes()
+        t1 = time.perf_counter()
+        hashlib.sha256(data).hexdigest()
+        t2 = time.perf_counter()
+        image, _ = decode_bytes(data, 128_000_000, draft)
+        t3 = time.perf_counter()
+        thumbnail_jpeg(image)
+        t4 = time.perf_counter()
+        encoder.preprocess(limit_aspect(image))
+        t5 = time.perf_counter()
+        for step, (start, end) in zip(spent, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)), strict=True):
+            spent[step] += end - start
+    return {step: round(1e3 * seconds / len(files), 2) for step, seconds in spent.items()}
+
+
 def fidelity(lib: Library, encoder, reference_encoder, files: list[Path]) -> dict:
     """Cosine between stored vectors and the reference: full-size decode, the model's own preprocess, fp32."""
     with lib.session() as s:
@@ -186,6 +212,8 @@ def run_model(spec: str, files: list[Path], work: Path, args) -> list[dict]:
     if common["draft_to"] is not None:
         full = decode_rate(files, reference, args.batch_size, workers, None)
         common["decode_full_size_images_per_s"] = round(full, 1)
+    common["decode_steps_ms"] = decode_steps(files[:: max(1, len(files) // STEP_SAMPLE)][:STEP_SAMPLE], reference,
+                                             common["draft_to"])
     rows: list[dict] = []
     for asked in args.precisions.split(","):
         encoder = reference if asked == "fp32" else load_bench_encoder(spec, args.device, asked)
@@ -257,6 +285,14 @@ def write_report(out: Path, result: dict) -> None:
                      f"{r['end_to_end_images_per_s']} | {r['ratio_to_bare']:.2f} | "
                      f"{r.get('ratio_to_bare_fp32', r['ratio_to_bare']):.2f} | {r['images']} | "
                      f"{f['mean_cosine']:.4f} / {f['min_cosine']:.4f} |")
+    steps = {r["model"]: r["decode_steps_ms"] for r in result["runs"] if "decode_steps_ms" in r}
+    if steps:
+        names = list(next(iter(steps.values())))
+        lines += ["", f"Decoding, step by step: ms per image on one core ({STEP_SAMPLE} of the photos, in this "
+                  "process, each step of the decoding stage called alone; JPEGs at reduced scale as above):", "",
+                  "| model | " + " | ".join(names) + " | total |", "|---|" + "---:|" * (len(names) + 1)]
+        lines += [f"| {model} | " + " | ".join(str(ms[n]) for n in names) + f" | {sum(ms.values()):.1f} |"
+                  for model, ms in steps.items()]
     (out / "indexing.md").write_text("\n".join(lines) + "\n")
 
 
