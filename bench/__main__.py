@@ -14,6 +14,7 @@ result file whose command no longer parses is found by the tests, not by whoever
     scale         budgeted IVF-PQ indexes at 1M and 10M vectors: build time, bytes/vector, latency, recall
     quantizer     a large IVF index's coarse quantizer, flat against HNSW: recall and latency per nprobe
     distributed   indexing on a local Ray instance against a local run; shard size and the merge rate into SQLite
+    precision     CLIP on the CPU in fp32, bf16 autocast, bf16 weights and int8: speed and fidelity of each
     peer          indexing side by side with clip-retrieval 2.45.0 (its own venv) on the same photos, same run
     gpu-serve     for a GPU machine: tests with CUDA visible, fp16 text encoders, exact GPU search, api, captioning
     all           every one of them in turn, with their defaults
@@ -35,11 +36,11 @@ from bench.record import PREFIX
 BENCHES = {"indexing": "bench.indexing", "captioning": "bench.captioning", "query": "bench.query",
            "api": "bench.api", "soak": "bench.soak", "index-choice": "bench.index_choice", "scale": "bench.scale",
            "quantizer": "bench.quantizer", "distributed": "bench.distributed", "gpu-serve": "bench.gpu_serve",
-           "peer": "bench.peer"}
+           "peer": "bench.peer", "precision": "bench.precision"}
 # index-choice, scale (hours at 10M), quantizer, peer (installs clip-retrieval) and gpu-serve (a GPU machine's) run on
 # their own
 GPU_ONLY = ("gpu-serve",)  # published only from a GPU machine
-ALL = ("indexing", "captioning", "query", "api", "soak", "distributed")
+ALL = ("indexing", "captioning", "query", "api", "soak", "distributed", "precision")
 RESULTS = Path("bench/results")
 
 

@@ -49,6 +49,20 @@ def test_index_choice_benchmark_writes_its_table_beside_the_raw_numbers(tmp_path
         == len(report["rows"])
 
 
+def test_precision_benchmark_compares_each_way_of_computing_below_fp32_with_fp32(tmp_path):
+    assert bench(["precision", "--model", "tiny-random", "--batch-size", "4", "--queries", "3", "--repeats", "1",
+                  "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "precision.json").read_text())
+    rows = {r["way"]: r for r in report["rows"]}
+    assert list(rows) == ["fp32", "autocast-bf16", "bf16-weights", "int8-dynamic"]
+    assert rows["fp32"]["image_fidelity"] == {"mean": 1.0, "min": 1.0}
+    for way in ("autocast-bf16", "bf16-weights", "int8-dynamic"):
+        assert 0.98 <= rows[way]["image_fidelity"]["min"] < 1.0, way  # faithful, and really another format
+        assert rows[way]["images_per_s"] > 0
+    assert rows["int8-dynamic"]["text_ms_p50"] is None and rows["bf16-weights"]["text_ms_p50"] > 0
+    assert "| bf16-weights |" in (tmp_path / "precision.md").read_text()
+
+
 def test_gpu_serve_runs_its_encoder_and_search_stages_on_the_cpu_where_there_is_no_gpu(tmp_path):
     """The one-shot GPU script's code, at toy sizes on the CPU (a GPU machine runs it with --device auto): exact
     torch search finds the exact top 10, and the CPU index the server would use is measured beside it."""
@@ -169,6 +183,8 @@ def test_every_benchmark_has_published_results():
 @pytest.mark.parametrize("command", [
     "python -m bench query --sizes 10000,100000 --encoders '' --out bench/results",
     "python -m bench index-choice --sizes 100000,300000",
+    "python -m bench peer --count 200 --precisions fp32 --rounds 2 --out bench/results",
+    "python -m bench gpu-serve --stages search --sizes 1000000 --out bench/results",
     "python -m bench scale --sizes 1000000 --out bench/results; then python -m bench scale --sizes 10000000 "
     "--out ./bench/results/",
 ])
