@@ -27,8 +27,9 @@ from vlsearch.indexer.report import DescribeReport, ProgressHook
 from vlsearch.indexer.sources import read_failure
 from vlsearch.indexer.stages import DescribeStage, describable
 from vlsearch.library import ImageRecord, Library
-from vlsearch.library.records import under_any
+from vlsearch.library.records import UNDER_ANY_MAX, under_any
 from vlsearch.library.schema import Caption, OcrText
+from vlsearch.library.sql import in_chunks
 
 
 @dataclass(frozen=True)
@@ -175,10 +176,11 @@ class Describer:
             needs_caption if needs_caption is not None else false(),
             needs_ocr if needs_ocr is not None else false(),
         ).where(ImageRecord.status == "ok", or_(*wanted))
-        if roots is not None:
-            query = query.where(under_any(ImageRecord.path, roots))
+        chunks = [None] if roots is None else in_chunks(roots, UNDER_ANY_MAX)
         with self.library.session() as s:
-            rows = s.execute(query.order_by(ImageRecord.id)).all()
+            found = {row[0]: row for chunk in chunks for row in s.execute(
+                query if chunk is None else query.where(under_any(ImageRecord.path, chunk)))}
+        rows = [found[i] for i in sorted(found)]
         return [Pending(i, p, sha, bool(c), bool(o)) for i, p, sha, c, o in rows]
 
     def _write_batch(self, batch: list[tuple[Pending, Image.Image | None, str | None]], report: DescribeReport) -> None:

@@ -18,7 +18,7 @@ from vlsearch.indexer.report import IndexReport
 from vlsearch.indexer.sources import is_url, read_source_list
 from vlsearch.library import Embedding, ImageRecord, Library, Root
 from vlsearch.library.index_cache import VECTOR_DIR
-from vlsearch.library.records import under_any
+from vlsearch.library.records import UNDER_ANY_MAX, under_any
 from vlsearch.library.sql import in_chunks
 from vlsearch.library.thumbs import THUMB_DIR
 
@@ -77,12 +77,13 @@ class Planner:
         known: dict[str, tuple[int, int, float, str, bool]] = {}
         has_vector = select(Embedding.image_id).where(Embedding.model == self.model)
         with self.library.session() as s:
-            rows = s.execute(
-                select(ImageRecord.path, ImageRecord.id, ImageRecord.size, ImageRecord.mtime, ImageRecord.status,
-                       ImageRecord.id.in_(has_vector)).where(under_any(ImageRecord.path, roots))
-            )
-            for path, image_id, size, mtime, status, embedded in rows:
-                known[path] = (image_id, size, mtime, status, bool(embedded))
+            for chunk in in_chunks(roots, UNDER_ANY_MAX):
+                rows = s.execute(
+                    select(ImageRecord.path, ImageRecord.id, ImageRecord.size, ImageRecord.mtime,
+                           ImageRecord.status, ImageRecord.id.in_(has_vector)).where(under_any(ImageRecord.path, chunk))
+                )
+                for path, image_id, size, mtime, status, embedded in rows:
+                    known[path] = (image_id, size, mtime, status, bool(embedded))
         work = []
         for path_str, path in files.items():
             st = _stat(path)
@@ -143,8 +144,9 @@ class Planner:
                 return []
         spared = tuple(str(f).rstrip("/") + "/" for f in empty)  # an empty root nested in a walked one
         with self.library.session() as s:
-            rows = s.execute(select(ImageRecord.id, ImageRecord.path).where(under_any(ImageRecord.path, folders)))
-            gone = [image_id for image_id, path in rows
+            rows = {image_id: path for chunk in in_chunks(folders, UNDER_ANY_MAX) for image_id, path in s.execute(
+                select(ImageRecord.id, ImageRecord.path).where(under_any(ImageRecord.path, chunk)))}
+            gone = [image_id for image_id, path in rows.items()
                     if path not in files and not os.path.exists(path) and not path.startswith(spared)]
             for chunk in in_chunks(gone):
                 s.execute(delete(ImageRecord).where(ImageRecord.id.in_(chunk)))

@@ -13,6 +13,9 @@ from sqlalchemy.orm import Session
 from vlsearch.library.embeddings import decode_vectors, encode_vector
 from vlsearch.library.schema import Caption, Embedding, ImageRecord, OcrText
 
+# Folders one under_any may hold: each adds two OR terms, and SQLite refuses an expression more than 1,000 deep
+# (`vlsearch index photos/*.jpg` over 500 files did, before its roots were queried in chunks).
+UNDER_ANY_MAX = 200
 VECTOR_TOLERANCE = 1e-3  # float16 rounding: a vector this close to the stored one is the same vector
 # How `drop_replaced_content` deletes. The session's copies of the deleted rows are found by the keys the DELETE
 # returns, not by testing every object the session holds ("evaluate", the default), and the session is not flushed
@@ -53,7 +56,11 @@ def set_vector(row: ImageRecord, model: str, vector: np.ndarray) -> bool:
 
 def under_any(column: ColumnElement[str], folders: Iterable[Path | str]) -> ColumnElement[bool]:
     """SQL: `column` (a path) is one of `folders` or lies below one. A prefix compare, not LIKE: % and _ in folder
-    names are characters, and /photos2 is not inside /photos. No folders: no path."""
+    names are characters, and /photos2 is not inside /photos. No folders: no path. At most UNDER_ANY_MAX folders:
+    query longer lists a chunk at a time (`in_chunks(folders, UNDER_ANY_MAX)`)."""
+    folders = list(folders)
+    if len(folders) > UNDER_ANY_MAX:
+        raise ValueError(f"{len(folders)} folders in one query; SQLite takes {UNDER_ANY_MAX} (query in chunks)")
     clauses = []
     for folder in folders:
         prefix = str(folder).rstrip("/") + "/"

@@ -131,6 +131,30 @@ def test_under_any_matches_folders_by_prefix_never_by_pattern(library):
     assert under() == set()
 
 
+def test_indexing_hundreds_of_files_named_one_by_one_plans_and_captions_them(library, tmp_path):
+    """`vlsearch index photos/*.jpg` names each file: the planner, pruning and the caption stage query those roots
+    in chunks (one query over 600 of them went past SQLite's expression depth of 1,000)."""
+    from vlsearch.captioner import load_image_text_model
+    from vlsearch.indexer.describe import Describer
+    from vlsearch.indexer.plan import Planner
+    from vlsearch.indexer.report import IndexReport
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    names = [folder / f"{i:04d}.jpg" for i in range(600)]
+    for name in names:
+        name.write_bytes(b"not decoded here")
+    with library.session() as s:
+        s.add_all(ImageRecord(path=str(n), size=1, mtime=1.0, status="ok") for n in names[:300])
+    plan = Planner(library, "m").plan(names, IndexReport())
+    assert len(plan.work) == 600 and {w.image_id is not None for w in plan.work[:300]} == {True}
+    described = Describer(library, load_image_text_model("tiny-random", "caption", device="cpu"), None,
+                          workers=0).run(names)
+    assert described.errors == 300 and len(described.failures) == 300  # each row found, and its bytes don't decode
+    with pytest.raises(ValueError, match="in chunks"):
+        under_any(ImageRecord.path, names)
+
+
 def test_in_chunks_slices_lists_for_sql_in():
     assert list(in_chunks([], size=3)) == []
     assert list(in_chunks([1], size=3)) == [[1]]
