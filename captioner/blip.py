@@ -39,7 +39,8 @@ class GenerationSettings:
 
 class BlipModel(ImageTextModel):
     """One BLIP checkpoint (captioning, VQA or ITM head) with its processor; fp16 on a GPU, bf16 on a CPU that
-    computes it in hardware (encoders/precision.py: generate runs 3x faster there, BLIP-base on 2 cores)."""
+    computes it in hardware (encoders/precision.py; BLIP-base captions 2.7-3.1x faster so: bench/results/captioning.md).
+    """
 
     def __init__(self, name: str, model: torch.nn.Module, processor, device: str,
                  settings: GenerationSettings | None = None, precision: str = "auto") -> None:

@@ -1,11 +1,10 @@
 """The number format a model computes in, per device: fp16 on a GPU (autocast), and on a CPU bfloat16 weights where
 the CPU computes bf16 in hardware (AVX512_BF16 or AMX; detected, not assumed), fp32 elsewhere.
 
-Why bf16 weights and not CPU autocast: on the 2-core Xeon with AMX, ViT-B-32 (random weights, batch 64) embeds
-27 images/s in fp32, 34 under `torch.autocast("cpu", bfloat16)` (which re-casts every weight on each call) and 131
-with its weights in bf16, vectors at cosine 0.99994 (min) to fp32. int8 dynamic quantization of the linear layers
-gave 48 images/s (its torch API is deprecated for torchao). Both measured with /tmp-free `python -m bench indexing
---precisions`, which records the machine."""
+Why bf16 weights, not CPU autocast or int8: ViT-B-32 with random weights, batch 64, on a 2-core Xeon with AMX
+(`python -m bench precision`, bench/results/precision.md) embeds 28.7 images/s in fp32, 36.0 under CPU autocast (it
+casts every weight again on each call), 130.5 with bf16 weights (cosine to fp32 >= 0.9999) and 46.3 with int8
+dynamic quantization of the Linear layers, whose torch API is deprecated in favour of torchao."""
 
 from __future__ import annotations
 
