@@ -55,7 +55,7 @@ from vlsearch.images import limit_aspect
 from vlsearch.images.samples import sample_photos
 from vlsearch.indexer import Indexer
 from vlsearch.indexer.items import Batch, WorkItem
-from vlsearch.indexer.local import DecodeDataset, decode_workers, draft_size
+from vlsearch.indexer.local import DecodeDataset, decode_workers, draft_size, model_threads
 from vlsearch.indexer.stages import DecodeStage
 from vlsearch.library import Library
 from vlsearch.library.schema import ImageRecord
@@ -232,13 +232,16 @@ def end_to_end(spec: str, encoder, reference, files: list[Path], work: Path, arg
     and the fidelity of what it stored."""
     lib = Library.open(work / f"lib-{spec}-{encoder.precision}")
     started = time.perf_counter()
-    report = Indexer(lib, encoder, batch_size=args.batch_size, workers=decode_workers(args.workers, encoder.device),
+    workers = decode_workers(args.workers, encoder.device, precision=encoder.precision)
+    report = Indexer(lib, encoder, batch_size=args.batch_size, workers=workers,
                      reduced_decode=not args.full_decode).run([files[0].parent])
     seconds = time.perf_counter() - started
     rate = report.embedded / seconds
     sample = files[:: max(1, len(files) // FIDELITY_SAMPLE)][:FIDELITY_SAMPLE]
     try:
         return {"images": report.embedded, "errors": report.errors, "seconds": round(seconds, 1),
+                "end_to_end_workers": workers,
+                "end_to_end_model_threads": model_threads(workers, encoder.device, encoder.precision),
                 "end_to_end_images_per_s": round(rate, 1),
                 "fidelity": fidelity(lib, encoder, reference, sample)}
     finally:

@@ -352,3 +352,38 @@ def test_default_decoding_workers_follow_where_the_model_runs():
     assert decode_workers(None, "cpu", cores=16) == 4
     assert decode_workers(None, "cuda", cores=16) == 15  # on a GPU, decoding is the limit: all cores but one
     assert decode_workers(None, "cuda:1", cores=1) == 1
+    assert decode_workers(None, "cpu", cores=2, precision="bf16") == 1  # bf16: the model costs what decoding does
+    assert decode_workers(None, "cpu", cores=16, precision="bf16") == 8
+
+
+def test_a_bf16_model_and_the_decoding_workers_split_the_cores_and_fp32_takes_them_all():
+    import torch
+
+    from vlsearch.indexer.local import model_threads, torch_threads
+
+    assert model_threads(1, "cpu", "bf16", cores=2) == 1 and model_threads(8, "cpu", "bf16", cores=16) == 8
+    assert model_threads(0, "cpu", "bf16", cores=4) == 4  # decoding in this process: the model takes every core
+    assert model_threads(2, "cpu", "fp32", cores=2) is None and model_threads(15, "cuda", "fp16", cores=16) is None
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+
+
+def test_a_bf16_index_run_embeds_on_the_cores_its_workers_leave(library, tmp_path):
+    import os
+
+    import torch
+
+    from vlsearch.encoders import load_encoder
+
+    write_photos(tmp_path / "photos", 4)
+    encoder = load_encoder("tiny-random", device="cpu", precision="bf16")
+    seen, embed = [], encoder.encode_image_tensors
+    encoder.encode_image_tensors = lambda batch: seen.append(torch.get_num_threads()) or embed(batch)
+    before = torch.get_num_threads()
+    report = Indexer(library, encoder, workers=1, batch_size=2).run([tmp_path / "photos"])
+    assert report.embedded == 4 and set(seen) == {max(1, (os.cpu_count() or 1) - 1)}
+    assert torch.get_num_threads() == before  # given back after the run
