@@ -276,14 +276,18 @@ def write_report(out: Path, result: dict) -> None:
         "- **fidelity**: cosine of stored vectors against the model's own preprocess on the full-size photo, encoded "
         f"in fp32 ({FIDELITY_SAMPLE} photos; target mean >= 0.995, min >= 0.98).",
         "",
-        "| model | precision | device | batch | workers | bare img/s | bare fp32 img/s | decode img/s | "
+        "- **workers / threads**: the end-to-end run's decoding processes and the model's torch threads ('all': "
+        "torch's own, every core); the decode columns use the fp32 row's workers.",
+        "",
+        "| model | precision | device | batch | workers / threads | bare img/s | bare fp32 img/s | decode img/s | "
         "decode, full size img/s | end-to-end img/s | ratio | / fp32 | images | fidelity mean / min |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in result["runs"]:
         f = r["fidelity"]
         lines.append(f"| {r['model']} | {r.get('precision', 'fp32')} | {r['device']} | {r['batch_size']} | "
-                     f"{r['workers']} | {r['bare_images_per_s']} | {r.get('bare_fp32_images_per_s', '')} | "
+                     f"{r.get('end_to_end_workers', r['workers'])} / {r.get('end_to_end_model_threads') or 'all'} | "
+                     f"{r['bare_images_per_s']} | {r.get('bare_fp32_images_per_s', '')} | "
                      f"{r['decode_images_per_s']} | {r.get('decode_full_size_images_per_s', '')} | "
                      f"{r['end_to_end_images_per_s']} | {r['ratio_to_bare']:.2f} | "
                      f"{r.get('ratio_to_bare_fp32', r['ratio_to_bare']):.2f} | {r['images']} | "
