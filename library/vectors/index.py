@@ -261,7 +261,7 @@ class VectorIndex:
         if len(queries) > 1:
             return self.index.search(queries, k)
         # One query runs faster on one OpenMP thread, and leaves the other cores to concurrent queries: exact search
-        # over 100k vectors, 15.9 ms p50 on one thread, 17.8 on two (bench/results/query.md). Set per calling thread.
+        # over 100k vectors, 14.2 ms p50 on one thread, 17.2 on two (bench/results/query.md). Set per calling thread.
         with omp_threads(1):
             return self.index.search(queries, k)
 
