@@ -20,7 +20,6 @@ import argparse
 import copy
 import datetime
 import json
-import statistics
 import time
 import warnings
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 
 from bench.api import load_bench_encoder, query_texts
 from bench.indexing import machine
+from bench.query import timed
 from bench.record import recorded_command
 
 WAYS = ("fp32", "autocast-bf16", "bf16-weights", "int8-dynamic")
@@ -49,9 +49,8 @@ def _seconds(call) -> float:
 
 
 def text_latency(encode, texts: list[str]) -> tuple[float, np.ndarray]:
-    encode(texts[:1])
-    ms = [1e3 * _seconds(lambda t=t: encode([t])) for t in texts]
-    return statistics.median(ms), np.concatenate([encode([t]) for t in texts[:20]])
+    ms = timed(lambda i: encode([texts[i]]), len(texts), 1)
+    return float(np.median(ms)), np.concatenate([encode([t]) for t in texts[:20]])
 
 
 def ways(spec: str):

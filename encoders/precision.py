@@ -37,12 +37,12 @@ def resolve_precision(requested: str, device: str) -> str:
 
 
 def weights_dtype(precision: str, device: str) -> torch.dtype:
-    """The dtype a model's weights are kept in: bf16 on a CPU asked for it, float32 otherwise (a GPU autocasts)."""
-    return torch.bfloat16 if precision == "bf16" and not device.startswith("cuda") else torch.float32
+    """The dtype a model's weights are kept in: the precision's on a CPU, float32 on a GPU (which autocasts)."""
+    return torch.float32 if device.startswith("cuda") else DTYPES[precision]
 
 
 def autocast(precision: str, device: str) -> torch.autocast:
     """fp16 or bf16 autocast on a GPU; nothing on the CPU, where the weights themselves carry the format."""
     cuda = device.startswith("cuda")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16  # fp32: off, but a dtype CUDA autocast takes
     return torch.autocast(device_type="cuda" if cuda else "cpu", dtype=dtype, enabled=cuda and precision != "fp32")
