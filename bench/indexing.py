@@ -13,9 +13,9 @@ weights where the CPU computes bf16 in hardware):
   DataLoader workers, no model: the ceiling the CPU side puts on end to end; once with JPEGs decoded at reduced
   scale (the indexer's default) and once at full size (`reduced_decode=False`), the gain of the fast path;
 - end to end: `Indexer.run` into a new library (the default worker count, batch 32).
-- fidelity: cosine between the vectors the pipeline stored and the reference: the model's own preprocess on the
-  full-size decoded photo (PIL, EXIF-upright, RGB) encoded in fp32. The fast path (JPEG draft decoding at a
-  reduced scale) and reduced precision together must keep mean >= 0.995 and min >= 0.98.
+- fidelity: cosine between the vectors the pipeline stored and the reference: the model's own PIL transform on
+  the full-size decoded photo (EXIF-upright, RGB) encoded in fp32. The fast path (JPEG draft decoding at a reduced
+  scale, the transform on uint8 tensors) and reduced precision together must keep mean >= 0.995 and min >= 0.98.
 
 Photos: JPEGs of mixed, camera-like sizes (0.3 to 12 megapixels, landscape, portrait and square) made from the
 bundled scikit-image/scikit-learn sample photos by upscaling, cropping and resizing, so no two files share bytes.
@@ -180,7 +180,9 @@ def decode_steps(files: list[Path], encoder, draft: int | None) -> dict[str, flo
 
 
 def fidelity(lib: Library, encoder, reference_encoder, files: list[Path]) -> dict:
-    """Cosine between stored vectors and the reference: full-size decode, the model's own preprocess, fp32."""
+    """Cosine between stored vectors and the reference: full-size decode, the model's own preprocess (its PIL
+    transform, not the tensor one the indexer runs), fp32."""
+    own = getattr(encoder.preprocess, "reference", encoder.preprocess)
     with lib.session() as s:
         ids = dict(s.execute(select(ImageRecord.path, ImageRecord.id)
                              .where(ImageRecord.path.in_([str(f) for f in files]))).all())
@@ -190,7 +192,7 @@ def fidelity(lib: Library, encoder, reference_encoder, files: list[Path]) -> dic
     for f in files:
         with Image.open(f) as im:
             image = (ImageOps.exif_transpose(im) or im).convert("RGB")
-        refs.append(encoder.preprocess(limit_aspect(image)))
+        refs.append(own(limit_aspect(image)))
         ours.append(stored[ids[str(f)]])
     reference = np.concatenate([reference_encoder.encode_image_tensors(torch.stack(refs[i:i + 16]))
                                 for i in range(0, len(refs), 16)])

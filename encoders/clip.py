@@ -10,6 +10,7 @@ from PIL import Image
 
 from vlsearch.encoders.base import Encoder, normalise
 from vlsearch.encoders.precision import resolve_precision, weights_dtype
+from vlsearch.encoders.preprocess import tensor_preprocess
 
 
 class ClipEncoder(Encoder):
@@ -30,7 +31,7 @@ class ClipEncoder(Encoder):
         self.memory_format = torch.channels_last if device.startswith("cuda") else torch.contiguous_format
         if device.startswith("cuda"):
             self.model = self.model.to(memory_format=self.memory_format)
-        self._preprocess = preprocess
+        self._preprocess = tensor_preprocess(preprocess)
         size = self.model.visual.image_size
         self.input_size = int(max(size) if isinstance(size, (tuple, list)) else size)
         self.tokenizer = open_clip.get_tokenizer(arch)

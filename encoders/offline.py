@@ -20,6 +20,7 @@ from torchvision import transforms
 from torchvision.models import ResNet50_Weights
 
 from vlsearch.encoders.base import Encoder, normalise
+from vlsearch.encoders.preprocess import tensor_preprocess
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +40,14 @@ class ImageNetClassifier:
             model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
         self.model = model.eval().to(device)
         self.class_names: list[str] = list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
-        self.preprocess = transforms.Compose(
+        self.preprocess = tensor_preprocess(transforms.Compose(
             [
                 transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
                 transforms.CenterCrop(224),
                 transforms.ToTensor(),
                 transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
             ]
-        )
+        ))
 
     @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
