@@ -16,12 +16,13 @@ from PIL import Image
 from pydantic import BeforeValidator
 
 from vlsearch.api.errors import ApiError
-from vlsearch.api.schemas import MAX_ID, Hit
+from vlsearch.api.schemas import MAX_ID, Hit, ProductOut
 from vlsearch.api.schemas import Filters as FiltersIn
 from vlsearch.api.service import Service
 from vlsearch.images import DEFAULT_MAX_PIXELS, DecodeError, ImageTooLarge, decode_bytes
 from vlsearch.library import ImageRecord
 from vlsearch.search import Filters, SearchHit
+from vlsearch.search.conditions import Condition
 
 
 def _decimal(value: object) -> object:
@@ -45,7 +46,8 @@ def to_hit(h: SearchHit) -> Hit:
     return Hit(id=h.id, path=h.path, score=h.score, width=h.width, height=h.height, taken_at=h.taken_at,
                camera=h.camera, caption=h.caption, ocr_text=h.ocr_text, match_score=h.match_score,
                thumbnail_url=f"/api/v1/images/{h.id}/thumbnail" if h.thumbnail else None,
-               file_url=f"/api/v1/images/{h.id}/file")
+               file_url=f"/api/v1/images/{h.id}/file",
+               product=ProductOut(**h.product.as_dict()) if h.product is not None else None)
 
 
 def finite(hits: list[SearchHit]) -> list[SearchHit]:
@@ -60,7 +62,27 @@ def to_filters(f: FiltersIn) -> Filters:
     if after and before and after >= before:
         raise ApiError(422, "filters.after must be earlier than filters.before")
     return Filters(path_prefix=os.path.normpath(f.path) if f.path else None, after=after, before=before,
-                   camera=f.camera, min_score=f.min_score)
+                   camera=f.camera, min_score=f.min_score, where=to_conditions(f.where))
+
+
+def to_box(text: str | None) -> tuple[float, ...] | None:
+    """A box sent as form text; its range is the query's to check."""
+    if text is None or not text.strip():
+        return None
+    try:
+        box = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        raise ApiError(422, f"box {text!r}: give four numbers, left,top,right,bottom as fractions, e.g. 0.5,0.6,1,1")
+    return box
+
+
+def to_conditions(where: list[str]) -> tuple[Condition, ...]:
+    try:
+        return tuple(Condition.parse(c) for c in where)
+    except ValueError as exc:
+        raise ApiError(422, f"where: {exc}") from None
 
 
 def _naive(value):

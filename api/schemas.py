@@ -29,6 +29,7 @@ CameraTime = Annotated[
                     "description": "The camera's local wall-clock time (EXIF), ISO 8601 without a time zone."}),
 ]
 Sort = Literal["score", "date"]
+Group = Literal["product"]
 
 
 def no_surrogates(text: str) -> str:
@@ -44,6 +45,15 @@ def no_surrogates(text: str) -> str:
 
 Text = Annotated[str, AfterValidator(no_surrogates)]
 Weight = Annotated[float, Field(ge=-10, le=10, allow_inf_nan=False)]
+Condition = Annotated[Text, Field(min_length=3, max_length=1000, examples=["category=shoes", "price<100"])]
+Facet = Annotated[Text, Field(min_length=1, max_length=200, examples=["brand", "category", "colour"])]
+FACET_HELP = ("Count the values of these product fields or attributes (brand, category, currency, or an attribute) "
+              "among the best 200 hits' products, returned in `facets`.")
+BOX_HELP = ("Search with this region of the image only (left, top, right, bottom as fractions of its width and "
+            "height): the shoes in a photo of a whole outfit.")
+WHERE_HELP = ("Only images of products meeting each condition: name=value, name!=value, name<number, name<=number, "
+              "name>number, name>=number; name=a|b for any of several values. Names: title, brand, category, "
+              "price, currency, or a catalogue attribute.")
 
 
 class Filters(BaseModel):
@@ -58,6 +68,7 @@ class Filters(BaseModel):
                                 examples=["pixel"])
     min_score: float | None = Field(None, ge=-1, le=1, allow_inf_nan=False,
                                     description="Drop hits whose CLIP similarity is below this.")
+    where: list[Condition] = Field(default_factory=list, max_length=20, description=WHERE_HELP)
 
 
 class SearchRequest(BaseModel):
@@ -86,6 +97,26 @@ class SearchRequest(BaseModel):
                        "through them).")
     rerank: int = Field(0, ge=0, le=200, description="Rescore this many top hits with the image-text matching "
                         "model (needs one loaded).")
+    group: Group | None = Field(None, description="product: the hits are products, each by its best-matching "
+                                "image, with `product` set; k and offset count products.")
+    product_id: Text | None = Field(None, min_length=1, max_length=256, description="Look for products like this "
+                                    "one (all its images count; it is left out). Needs group=product.")
+    facets: list[Facet] = Field(default_factory=list, max_length=20, description=FACET_HELP)
+    box: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] | None = Field(
+        None, min_length=4, max_length=4, description=BOX_HELP, examples=[[0.5, 0.6, 1.0, 1.0]])
+
+
+class ProductOut(BaseModel):
+    id: str = Field(examples=["SKU-1042"])
+    title: str | None = Field(None, examples=["ACME trail shoe"])
+    description: str | None = None
+    brand: str | None = Field(None, examples=["ACME"])
+    category: str | None = Field(None, examples=["shoes"])
+    price: float | None = Field(None, examples=[89.9])
+    currency: str | None = Field(None, examples=["EUR"])
+    url: str | None = None
+    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict, examples=[{"color": "red"}])
+    images: int = Field(description="Its indexed images.", examples=[4])
 
 
 class Hit(BaseModel):
@@ -103,6 +134,7 @@ class Hit(BaseModel):
     match_score: float | None = Field(None, description="P(query describes image) from the rerank model.")
     thumbnail_url: str | None = Field(examples=["/api/v1/images/42/thumbnail"])
     file_url: str = Field(examples=["/api/v1/images/42/file"])
+    product: ProductOut | None = Field(None, description="Grouped by product: the product this image stands for.")
 
 
 class SearchResponse(BaseModel):
@@ -113,6 +145,9 @@ class SearchResponse(BaseModel):
     hits: list[Hit]
     next_offset: int | None = Field(description="Offset of the next page; null when there is none.")
     took_ms: float
+    facets: dict[str, dict[str, int]] | None = Field(None, description="For each facet asked for: value -> how "
+                                                     "many of the best 200 hits' products have it, most first.",
+                                                     examples=[{"brand": {"ACME": 12, "Zeta": 3}}])
 
 
 class CaptionOut(BaseModel):

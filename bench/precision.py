@@ -4,7 +4,9 @@ this CPU, and how faithful each is.
 Ways, each on the same seeded random weights:
 - fp32: the reference;
 - autocast-bf16: fp32 weights under `torch.autocast("cpu", dtype=torch.bfloat16)` (casts each weight per call);
-- bf16-weights: the model's weights and inputs in bfloat16 (what `--precision bf16` does);
+- bf16-unpacked: bf16 weights with the text tower's Linears as torch keeps them;
+- bf16-weights: the model's weights and inputs in bfloat16, the text tower's Linear weights packed for oneDNN
+  (what `--precision bf16` does; encoders/packed.py);
 - int8-dynamic: `torch.ao.quantization.quantize_dynamic` of the Linear layers to int8 (image tower only: open_clip's
   text tower reads a Linear's weight dtype, which a quantized Linear no longer has).
 Per way: image-tower images/s on a pre-made batch (after a warm-up, the best of --repeats passes), one text query's
@@ -23,6 +25,7 @@ import json
 import time
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -32,7 +35,7 @@ from bench.indexing import machine
 from bench.query import timed
 from bench.record import recorded_command
 
-WAYS = ("fp32", "autocast-bf16", "bf16-weights", "int8-dynamic")
+WAYS = ("fp32", "autocast-bf16", "bf16-unpacked", "bf16-weights", "int8-dynamic")
 
 
 def image_rate(encode, batch: torch.Tensor, repeats: int) -> tuple[float, np.ndarray]:
@@ -61,6 +64,9 @@ def ways(spec: str):
     autocast = copy.copy(reference)  # the same model; its own autocast (off on a CPU) replaced by bf16's
     autocast.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     yield "autocast-bf16", autocast.encode_image_tensors, autocast.encode_texts
+    with mock.patch("vlsearch.encoders.clip.pack_blocks", lambda transformer: False):
+        unpacked = load_bench_encoder(spec, "cpu", "bf16")
+    yield "bf16-unpacked", unpacked.encode_image_tensors, unpacked.encode_texts
     bf16 = load_bench_encoder(spec, "cpu", "bf16")
     yield "bf16-weights", bf16.encode_image_tensors, bf16.encode_texts
     with warnings.catch_warnings():

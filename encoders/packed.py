@@ -16,27 +16,38 @@ log = logging.getLogger(__name__)
 ROWS_HINT = 16  # oneDNN picks the packed layout for about this many rows; any number of rows works
 
 
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), ROWS_HINT)
+
+
+def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    rows = x.reshape(-1, x.shape[-1])
+    out = torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], "")
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
 class PackedLinear(nn.Module):
-    """nn.Linear with a packed weight; keeps `weight` (open_clip reads its dtype, state dicts its values)."""
+    """nn.Linear with a packed copy of its weight. Keeps `weight` and `bias` as they were, so open_clip reads the
+    weight's dtype and a state dict saved from the model loads into an unpacked one (the packed copy is not in it)."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.weight, self.bias = linear.weight, linear.bias
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), ROWS_HINT)
+        self.packed = pack(linear.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        out = torch.ops.mkldnn._linear_pointwise(rows, self.packed, self.bias, "none", [], "")
-        return out.reshape(*x.shape[:-1], out.shape[-1])
+        return packed_linear(x, self.packed, self.bias)
 
 
 class PackedSelfAttention(nn.Module):
-    """nn.MultiheadAttention's self-attention forward (what open_clip's blocks call) on packed projections."""
+    """nn.MultiheadAttention's self-attention forward (what open_clip's blocks call) on packed projections; its
+    parameters keep MultiheadAttention's names, so state dicts are the same."""
 
     def __init__(self, attn: nn.MultiheadAttention) -> None:
         super().__init__()
         self.heads, self.batch_first = attn.num_heads, attn.batch_first
-        self.in_proj = PackedLinear(_as_linear(attn.in_proj_weight, attn.in_proj_bias))
+        self.in_proj_weight, self.in_proj_bias = attn.in_proj_weight, attn.in_proj_bias
+        self.in_packed = pack(attn.in_proj_weight)
         self.out_proj = PackedLinear(attn.out_proj)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, need_weights: bool = False,
@@ -45,7 +56,8 @@ class PackedSelfAttention(nn.Module):
             raise ValueError("packed attention computes self-attention without weights only")
         x = q if self.batch_first else q.transpose(0, 1)
         n, length, width = x.shape
-        qkv = self.in_proj(x).view(n, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        qkv = packed_linear(x, self.in_packed, self.in_proj_bias)
+        qkv = qkv.view(n, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
         out = self.out_proj(out.transpose(1, 2).reshape(n, length, width))
         return (out if self.batch_first else out.transpose(0, 1)), None
@@ -65,10 +77,10 @@ def pack_blocks(transformer: nn.Module) -> bool:
 
 def _packable(block: nn.Module) -> bool:
     attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
+    linears = all(isinstance(getattr(mlp, name, None), nn.Linear) for name in ("c_fc", "c_proj"))
     return (isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim and attn.in_proj_bias is not None
-            and not attn.add_zero_attn and attn.bias_k is None and attn.dropout == 0.0 and not hasattr(block, "ln_1_kv")
-            and isinstance(getattr(mlp, "c_fc", None), nn.Linear) and isinstance(getattr(mlp, "c_proj", None), nn.Linear)
-            and attn.in_proj_weight.device.type == "cpu")
+            and not attn.add_zero_attn and attn.bias_k is None and attn.dropout == 0.0
+            and not hasattr(block, "ln_1_kv") and linears and attn.in_proj_weight.device.type == "cpu")
 
 
 def _ops_work(linear: nn.Linear) -> bool:
@@ -76,16 +88,10 @@ def _ops_work(linear: nn.Linear) -> bool:
     try:
         probe = torch.randn(3, linear.in_features, generator=torch.Generator().manual_seed(0)).to(linear.weight.dtype)
         with torch.inference_mode():
-            same = torch.allclose(PackedLinear(linear)(probe).float(), F.linear(probe, linear.weight, linear.bias).float(),
-                                  rtol=2e-2, atol=2e-2)
+            expected = F.linear(probe, linear.weight, linear.bias).float()
+            same = torch.allclose(PackedLinear(linear)(probe).float(), expected, rtol=2e-2, atol=2e-2)
     except (RuntimeError, AttributeError, NotImplementedError) as exc:
         log.info("not packing Linear weights: %s", exc)
         return False
     return bool(same)
 
-
-def _as_linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
-    linear = nn.Linear(weight.shape[1], weight.shape[0], device="meta")
-    linear.weight, linear.bias = nn.Parameter(weight.detach(), requires_grad=False), nn.Parameter(bias.detach(),
-                                                                                                  requires_grad=False)
-    return linear

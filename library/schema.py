@@ -95,11 +95,13 @@ class OcrText(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
-# Keyword search: the FTS5 table `image_text` (file name, captions, OCR text; rowid = images.id) is kept in step
-# with images, captions and ocr by SQL triggers (migrations/versions/0002), so no code path can forget it. It is
+# Keyword search: the FTS5 table `image_text` (file name, captions, OCR text, and the title, brand, category and
+# description of the products an image shows; rowid = images.id) is kept in step with images, captions, ocr,
+# products and product_images by SQL triggers (migrations/versions/0003), so no code path can forget it. It is
 # not mapped here: FTS5 virtual tables have no SQLAlchemy model. A migration that rebuilds `images` in batch mode
 # drops its triggers and must create them again.
 TEXT_TABLE = "image_text"
+PRODUCT_TEXT_TABLE = "product_text"  # a product's title, brand, category, description; rowid = products.rowid
 
 
 class Root(Base):
@@ -109,3 +111,41 @@ class Root(Base):
 
     path: Mapped[str] = mapped_column(Text, primary_key=True)
     added_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Product(Base):
+    """A catalogue's product (vlsearch products import): what it is, and the run of the import that last saw it, so
+    an import with pruning forgets the products its file no longer names."""
+
+    __tablename__ = "products"
+
+    id: Mapped[str] = mapped_column(String(256), primary_key=True)  # the catalogue's product_id
+    title: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    brand: Mapped[str | None] = mapped_column(Text, index=True)
+    category: Mapped[str | None] = mapped_column(Text, index=True)
+    price: Mapped[float | None] = mapped_column(Float, index=True)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    url: Mapped[str | None] = mapped_column(Text)
+    attributes: Mapped[str] = mapped_column(Text, default="{}")  # a JSON object: the catalogue's other columns
+    seen_in: Mapped[str] = mapped_column(String(32), index=True)  # the import run that last named it
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    images: Mapped[list["ProductImage"]] = relationship(
+        back_populates="product", cascade="all, delete-orphan", passive_deletes=True, order_by="ProductImage.position"
+    )
+
+
+class ProductImage(Base):
+    """One of a product's pictures: as the catalogue gave it (a path or URL, at `line`), and the indexed image it
+    became (none while not indexed, or when it could not be read). An image may show several products."""
+
+    __tablename__ = "product_images"
+
+    product_id: Mapped[str] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ref: Mapped[str] = mapped_column(Text, index=True)
+    line: Mapped[int | None] = mapped_column(Integer)
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"), index=True)
+
+    product: Mapped[Product] = relationship(back_populates="images")

@@ -15,10 +15,13 @@ from sqlalchemy import func, select
 from vlsearch.captioner import ImageTextModel, ModelMissing
 from vlsearch.encoders import Encoder
 from vlsearch.images import DecodeError, decode_file
+from vlsearch.images.geometry import crop_box
 from vlsearch.library import ImageRecord, Library
 from vlsearch.library.records import under_any
 from vlsearch.library.schema import Caption, OcrText, Root
 from vlsearch.library.sql import in_chunks
+from vlsearch.search.conditions import admitted_images
+from vlsearch.search.grouping import group_by_product, images_of, product_vector
 from vlsearch.search.keywords import SQLITE_MAX_INT, KeywordQuery, keyword_ranking, reciprocal_rank_fusion
 from vlsearch.search.query import Filters, SearchHit, SearchQuery
 
@@ -51,9 +54,12 @@ class SearchEngine:
         if query.text and query.text.strip():
             parts.append(query.text_weight * self.encoder.encode_texts([query.text])[0])
         if query.image is not None:
-            parts.append(query.image_weight * self.encoder.encode_images([query.image])[0])
+            image = crop_box(query.image, query.box) if query.box is not None else query.image
+            parts.append(query.image_weight * self.encoder.encode_images([image])[0])
         if query.image_id is not None:
             parts.append(query.image_weight * self.stored_vector(query.image_id))
+        if query.product_id is not None:
+            parts.append(query.image_weight * product_vector(self.library, self.encoder.name, query.product_id))
         vector = np.sum(parts, axis=0)
         if query.negatives:
             vector = vector - query.negative_weight * self.encoder.encode_texts(list(query.negatives)).sum(axis=0)
@@ -77,18 +83,35 @@ class SearchEngine:
             raise ModelMissing("a rerank needs an image-text matching model", "match")
         exclude = {query.image_id} if query.image_id is not None else set()
         k = max(query.k, query.rerank)
-        if query.mode == "keyword":
-            hits = self._keyword(KeywordQuery.parse(query.text or ""), k, query.filters, exclude)
-        elif query.mode == "hybrid" and query.text and not KeywordQuery.parse(query.text).empty:
-            hits = self._hybrid(query, k, exclude)
-        else:
-            hits = self._nearest(self.query_vector(query), k, query.filters, exclude)
+        hits = self._grouped(query, k, exclude) if query.group == "product" else self._ranked(query, k, exclude)
         if query.rerank:
             hits = self._rerank(query.text or "", hits, query.rerank)
         hits = hits[: query.k]
         if query.sort == "date":
             hits.sort(key=lambda h: h.taken_at or datetime.min, reverse=True)
         return hits
+
+    def _ranked(self, query: SearchQuery, k: int, exclude: set[int]) -> list[SearchHit]:
+        """The best k images for the query's mode."""
+        if query.mode == "keyword":
+            return self._keyword(KeywordQuery.parse(query.text or ""), k, query.filters, exclude)
+        if query.mode == "hybrid" and query.text and not KeywordQuery.parse(query.text).empty:
+            return self._hybrid(query, k, exclude)
+        return self._nearest(self.query_vector(query), k, query.filters, exclude)
+
+    def _grouped(self, query: SearchQuery, k: int, exclude: set[int]) -> list[SearchHit]:
+        """The best k products: image hits grouped by product, fetching deeper until k products are found (or the
+        images run out). Products like a product leave out its own images and itself."""
+        if query.product_id is not None:
+            exclude = exclude | images_of(self.library, query.product_id)
+        fetch = k * FIRST_FETCH
+        while True:
+            images = self._ranked(query, fetch, exclude)
+            words = KeywordQuery.parse(query.text or "") if query.mode == "keyword" else None
+            products = group_by_product(self.library, images, query.product_id, query.filters.where, words)
+            if len(products) >= k or len(images) < fetch:
+                return products[:k]
+            fetch *= 4
 
     def _keyword(self, query: KeywordQuery, k: int, filters: Filters, exclude: set[int]) -> list[SearchHit]:
         """Best bm25 matches that pass the filters, widening the FTS fetch until k survive."""
@@ -267,4 +290,6 @@ def _filter_clauses(filters: Filters) -> list:
         # A plain substring (instr, not LIKE): "_" and "%" in a camera name are characters, not wildcards.
         camera = func.coalesce(ImageRecord.camera_make, "") + " " + func.coalesce(ImageRecord.camera_model, "")
         clauses.append(func.instr(func.lower(camera), filters.camera.lower()) > 0)
+    if filters.where:
+        clauses.append(admitted_images(filters.where))
     return clauses

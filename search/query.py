@@ -8,7 +8,11 @@ from datetime import datetime
 
 from PIL import Image
 
+from vlsearch.images.geometry import check_box
+from vlsearch.search.conditions import Condition
+
 MODES = ("vector", "keyword", "hybrid")
+GROUPS = ("product",)
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,7 @@ class Filters:
     before: datetime | None = None
     camera: str | None = None
     min_score: float | None = None
+    where: tuple[Condition, ...] = ()  # on the products an image shows (search/conditions.py)
 
     def __post_init__(self) -> None:
         _require_text("the camera filter", self.camera)
@@ -31,7 +36,7 @@ class Filters:
 
     @property
     def empty(self) -> bool:
-        return not (self.path_prefix or self.after or self.before or self.camera)
+        return not (self.path_prefix or self.after or self.before or self.camera or self.where)
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,9 @@ class SearchQuery:
     sort: str = "score"  # or "date": the top k by score, shown newest first
     mode: str = "vector"  # vector (CLIP), keyword (file names, captions, OCR text) or hybrid (both, fused)
     rerank: int = 0  # rescore this many top candidates with an image-text matching model
+    group: str | None = None  # "product": hits are products, each by its best-matching image
+    product_id: str | None = None  # a product: its images' mean vector is used, and it is left out of the hits
+    box: tuple[float, float, float, float] | None = None  # search with this region of `image` only (fractions)
 
     def __post_init__(self) -> None:
         _require_text("the query text", self.text)
@@ -58,11 +66,21 @@ class SearchQuery:
         if not all(math.isfinite(w) for w in (self.text_weight, self.image_weight, self.negative_weight)):
             raise ValueError("weights must be finite numbers")
         has_text = bool(self.text and self.text.strip())
-        if not has_text and self.image is None and self.image_id is None:
+        if not has_text and self.image is None and self.image_id is None and self.product_id is None:
             raise ValueError("a search needs text, an image, or both")
+        if self.group is not None and self.group not in GROUPS:
+            raise ValueError(f"group must be one of {', '.join(GROUPS)}, not {self.group!r}")
+        if self.product_id is not None and self.group != "product":
+            raise ValueError("products like a product are products: group the results by product")
+        if self.box is not None and self.image is None:
+            raise ValueError("a box marks a region of the query image: send the image itself with it")
+        if self.box is not None:
+            check_box(self.box)
+        if self.group and self.rerank:
+            raise ValueError("a rerank scores images, and grouped results are products: drop one of the two")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
-        if self.mode == "keyword" and (self.image is not None or self.image_id is not None):
+        if self.mode == "keyword" and (self.image is not None or self.image_id is not None or self.product_id):
             raise ValueError("keyword mode matches words only: drop the image, or switch to hybrid or vector mode")
         if self.mode == "keyword" and not has_text:
             raise ValueError("keyword mode looks for words: give some text (or switch to vector mode to search by "
@@ -104,6 +122,7 @@ class SearchHit:
     caption: str | None = None
     ocr_text: str | None = None
     match_score: float | None = None  # P(query text describes the image), when the hits were reranked
+    product: ProductInfo | None = None  # grouped by product: the product this image is the best match of
 
     def as_dict(self) -> dict:
         return {
@@ -118,4 +137,26 @@ class SearchHit:
             "caption": self.caption,
             "ocr_text": self.ocr_text,
             "match_score": None if self.match_score is None else round(self.match_score, 6),
+            **({"product": self.product.as_dict()} if self.product is not None else {}),
         }
+
+
+@dataclass(frozen=True)
+class ProductInfo:
+    """A catalogue product as a hit carries it."""
+
+    id: str
+    title: str | None = None
+    description: str | None = None
+    brand: str | None = None
+    category: str | None = None
+    price: float | None = None
+    currency: str | None = None
+    url: str | None = None
+    attributes: dict = field(default_factory=dict)
+    images: int = 0  # how many indexed images it has
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "title": self.title, "description": self.description, "brand": self.brand,
+                "category": self.category, "price": self.price, "currency": self.currency, "url": self.url,
+                "attributes": self.attributes, "images": self.images}

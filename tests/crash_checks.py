@@ -9,7 +9,14 @@ import sqlite3
 from pathlib import Path
 
 MODEL = "tiny-random"
-TRIGGERS = len(importlib.import_module("vlsearch.migrations.versions.0002_captions_ocr_fts").TRIGGERS)
+_VERSIONS = "vlsearch.migrations.versions."
+# What each revision adds to 0001's schema: its tables and how many triggers it keeps.
+ADDED = {
+    "0002": ({"captions", "ocr", "image_text"},
+             len(importlib.import_module(_VERSIONS + "0002_captions_ocr_fts").TRIGGERS)),
+    "0003": ({"captions", "ocr", "image_text", "products", "product_images", "product_text"},
+             len(importlib.import_module(_VERSIONS + "0003_products").triggers(products=True))),
+}
 
 def count_embeddings(db: Path) -> int:
     try:
@@ -36,10 +43,13 @@ def check_library(lib_dir: Path) -> list[str]:
         triggers = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'").fetchone()[0]
         version = (conn.execute("SELECT version_num FROM alembic_version").fetchall()
                    if "alembic_version" in tables else [])
-        new_tables = {"captions", "ocr", "image_text"} & tables
-        if version == [("0002",)]:
-            if len(new_tables) != 3 or triggers != TRIGGERS:
-                problems.append(f"schema at 0002 lacks parts of it: tables {sorted(new_tables)}, {triggers} triggers")
+        new_tables = set().union(*(added for added, _ in ADDED.values())) & tables
+        if len(version) == 1 and version[0][0] in ADDED:
+            revision = version[0][0]
+            tables_wanted, triggers_wanted = ADDED[revision]
+            if new_tables != tables_wanted or triggers != triggers_wanted:
+                problems.append(f"schema at {revision} lacks parts of it: tables {sorted(new_tables)}, {triggers} "
+                                "triggers")
             else:
                 images = conn.execute("SELECT count(*) FROM images").fetchone()[0]
                 texts = conn.execute("SELECT count(*) FROM image_text").fetchone()[0]
@@ -47,7 +57,8 @@ def check_library(lib_dir: Path) -> list[str]:
                     problems.append(f"{images} images but {texts} rows in the keyword index")
         elif version == [("0001",)]:
             if new_tables or triggers:
-                problems.append(f"schema at 0001 holds parts of 0002: {sorted(new_tables)}, {triggers} triggers")
+                problems.append(f"schema at 0001 holds parts of later ones: {sorted(new_tables)}, {triggers} "
+                                "triggers")
         elif tables - {"sqlite_sequence"}:
             problems.append(f"alembic_version is {version} with tables {sorted(tables)}")
         model = conn.execute("SELECT generation, dim FROM models WHERE name = ?", (MODEL,)).fetchone()

@@ -54,9 +54,9 @@ def test_precision_benchmark_compares_each_way_of_computing_below_fp32_with_fp32
                   "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "precision.json").read_text())
     rows = {r["way"]: r for r in report["rows"]}
-    assert list(rows) == ["fp32", "autocast-bf16", "bf16-weights", "int8-dynamic"]
+    assert list(rows) == ["fp32", "autocast-bf16", "bf16-unpacked", "bf16-weights", "int8-dynamic"]
     assert rows["fp32"]["image_fidelity"] == {"mean": 1.0, "min": 1.0}
-    for way in ("autocast-bf16", "bf16-weights", "int8-dynamic"):
+    for way in ("autocast-bf16", "bf16-unpacked", "bf16-weights", "int8-dynamic"):
         assert 0.98 <= rows[way]["image_fidelity"]["min"] < 1.0, way  # faithful, and really another format
         assert rows[way]["images_per_s"] > 0
     assert rows["int8-dynamic"]["text_ms_p50"] is None and rows["bf16-weights"]["text_ms_p50"] > 0
@@ -151,6 +151,33 @@ def test_distributed_benchmark_compares_ray_with_a_local_run_and_measures_the_me
     merge = report["synthetic_merge"]
     assert merge["rows"] == 3000 and merge["rows_per_s"] > 0 and merge["sqlite_bytes_per_row"] > 512
     assert "| tiny-random |" in (tmp_path / "out" / "distributed.md").read_text()
+
+
+def test_products_benchmark_reports_grouped_search_per_condition_and_the_import_rate(tmp_path):
+    argv = ["--products", "2000", "--queries", "12", "--import-rows", "300", "--cache", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "out")]
+    assert bench(["products", *argv]) == 0
+    report = json.loads((tmp_path / "out" / "products.json").read_text())
+    check_command(report["command"].replace(str(tmp_path / "out"), "bench/results").replace(
+        str(tmp_path / "cache"), "cache"))
+    assert report["sizes"]["images"] == 6000 and report["index"]["kind"] == "flat"  # exact below 100k vectors
+    cases = {row["case"]: row for row in report["cases"]}
+    assert list(cases) == ["none", "selective", "broad", "range", "range+broad"]
+    for row in cases.values():  # every path is exact here: grouped results must be the exact products
+        assert row["n"] == 12 and 0 < row["p50"] <= row["p99"]
+        assert 0.95 <= row["recall_at_10"] <= 1.0 and row["queries_scored"] == 12
+    assert cases["none"]["admits_pct"] == 100 and cases["selective"]["admits_pct"] == 0.1
+    assert 20 < cases["broad"]["admits_pct"] < 40 and cases["range+broad"]["admits_pct"] < cases["range"]["admits_pct"]
+    imported = report["import"]
+    assert imported["rows"] == imported["new"] == 300 and imported["rows_per_s"] > 0
+    assert imported["images"] == imported["not_indexed"] == imported["problems"] == 900  # the pictures do not exist
+    table = (tmp_path / "out" / "products.md").read_text()
+    assert "| selective | `brand=bNNNN (a brand per query)` | 0.1 |" in table and "| range+broad |" in table
+    assert "rows/s" in table
+    assert bench(["products", *argv]) == 0  # again: from the cache, the same library and products
+    again = json.loads((tmp_path / "out" / "products.json").read_text())
+    assert again["sizes"]["library_fill_s"] == again["sizes"]["products_insert_s"] == 0
+    assert again["index"]["loaded_from_file"]
 
 
 def written_names(command: str) -> set[str]:

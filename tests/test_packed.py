@@ -34,6 +34,19 @@ def test_a_packed_text_tower_gives_the_same_vectors(precision, monkeypatch):
 
 
 @needs_onednn
+def test_a_packed_models_state_dict_is_open_clips(monkeypatch):
+    """Saving a loaded model's weights (`vlsearch-tiny --weights FILE`) must give a checkpoint open_clip can load."""
+    monkeypatch.setattr(clip, "pack_blocks", lambda transformer: False)
+    plain = load_encoder("tiny-random", device="cpu", precision="fp32")
+    before = {k: v.clone() for k, v in plain.model.state_dict().items()}
+    assert packed.pack_blocks(plain.model.transformer)
+    after = plain.model.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
+    fresh = load_encoder("tiny-random", device="cpu", precision="fp32")
+    fresh.model.load_state_dict(after)  # strict: every key, no extra
+
+
+@needs_onednn
 def test_bf16_on_the_cpu_loads_packed_and_fp32_stays_the_reference():
     assert load_encoder("tiny-random", device="cpu", precision="bf16").packed_text
     fp32 = load_encoder("tiny-random", device="cpu", precision="fp32")

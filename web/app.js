@@ -1,6 +1,8 @@
 // vlsearch web page: plain ES2020, no framework. Talks only to the JSON API under /api/v1.
 // Server data is always written with textContent, never as markup.
 
+import { boxTool, productLines, productQuery, showFacets } from './products.js';
+
 const API = '/api/v1';
 const PAGE_SIZE = 24;
 const DEBOUNCE_MS = 350;
@@ -248,7 +250,7 @@ function resultCard(hit, extraLines = []) {
 
 const FIELDS = {  // URL parameter -> input
   q: '#q', not: '#not', path: '#filter-path', after: '#filter-after', before: '#filter-before',
-  camera: '#filter-camera', min_score: '#filter-min-score', sort: '#sort', mode: '#mode',
+  camera: '#filter-camera', min_score: '#filter-min-score', sort: '#sort', mode: '#mode', where: '#where',
 };
 const DEFAULTS = { sort: 'score', mode: 'vector' };
 
@@ -275,10 +277,10 @@ function filters() {
 
 function searchBody(offset) {
   const negatives = value('#not').split(',').map((s) => s.trim()).filter(Boolean).slice(0, 20);
-  return {
+  return productQuery({
     text: value('#q') || null, image: state.image ? state.image.dataUrl : null, negatives, filters: filters(),
     k: PAGE_SIZE, offset, mode: $('#mode').value, sort: $('#sort').value,
-  };
+  });
 }
 
 /** Reflect the query in the address bar so it can be shared or bookmarked (the image itself cannot). */
@@ -309,6 +311,7 @@ function readUrl() {
 
 function resetResults(message) {
   $('#results').replaceChildren();
+  showFacets(null);
   $('#more').hidden = true;
   state.nextOffset = null;
   setStatus(message);
@@ -366,15 +369,19 @@ async function runSearch({ more = false, force = false } = {}) {
 }
 
 const runSearchSoon = debounce(() => runSearch(), DEBOUNCE_MS);
+let setBox = () => {};  // the query image's box tool, once set up
 
 function showHits(data, append) {
   const grid = $('#results');
   if (!append) grid.replaceChildren();
-  grid.append(...data.hits.map((hit) => resultCard(hit)));
+  grid.append(...data.hits.map((hit) => resultCard(hit, productLines(hit))));
+  if (!append) showFacets(data.facets, () => runSearch({ force: true }));
   state.nextOffset = data.next_offset;
   $('#more').hidden = data.next_offset === null || data.next_offset === undefined;
   const count = grid.children.length;
-  const what = state.similarOf ? ' similar images' : count === 1 ? ' result' : ' results';
+  const grouped = data.hits.length && data.hits[0].product;
+  const what = state.similarOf ? ' similar images' : grouped ? (count === 1 ? ' product' : ' products')
+    : count === 1 ? ' result' : ' results';
   const more = $('#more').hidden ? '' : ' (more available)';
   setStatus(count ? `${count}${what}${more} in ${Math.round(data.took_ms)} ms`
     : 'No matches — try other words or fewer filters');
@@ -408,6 +415,7 @@ function clearQueryImage(rerun = true) {
   if (state.image) URL.revokeObjectURL(state.image.previewUrl);
   state.image = null;
   state.similarOf = null;
+  setBox(null);
   $('#image-input').value = '';
   $('#query-preview').hidden = true;
   $('#query-image').removeAttribute('src');
@@ -710,6 +718,7 @@ function setupSearch() {
     $('#q').focus();
   });
   dropZone($('#drop'), $('#image-input'), setQueryImage, $('#search-view'));
+  setBox = boxTool(() => runSearch({ force: true }));
   // Filters are open where there is room; on a phone they stay folded in their <details>.
   if (window.matchMedia('(min-width: 48em)').matches) $('#filters').open = true;
 }

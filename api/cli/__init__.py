@@ -15,6 +15,7 @@ from vlsearch.api.cli.index import index
 from vlsearch.api.cli.library import db_upgrade, reindex, status
 from vlsearch.api.cli.models import models_list, models_pull
 from vlsearch.api.cli.output import err
+from vlsearch.api.cli.products import import_products, similar_products
 from vlsearch.api.cli.search import search, similar
 from vlsearch.api.cli.serve import serve
 from vlsearch.api.cli.transfer import export_library, import_library
@@ -25,8 +26,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Library schema maintenance.", no_args_is_help=True)
+products_app = typer.Typer(help="Product catalogues: import one (its rows become products, its pictures indexed "
+                            "images), find products like a product.", no_args_is_help=True)
 models_app = typer.Typer(help="The models vlsearch embeds, captions and answers with; fetching their weights.",
                          no_args_is_help=True)
+app.add_typer(products_app, name="products")
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 
@@ -58,6 +62,8 @@ for command in (index, search, similar, caption, ask, status, reindex, serve):
     app.command()(command)
 app.command("export")(export_library)
 app.command("import")(import_library)
+products_app.command("import")(import_products)
+products_app.command("similar")(similar_products)
 db_app.command("upgrade")(db_upgrade)
 models_app.command("list")(models_list)
 models_app.command("pull")(models_pull)

@@ -105,6 +105,13 @@ MinScoreOpt = Annotated[float | None, typer.Option(
 AfterOpt = Annotated[str | None, typer.Option(help="Taken on or after this date (YYYY-MM-DD).")]
 BeforeOpt = Annotated[str | None, typer.Option(help="Taken before this date.")]
 CameraOpt = Annotated[str | None, typer.Option(help="Camera make or model contains this.")]
+BoxOpt = Annotated[str | None, typer.Option("--box", help="Search with this region of --image only: left,top,right,"
+                                          "bottom as fractions, e.g. 0.5,0.6,1,1 for the lower right quarter.")]
+GroupOpt = Annotated[str | None, typer.Option("--group", help="product: the results are products (from `vlsearch "
+                                             "products import`), each shown by its best-matching image.")]
+WhereOpt = Annotated[list[str] | None, typer.Option("--where", help="Only images of products meeting this: "
+                                                    "category=shoes, brand!=acme, price<100, color=red|blue "
+                                                    "(repeatable; all must hold).")]
 SortOpt = Annotated[str, typer.Option(help="score, or date (newest first among the top k).")]
 TextWeightOpt = Annotated[float, typer.Option(help="Weight of the text in a combined query.")]
 ImageWeightOpt = Annotated[float, typer.Option(help="Weight of the image in a combined query.")]

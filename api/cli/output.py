@@ -101,12 +101,25 @@ def parse_date(value: str | None, option: str) -> datetime | None:
         raise fail(f"{option} {value!r}: use a date like 2024-05-31 or 2024-05-31T18:00") from None
 
 
+def parse_box(text: str | None) -> tuple[float, ...] | None:
+    """--box's four numbers (their range is the query's to check)."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise fail(f"--box {text!r}: give four numbers, left,top,right,bottom, e.g. 0.5,0.6,1,1") from None
+
+
 def print_hits(hits: list[Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps([h.as_dict() for h in hits], indent=2))
         return
     if not hits:
         console.print("no matches")
+        return
+    if any(h.product is not None for h in hits):
+        print_products(hits)
         return
     table = Table(box=None, header_style="bold")
     for column in ("#", "score", "id"):
@@ -124,4 +137,20 @@ def print_hits(hits: list[Any], as_json: bool) -> None:
         table.add_row(str(rank), f"{h.score:.3f}", str(h.id), Text(h.path), size, taken, *match)
         if h.caption:  # under its path, so the path keeps the width
             table.add_row("", "", "", Text(h.caption, style="dim"), "", "", *([""] if reranked else []))
+    console.print(table)
+
+
+def print_products(hits: list[Any]) -> None:
+    """Grouped hits: a product a row, with the image that matched best."""
+    table = Table(box=None, header_style="bold")
+    for column in ("#", "score", "product"):
+        table.add_column(column, justify="right")
+    for column in ("title", "brand", "price"):
+        table.add_column(column)
+    table.add_column("best image", overflow="fold")
+    for rank, h in enumerate(hits, 1):
+        p = h.product
+        price = f"{p.price:g} {p.currency or ''}".strip() if p.price is not None else ""
+        table.add_row(str(rank), f"{h.score:.3f}", Text(p.id), Text(p.title or ""), Text(p.brand or ""), price,
+                      Text(h.path))
     console.print(table)

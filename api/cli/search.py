@@ -11,7 +11,9 @@ from vlsearch.api.cli.loading import engine_for, load_text_model, open_library
 from vlsearch.api.cli.options import (
     AfterOpt,
     BeforeOpt,
+    BoxOpt,
     CameraOpt,
+    GroupOpt,
     ImageOpt,
     ImageWeightOpt,
     ItmModelOpt,
@@ -31,8 +33,10 @@ from vlsearch.api.cli.options import (
     TextArg,
     TextWeightOpt,
     WeightsOpt,
+    WhereOpt,
 )
-from vlsearch.api.cli.output import fail, parse_date, print_hits
+from vlsearch.api.cli.output import fail, parse_box, parse_date, print_hits
+from vlsearch.api.cli.products import parse_where
 
 
 def search(
@@ -40,6 +44,7 @@ def search(
     model_dir: ModelDirOpt,
     text: TextArg = None,
     image: ImageOpt = None,
+    box: BoxOpt = None,
     negatives: NegativesOpt = None,
     k: KOpt = 20,
     min_score: MinScoreOpt = None,
@@ -47,6 +52,8 @@ def search(
     after: AfterOpt = None,
     before: BeforeOpt = None,
     camera: CameraOpt = None,
+    where: WhereOpt = None,
+    group: GroupOpt = None,
     sort: SortOpt = "score",
     text_weight: TextWeightOpt = 1.0,
     image_weight: ImageWeightOpt = 1.0,
@@ -70,9 +77,11 @@ def search(
         query_image = decode_file(image) if image else None
         query = SearchQuery(
             text=text, image=query_image, negatives=tuple(negatives or ()), k=k, sort=sort, mode=mode, rerank=rerank,
-            text_weight=text_weight, image_weight=image_weight, negative_weight=not_weight,
+            text_weight=text_weight, image_weight=image_weight, negative_weight=not_weight, group=group,
+            box=parse_box(box),
             filters=Filters(path_prefix=path, after=parse_date(after, "--after"),
-                            before=parse_date(before, "--before"), camera=camera, min_score=min_score),
+                            before=parse_date(before, "--before"), camera=camera, min_score=min_score,
+                            where=parse_where(where)),
         )
         if rerank:
             engine.matcher = load_text_model(itm_model, "match", model_dir)

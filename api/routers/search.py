@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import Path as PathParam
 from PIL import Image
 
 from vlsearch.api.deps import (
@@ -16,11 +17,28 @@ from vlsearch.api.deps import (
     finite,
     get_service,
     read_upload,
+    to_box,
     to_filters,
     to_hit,
 )
 from vlsearch.api.errors import ApiError, responses
-from vlsearch.api.schemas import MAX_K, MAX_WINDOW, Filters, Mode, SearchRequest, SearchResponse, Sort, Text, Weight
+from vlsearch.api.schemas import (
+    BOX_HELP,
+    FACET_HELP,
+    MAX_K,
+    MAX_WINDOW,
+    WHERE_HELP,
+    Condition,
+    Facet,
+    Filters,
+    Group,
+    Mode,
+    SearchRequest,
+    SearchResponse,
+    Sort,
+    Text,
+    Weight,
+)
 from vlsearch.api.security import require_read
 from vlsearch.api.service import Service, in_thread
 from vlsearch.api.wording import explain
@@ -28,6 +46,7 @@ from vlsearch.captioner import NotSupported
 from vlsearch.library import LibraryError
 from vlsearch.search import SearchQuery
 from vlsearch.search.engine import FUSION_DEPTH
+from vlsearch.search.facets import FACET_DEPTH, check_facet, facet_counts
 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_read)])
 ERRORS = responses(401, 403, 404, 409, 413, 415, 422, 503)
@@ -37,14 +56,14 @@ async def run(service: Service, started: float, **fields) -> SearchResponse:
     """Search for one page: the top hits to offset + k (and one more, to know whether a next page exists), less
     the first offset. Hybrid and date-sorted results are ranked within a fixed window (FUSION_DEPTH best
     matches), so every page of one query comes from the same ranking."""
-    k, offset = fields.pop("k"), fields.pop("offset")
+    k, offset, facets = fields.pop("k"), fields.pop("offset"), [check(f) for f in fields.pop("facets", None) or []]
     windowed = fields.get("mode") == "hybrid" or fields.get("sort") == "date"
     depth = FUSION_DEPTH if windowed else MAX_WINDOW
     if offset + k > depth:
         what = "hybrid and date-sorted results" if windowed else "pages"
         raise ApiError(422, f"offset + k is {offset + k}; {what} reach at most {depth} hits deep: narrow the "
                        "search with filters instead")
-    fetch = depth if fields.get("sort") == "date" else min(offset + k + 1, depth)
+    fetch = depth if fields.get("sort") == "date" else min(max(offset + k + 1, FACET_DEPTH if facets else 0), depth)
     try:
         query = SearchQuery(k=fetch, **fields)
     except ValueError as exc:
@@ -71,10 +90,19 @@ async def run(service: Service, started: float, **fields) -> SearchResponse:
             raise ApiError(422, explain(exc)) from None
     page = finite(hits[offset : offset + k])
     more = len(hits) > offset + k
+    counted = await in_thread(facet_counts, service.library, hits, facets) if facets and hits else None
     return SearchResponse(
         model=service.models.encoder.name, mode=query.mode, k=k, offset=offset, hits=[to_hit(h) for h in page],
         next_offset=offset + k if more else None, took_ms=round((time.perf_counter() - started) * 1000, 3),
+        facets=counted if facets else None,
     )
+
+
+def check(facet: str) -> str:
+    try:
+        return check_facet(facet)
+    except ValueError as exc:
+        raise ApiError(422, f"facets: {exc}") from None
 
 
 @router.get("/search", response_model=SearchResponse, responses=ERRORS, summary="Search by text")
@@ -97,15 +125,20 @@ async def search_get(
                                 'OCR text ("quoted phrases" match exactly); hybrid: both, fused by reciprocal rank')]
     = "vector",
     rerank: Annotated[int, Query(ge=0, le=200, description="Rescore the top N with the matching model.")] = 0,
+    where: Annotated[list[Condition] | None, Query(max_length=20, description=WHERE_HELP + " Repeatable.")] = None,
+    group: Annotated[Group | None, Query(description="product: the hits are products, each by its best-matching "
+                                         "image; k and offset count products.")] = None,
+    facet: Annotated[list[Facet] | None, Query(max_length=20, description=FACET_HELP + " Repeatable.")] = None,
     service: Service = Depends(get_service),
 ) -> SearchResponse:
     """Images matching words, best first. The everyday search: `GET /api/v1/search?q=red+bicycle&k=20`."""
     started = time.perf_counter()
     if not q.strip():
         raise ApiError(422, "q is blank: type some words to search for")
-    filters = to_filters(Filters(path=path, after=after, before=before, camera=camera, min_score=min_score))
+    filters = to_filters(Filters(path=path, after=after, before=before, camera=camera, min_score=min_score,
+                                 where=where or []))
     return await run(service, started, text=q, negatives=tuple(not_ or ()), filters=filters, k=k, offset=offset,
-                     sort=sort, mode=mode, rerank=rerank)
+                     sort=sort, mode=mode, rerank=rerank, group=group, facets=facet)
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS, summary="Search by text, image or both")
@@ -122,7 +155,9 @@ async def search_post(body: SearchRequest, service: Service = Depends(get_servic
     return await run(service, started, text=body.text, image=image, image_id=body.image_id,
                      negatives=tuple(body.negatives), text_weight=body.text_weight, image_weight=body.image_weight,
                      negative_weight=body.negative_weight, filters=to_filters(body.filters), k=body.k,
-                     offset=body.offset, mode=body.mode, sort=body.sort, rerank=body.rerank)
+                     offset=body.offset, mode=body.mode, sort=body.sort, rerank=body.rerank, group=body.group,
+                     product_id=body.product_id, facets=body.facets,
+                     box=tuple(body.box) if body.box is not None else None)
 
 
 @router.post("/search/image", response_model=SearchResponse, responses=ERRORS, summary="Reverse image search")
@@ -136,15 +171,21 @@ async def search_image(
     path: Annotated[Text | None, Form(max_length=4096, pattern="^/", description="Only files under this folder.")]
     = None,
     min_score: Annotated[float | None, Form(ge=-1, le=1, allow_inf_nan=False)] = None,
+    where: Annotated[list[Condition] | None, Form(max_length=20, description=WHERE_HELP + " Repeatable.")] = None,
+    group: Annotated[Group | None, Form(description="product: the hits are products (a shopper's photo finds "
+                                        "the product).")] = None,
+    facet: Annotated[list[Facet] | None, Form(max_length=20, description=FACET_HELP + " Repeatable.")] = None,
+    box: Annotated[Text | None, Form(max_length=200, description=BOX_HELP + " As text: 0.5,0.6,1,1.")] = None,
     service: Service = Depends(get_service),
 ) -> SearchResponse:
-    """Upload an image, get the indexed images that look like it (optionally steered by words)."""
+    """Upload an image, get the indexed images that look like it (optionally steered by words, or in a region)."""
     started = time.perf_counter()
     data = await read_upload(file, service.settings.max_upload_bytes)
     image = await decode_upload(data, file.filename or "the upload", service.settings.max_pixels)
-    filters = to_filters(Filters(path=path, min_score=min_score))
+    filters = to_filters(Filters(path=path, min_score=min_score, where=where or []))
     return await run(service, started, text=text, image=image, text_weight=text_weight, image_weight=image_weight,
-                     filters=filters, k=k, offset=offset)
+                     filters=filters, k=k, offset=offset, group=group, facets=facet,
+                     box=to_box(box))
 
 
 @router.get("/images/{image_id}/similar", response_model=SearchResponse, responses=ERRORS, tags=["images"],
@@ -164,3 +205,18 @@ async def similar(
         raise ApiError(404, f"image {image_id} is not in the library")
     filters = to_filters(Filters(path=path, min_score=min_score))
     return await run(service, started, image_id=image_id, filters=filters, k=k, offset=offset)
+
+
+@router.get("/products/{product_id}/similar", response_model=SearchResponse, responses=ERRORS, tags=["products"],
+            summary="Products like a product")
+async def similar_products(
+    product_id: Annotated[Text, PathParam(min_length=1, max_length=256, description="The catalogue's product_id.")],
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_WINDOW)] = 0,
+    where: Annotated[list[Condition] | None, Query(max_length=20, description=WHERE_HELP + " Repeatable.")] = None,
+    service: Service = Depends(get_service),
+) -> SearchResponse:
+    """Products that look like this one: the mean of all its images' vectors, grouped by product, itself left out."""
+    started = time.perf_counter()
+    return await run(service, started, product_id=product_id, group="product", k=k, offset=offset,
+                     filters=to_filters(Filters(where=where or [])))

@@ -1,0 +1,86 @@
+"""Conditions on products (`category=shoes`, `price<100`, `color=red|blue`), as written in a CLI `--where` or an API
+`where`, and the SQL that admits the images of the products meeting them all.
+
+Text compares case-insensitively; numbers (the price, and attributes the catalogue gave as numbers) numerically;
+`a|b|c` is any of the values. A condition on a field a product lacks is not met (`!=` included)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import and_, func, literal, not_, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from vlsearch.library.schema import ImageRecord, Product, ProductImage
+
+FIELDS = ("title", "description", "brand", "category", "price", "currency", "url", "id")
+OPERATORS = ("<=", ">=", "!=", "=", "<", ">")  # longest first: `<=` is not `<` then `=value`
+_CONDITION = re.compile(r"^\s*([\w][\w .\-]*?)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$", re.DOTALL)
+_NAME = re.compile(r"^[\w][\w .\-]*$")
+MAX_VALUES = 100
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str  # a product field (FIELDS) or an attribute's name
+    op: str
+    values: tuple[str, ...]  # as written; several only for = and != (any of them / none of them)
+
+    @classmethod
+    def parse(cls, condition: str) -> Condition:
+        """`name<op>value`; ValueError saying what is wrong and how it should read."""
+        match = _CONDITION.match(condition)
+        if not match or not match[3]:
+            raise ValueError(f"the condition {condition!r} should read name=value, name!=value, name<number, "
+                             "name<=number, name>number or name>=number (name=a|b for any of several values)")
+        name, op, raw = match[1].strip().lower(), match[2], match[3]
+        if op in ("=", "!="):
+            values = tuple(v.strip() for v in raw.split("|") if v.strip())
+            if not values or len(values) > MAX_VALUES:
+                raise ValueError(f"the condition {condition!r} needs 1 to {MAX_VALUES} values")
+            return cls(name, op, values)
+        if _number(raw) is None:
+            raise ValueError(f"the condition {condition!r} compares with {op}, which needs a number, not {raw!r}")
+        return cls(name, op, (raw,))
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"{self.name!r} is not a field or attribute name (letters, digits, _ . - and spaces)")
+
+    def clause(self) -> ColumnElement[bool]:
+        """SQL on the products table: true where a product meets the condition."""
+        value = _value_of(self.name)
+        numeric = func.typeof(value).in_(("integer", "real"))
+        if self.op in ("<", "<=", ">", ">="):
+            return and_(numeric, value.op(self.op)(_number(self.values[0])))
+        matches = [and_(func.typeof(value) == "text", func.lower(value) == func.lower(literal(v))) for v in self.values]
+        matches += [and_(numeric, value == n) for n in map(_number, self.values) if n is not None]
+        any_of = or_(*matches)
+        return any_of if self.op == "=" else and_(value.is_not(None), not_(any_of))
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.op}{'|'.join(self.values)}"
+
+
+def admitted_images(conditions: tuple[Condition, ...]) -> ColumnElement[bool]:
+    """SQL on the images table: true for an image of a product meeting every condition."""
+    products = select(ProductImage.image_id).join(Product, Product.id == ProductImage.product_id).where(
+        ProductImage.image_id.is_not(None), *(c.clause() for c in conditions))
+    return ImageRecord.id.in_(products)
+
+
+def _value_of(name: str) -> ColumnElement:
+    if name in FIELDS:
+        return getattr(Product, name)
+    return func.json_extract(Product.attributes, literal(f'$."{name}"'))
+
+
+def _number(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
