@@ -219,6 +219,7 @@ def import_rate(rows: int, per: int, seed: int) -> dict[str, Any]:
 
 def write_markdown(path: Path, report: dict[str, Any]) -> None:
     m, s, ix, imp = report["machine"], report["sizes"], report["index"], report["import"]
+    guard = ", ".join(f"{k.replace('_', '-')} {ix['guard'][k]}" for k in ("text_like", "target") if k in ix["guard"])
     settings = ", ".join(f"{k}={v}" for k, v in ({"nlist": ix.get("nlist")} | ix["params"]).items() if v)
     lines = [
         "# Grouped product search with conditions, and the catalogue import rate", "",
@@ -229,7 +230,7 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
         f"{m['python']}.", "",
         f"Setup: {s['products']:,} products x {s['images_per_product']} images = {s['images']:,} images (synthetic "
         f"{DIM}-d vectors, see bench/products.py); the library's own index: **{ix['kind']}** ({settings or 'exact'}; "
-        f"recall guard {ix['guard'] or '-'}). {s['queries']} text queries per case, the {MODEL} text encoder run on "
+        f"recall guard: {guard or '-'}). {s['queries']} text queries per case, the {MODEL} text encoder run on "
         f"each, fastest of {REPEATS} passes. Library filled in {s['library_fill_s']:.0f} s, products inserted in "
         f"{s['products_insert_s']:.0f} s (FTS triggers included; 0 when cached).", "",
         "- **condition**: the `where` every query of the case carries; **admits**: the share of products meeting it "

@@ -122,8 +122,8 @@ class Product(Base):
     id: Mapped[str] = mapped_column(String(256), primary_key=True)  # the catalogue's product_id
     title: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)
-    brand: Mapped[str | None] = mapped_column(Text, index=True)
-    category: Mapped[str | None] = mapped_column(Text, index=True)
+    brand: Mapped[str | None] = mapped_column(Text)  # indexed NOCASE (migration 0003), as conditions compare it
+    category: Mapped[str | None] = mapped_column(Text)
     price: Mapped[float | None] = mapped_column(Float, index=True)
     currency: Mapped[str | None] = mapped_column(String(3))
     url: Mapped[str | None] = mapped_column(Text)

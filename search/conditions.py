@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, literal, not_, or_, select
+from sqlalchemy import Select, and_, exists, false, func, literal, not_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from vlsearch.library.schema import ImageRecord, Product, ProductImage
@@ -48,10 +48,16 @@ class Condition:
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ValueError(f"{self.name!r} is not a field or attribute name (letters, digits, _ . - and spaces)")
+        if self.name in FIELDS and self.name != "price" and self.op not in ("=", "!="):
+            raise ValueError(f"{self.name} is text: compare it with = or != (price and numeric attributes take "
+                             "<, <=, > and >=)")
 
     def clause(self) -> ColumnElement[bool]:
-        """SQL on the products table: true where a product meets the condition."""
-        value = _value_of(self.name)
+        """SQL on the products table: true where a product meets the condition. On a field, in the form its index
+        takes (price is a number; the text fields compare NOCASE, as their indexes do)."""
+        if self.name in FIELDS:
+            return self._field_clause(getattr(Product, self.name))
+        value = func.json_extract(Product.attributes, literal(f'$."{self.name}"'))
         numeric = func.typeof(value).in_(("integer", "real"))
         if self.op in ("<", "<=", ">", ">="):
             return and_(numeric, value.op(self.op)(_number(self.values[0])))
@@ -60,21 +66,31 @@ class Condition:
         any_of = or_(*matches)
         return any_of if self.op == "=" else and_(value.is_not(None), not_(any_of))
 
+    def _field_clause(self, column) -> ColumnElement[bool]:
+        if self.op in ("<", "<=", ">", ">="):
+            return column.op(self.op)(_number(self.values[0])) if self.name == "price" else false()
+        if self.name == "price":
+            numbers = [n for n in map(_number, self.values) if n is not None]
+            any_of = column.in_(numbers) if numbers else false()
+        else:
+            any_of = column.collate("NOCASE").in_(self.values)
+        return any_of if self.op == "=" else and_(column.is_not(None), not_(any_of))
+
     def __str__(self) -> str:
         return f"{self.name}{self.op}{'|'.join(self.values)}"
 
 
 def admitted_images(conditions: tuple[Condition, ...]) -> ColumnElement[bool]:
-    """SQL on the images table: true for an image of a product meeting every condition."""
-    products = select(ProductImage.image_id).join(Product, Product.id == ProductImage.product_id).where(
-        ProductImage.image_id.is_not(None), *(c.clause() for c in conditions))
-    return ImageRecord.id.in_(products)
+    """SQL on the images table: true for an image of a product meeting every condition. Correlated, so checking a
+    page of candidates costs an index lookup each, not a pass over the catalogue."""
+    return exists(select(1).select_from(ProductImage).join(Product, Product.id == ProductImage.product_id)
+                  .where(ProductImage.image_id == ImageRecord.id, *(c.clause() for c in conditions)))
 
 
-def _value_of(name: str) -> ColumnElement:
-    if name in FIELDS:
-        return getattr(Product, name)
-    return func.json_extract(Product.attributes, literal(f'$."{name}"'))
+def admitted_image_ids(conditions: tuple[Condition, ...], limit: int) -> Select:
+    """The ids of (up to `limit`) images of products meeting every condition, found from the products' side."""
+    return (select(ProductImage.image_id).join(Product, Product.id == ProductImage.product_id)
+            .where(ProductImage.image_id.is_not(None), *(c.clause() for c in conditions)).limit(limit))
 
 
 def _number(text: str) -> float | None:

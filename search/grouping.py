@@ -71,17 +71,14 @@ def _matching_words(session: Session, shown: dict[int, list[str]], words: Keywor
 
 
 def load_products(session: Session, ids: list[str]) -> dict[str, ProductInfo]:
-    counts = (select(ProductImage.product_id, func.count(ProductImage.image_id).label("n"))
-              .group_by(ProductImage.product_id).subquery())
+    images = (select(func.count(ProductImage.image_id)).where(ProductImage.product_id == Product.id)
+              .correlate(Product).scalar_subquery())
     out: dict[str, ProductInfo] = {}
     for chunk in in_chunks(ids):
-        rows = session.execute(select(Product, func.coalesce(counts.c.n, 0))
-                               .join(counts, counts.c.product_id == Product.id, isouter=True)
-                               .where(Product.id.in_(chunk)))
-        for p, images in rows:
+        for p, images_n in session.execute(select(Product, images).where(Product.id.in_(chunk))):
             out[p.id] = ProductInfo(id=p.id, title=p.title, description=p.description, brand=p.brand,
                                     category=p.category, price=p.price, currency=p.currency, url=p.url,
-                                    attributes=json.loads(p.attributes or "{}"), images=int(images))
+                                    attributes=json.loads(p.attributes or "{}"), images=int(images_n))
     return out
 
 

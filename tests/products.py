@@ -59,6 +59,15 @@ def write_catalogue(folder: Path) -> dict[str, bytes]:
     return shoppers
 
 
+def importer(lib, encoder, prune: bool = False):
+    """The import as `vlsearch products import` runs it: its pictures indexed with `encoder`, no captions."""
+    from vlsearch.indexer import Indexer
+    from vlsearch.indexer.products import CatalogueImport
+
+    indexer = Indexer(lib, encoder, workers=0, prune=False)
+    return CatalogueImport(lib, lambda listed: indexer.run((), [listed]), prune=prune)
+
+
 def append_rows(catalogue: Path, *lines: str) -> None:
     with catalogue.open("a") as f:
         f.writelines(line + "\n" for line in lines)

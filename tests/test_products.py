@@ -10,18 +10,11 @@ import pytest
 from PIL import Image
 from sqlalchemy import select, text
 
-from tests.products import PRODUCTS, append_rows, write_catalogue
-from vlsearch.indexer import Indexer
-from vlsearch.indexer.products import CatalogueImport
+from tests.products import PRODUCTS, append_rows, importer, write_catalogue
 from vlsearch.library import Library
 from vlsearch.library.schema import Product, ProductImage
 from vlsearch.search import Filters, SearchEngine, SearchQuery
 from vlsearch.search.conditions import Condition
-
-
-def importer(lib: Library, encoder, prune: bool = False) -> CatalogueImport:
-    indexer = Indexer(lib, encoder, workers=0, prune=False)
-    return CatalogueImport(lib, lambda listed: indexer.run((), [listed]), prune=prune)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +104,7 @@ def test_conditions_narrow_the_products(shop, tiny_encoder, conditions, expected
 
 def test_conditions_explain_what_is_wrong():
     for bad, words in (("category", "should read"), ("price<cheap", "needs a number"), ('na"me=x', "should read"),
-                       ("price<", "should read")):
+                       ("price<", "should read"), ("brand<3", "brand is text")):
         with pytest.raises(ValueError, match=words):
             Condition.parse(bad)
 

@@ -9,10 +9,8 @@ import httpx
 import pytest
 
 from tests.api_helpers import make_app, serving
-from tests.products import append_rows, write_catalogue
+from tests.products import append_rows, importer, write_catalogue
 from tests.test_cli import cli, env  # noqa: F401 (a fixture)
-from vlsearch.indexer import Indexer
-from vlsearch.indexer.products import CatalogueImport
 from vlsearch.library import Library
 
 
@@ -63,8 +61,7 @@ def shop_site(tmp_path_factory, tiny_encoder):
     folder = tmp_path_factory.mktemp("shop-api")
     shoppers = write_catalogue(folder)
     lib = Library.open(folder / "lib")
-    indexer = Indexer(lib, tiny_encoder, workers=0, prune=False)
-    CatalogueImport(lib, lambda listed: indexer.run((), [listed])).run(folder / "catalogue.csv")
+    importer(lib, tiny_encoder).run(folder / "catalogue.csv")
     with serving(make_app(lib, tiny_encoder)) as url:
         yield url, shoppers
     lib.close()

@@ -7,10 +7,8 @@ import json
 
 import pytest
 
-from tests.products import write_catalogue
+from tests.products import importer, write_catalogue
 from tests.test_web import CHROMIUM, browser, vlsearch_serve  # noqa: F401 (a fixture)
-from vlsearch.indexer import Indexer
-from vlsearch.indexer.products import CatalogueImport
 from vlsearch.library import Library
 
 pytestmark = pytest.mark.skipif(not __import__("os").path.exists(CHROMIUM), reason="Debian's chromium is not "
@@ -22,8 +20,7 @@ def shop(tmp_path_factory, tiny_encoder):
     root = tmp_path_factory.mktemp("web-shop")
     shoppers = write_catalogue(root)
     lib = Library.open(root / "lib")
-    indexer = Indexer(lib, tiny_encoder, workers=0, prune=False)
-    CatalogueImport(lib, lambda listed: indexer.run((), [listed])).run(root / "catalogue.csv")
+    importer(lib, tiny_encoder).run(root / "catalogue.csv")
     lib.close()
     (root / "shopper.jpg").write_bytes(shoppers["P-CAT"])
     with vlsearch_serve(root) as url:

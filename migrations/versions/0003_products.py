@@ -114,8 +114,10 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
-    for column in ('brand', 'category', 'price', 'seen_in'):
+    for column in ('price', 'seen_in'):
         op.create_index(f'ix_products_{column}', 'products', [column])
+    for column in ('brand', 'category'):  # conditions compare them without case (search/conditions.py)
+        op.execute(f"CREATE INDEX ix_products_{column} ON products ({column} COLLATE NOCASE)")
     op.create_table('product_images',
     sa.Column('product_id', sa.String(length=256), nullable=False),
     sa.Column('position', sa.Integer(), nullable=False),
