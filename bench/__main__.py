@@ -42,7 +42,7 @@ BENCHES = {"indexing": "bench.indexing", "captioning": "bench.captioning", "quer
 # index-choice, scale (hours at 10M), quantizer, peer (installs clip-retrieval) and gpu-serve (a GPU machine's) run on
 # their own
 GPU_ONLY = ("gpu-serve",)  # published only from a GPU machine
-ALL = ("indexing", "captioning", "query", "api", "soak", "distributed", "precision")
+ALL = ("indexing", "captioning", "query", "products", "api", "soak", "distributed", "precision")
 RESULTS = Path("bench/results")
 
 
