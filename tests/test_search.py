@@ -104,7 +104,7 @@ def test_broad_filter_fills_k_by_widening_the_candidate_set(indexed, monkeypatch
     wanted_paths = [by_id[i] for i in wanted]
     calls = []
     original = VectorIndex.search
-    monkeypatch.setattr(VectorIndex, "search", lambda self, q, k: calls.append(k) or original(self, q, k))
+    monkeypatch.setattr(VectorIndex, "search", lambda self, q, k, **kw: calls.append(k) or original(self, q, k, **kw))
     hits = engine.search(SearchQuery(image=picture(3), k=1, filters=Filters(path_prefix=wanted_paths[1])))
     assert ranking(hits) == [wanted[1]]
     assert len(calls) > 1 and calls == sorted(calls), "the candidate set was widened step by step"

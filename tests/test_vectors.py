@@ -120,6 +120,26 @@ def test_recall_guard_raises_a_tiny_nprobe_until_the_target_is_met(tmp_path, dat
     assert meta.recall["stored"] == index.recall["stored"] and meta.recall["queries"] > 0
 
 
+def test_a_deeper_search_probes_more_lists_for_that_search_only(data):
+    """What a product condition that thins out the candidates asks for: more of an IVF index's lists, without
+    changing what other searches (other threads) get."""
+    ids, vectors, queries = data
+    index = VectorIndex.build(ids, vectors, DIM, "ivf", nprobe=1, target_recall=None)
+    probes = text_like_probes(vectors[:200], np.random.default_rng(5))
+    _, rows = faiss.knn(probes, vectors, 10, faiss.METRIC_INNER_PRODUCT)
+
+    def recall_at(factor: int) -> float:
+        _, found = index.search(probes, 10, probe_factor=factor)
+        return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found.tolist(), ids[rows].tolist(),
+                                                                          strict=True)]))
+
+    shallow, deep = recall_at(1), recall_at(16)
+    assert shallow < 0.9 and deep > shallow + 0.1
+    assert faiss.extract_index_ivf(index.index).nprobe == 1 and recall_at(1) == shallow
+    flat = VectorIndex.build(ids, vectors, DIM, "flat")
+    assert np.array_equal(flat.search(probes, 10, probe_factor=8)[1], flat.search(probes, 10)[1])
+
+
 def test_recall_guard_raises_hnsw_ef_search(data):
     ids, vectors, _ = data
     index = VectorIndex.build(ids[:4000], vectors[:4000], DIM, "hnsw", ef_search=2)
