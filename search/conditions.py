@@ -16,6 +16,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from vlsearch.library.schema import ImageRecord, Product, ProductImage
 
 FIELDS = ("title", "description", "brand", "category", "price", "currency", "url", "id")
+INDEXED = ("brand", "category", "price")  # fields with an index a condition can use (migration 0003)
 OPERATORS = ("<=", ">=", "!=", "=", "<", ">")  # longest first: `<=` is not `<` then `=value`
 _CONDITION = re.compile(r"^\s*([\w][\w .\-]*?)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$", re.DOTALL)
 _NAME = re.compile(r"^[\w][\w .\-]*$")
@@ -85,6 +86,15 @@ def admitted_images(conditions: tuple[Condition, ...]) -> ColumnElement[bool]:
     page of candidates costs an index lookup each, not a pass over the catalogue."""
     return exists(select(1).select_from(ProductImage).join(Product, Product.id == ProductImage.product_id)
                   .where(ProductImage.image_id == ImageRecord.id, *(c.clause() for c in conditions)))
+
+
+def few_products(conditions: tuple[Condition, ...], limit: int) -> Select | None:
+    """A count, through their indexes, of the products meeting the conditions on indexed fields (brand, category,
+    price), at most limit + 1; None when no condition is on one (counting would scan the catalogue)."""
+    indexed = [c.clause() for c in conditions if c.name in INDEXED]
+    if not indexed:
+        return None
+    return select(func.count()).select_from(select(Product.id).where(*indexed).limit(limit + 1).subquery())
 
 
 def admitted_image_ids(conditions: tuple[Condition, ...], limit: int) -> Select:

@@ -21,12 +21,13 @@ from vlsearch.library import ImageRecord, Library
 from vlsearch.library.records import under_any
 from vlsearch.library.schema import Caption, OcrText, Root
 from vlsearch.library.sql import in_chunks
-from vlsearch.search.conditions import admitted_image_ids, admitted_images
+from vlsearch.search.conditions import admitted_image_ids, admitted_images, few_products
 from vlsearch.search.grouping import group_by_product, images_of, product_vector
 from vlsearch.search.keywords import SQLITE_MAX_INT, KeywordQuery, keyword_ranking, reciprocal_rank_fusion
 from vlsearch.search.query import Filters, SearchHit, SearchQuery
 
 FIRST_FETCH = 4  # over-fetch factor for the first FAISS call when filters may drop candidates
+FEW_PRODUCTS = 2000  # a product condition admitting at most this many products is answered exactly at once
 ANN_ROUNDS = 3  # widenings of the index search before a product condition is answered exactly (if it admits few)
 # A filter admitting at most this many images is answered by scoring all of them: exact, and ~10 ms of numpy.
 EXACT_FILTER_LIMIT = 20_000
@@ -190,7 +191,7 @@ class SearchEngine:
         """The k best images passing the filters. A filter on the files is tried exactly first (if it admits few
         images). Product conditions try the index first, for ANN_ROUNDS widenings: counting what a catalogue
         condition admits cost 100 ms at 100k products (bench products), more than widening does."""
-        exact_first = not filters.empty and not filters.where
+        exact_first = not filters.empty and (not filters.where or self._few_products(filters))
         if exact_first and (hits := self._exact_within_filter(vector, k, filters, exclude)) is not None:
             return hits
         index = self.library.vector_index(self.encoder.name, self.max_stale_s)
@@ -216,6 +217,15 @@ class SearchEngine:
                     return exact
             fetch *= 4
         raise AssertionError("unreachable")
+
+    def _few_products(self, filters: Filters) -> bool:
+        """Whether the product conditions on indexed fields admit at most FEW_PRODUCTS products (a brand): then
+        scoring their images beats widening (bench products: 10 against 53 ms p50 at 300k images)."""
+        count = few_products(filters.where, FEW_PRODUCTS)
+        if count is None:
+            return False
+        with self.library.session() as s:
+            return s.scalar(count) <= FEW_PRODUCTS
 
     def _exact_within_filter(
         self, vector: np.ndarray, k: int, filters: Filters, exclude: set[int]
