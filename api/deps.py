@@ -20,6 +20,7 @@ from vlsearch.api.schemas import MAX_ID, Hit, ProductOut
 from vlsearch.api.schemas import Filters as FiltersIn
 from vlsearch.api.service import Service
 from vlsearch.images import DEFAULT_MAX_PIXELS, DecodeError, ImageTooLarge, decode_bytes
+from vlsearch.images.geometry import box_from_text
 from vlsearch.library import ImageRecord
 from vlsearch.search import Filters, SearchHit
 from vlsearch.search.conditions import Condition
@@ -70,12 +71,10 @@ def to_box(text: str | None) -> tuple[float, ...] | None:
     if text is None or not text.strip():
         return None
     try:
-        box = tuple(float(v) for v in text.split(","))
+        return box_from_text(text)
     except ValueError:
-        box = ()
-    if len(box) != 4 or not all(math.isfinite(v) for v in box):
-        raise ApiError(422, f"box {text!r}: give four numbers, left,top,right,bottom as fractions, e.g. 0.5,0.6,1,1")
-    return box
+        raise ApiError(422, f"box {text!r}: give four numbers, left,top,right,bottom as fractions, e.g. "
+                       "0.5,0.6,1,1") from None
 
 
 def to_conditions(where: list[str]) -> tuple[Condition, ...]:

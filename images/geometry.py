@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from PIL import Image
 
 MAX_ASPECT = 4
@@ -39,3 +41,15 @@ def check_box(box: tuple[float, float, float, float]) -> tuple[float, float, flo
         raise ValueError(f"the box {','.join(f'{v:g}' for v in box)} must be left,top,right,bottom as fractions of "
                          "the image, with 0 <= left < right <= 1 and 0 <= top < bottom <= 1")
     return left, top, right, bottom
+
+
+def box_from_text(text: str) -> tuple[float, float, float, float]:
+    """A box written as four comma-separated numbers ("0.5,0.6,1,1"); ValueError if it is not that (its range is
+    check_box's to judge)."""
+    try:
+        box = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        raise ValueError(f"{text!r} is not four numbers")
+    return box

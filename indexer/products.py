@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from vlsearch.indexer.catalogue import ProductRow, RowProblem, read_catalogue
+from vlsearch.indexer.catalogue import FIELDS, ProductRow, RowProblem, read_catalogue
 from vlsearch.indexer.report import IndexReport
 from vlsearch.library import Library
 from vlsearch.library.schema import ImageRecord, Product, ProductImage, utcnow
@@ -149,7 +149,7 @@ class CatalogueImport:
 
 def _set_fields(product: Product, row: ProductRow, *, replace: bool) -> None:
     """The row's fields onto the product: all of them (`replace`), or those the row has."""
-    for name in ("title", "description", "brand", "category", "price", "currency", "url"):
+    for name in FIELDS[1:]:  # all but product_id
         value = getattr(row, name)
         if replace or value is not None:
             setattr(product, name, value)

@@ -17,7 +17,7 @@ from vlsearch.library.schema import ImageRecord, Product, ProductImage
 
 FIELDS = ("title", "description", "brand", "category", "price", "currency", "url", "id")
 INDEXED = ("brand", "category", "price")  # fields with an index a condition can use (migration 0003)
-OPERATORS = ("<=", ">=", "!=", "=", "<", ">")  # longest first: `<=` is not `<` then `=value`
+# The operators longest first: `<=` is not `<` then `=value`.
 _CONDITION = re.compile(r"^\s*([\w][\w .\-]*?)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$", re.DOTALL)
 _NAME = re.compile(r"^[\w][\w .\-]*$")
 MAX_VALUES = 100

@@ -3,7 +3,6 @@ captions, OCR text and file names, fused with the vector ranking in hybrid mode;
 
 from __future__ import annotations
 
-import itertools
 import os
 from dataclasses import replace
 from datetime import datetime
@@ -108,9 +107,9 @@ class SearchEngine:
         if query.product_id is not None:
             exclude = exclude | images_of(self.library, query.product_id)
         fetch = 2 * k  # most products are found by their best image or two
+        words = KeywordQuery.parse(query.text or "") if query.mode == "keyword" else None
         while True:
             images = self._ranked(query, fetch, exclude)
-            words = KeywordQuery.parse(query.text or "") if query.mode == "keyword" else None
             products = group_by_product(self.library, images, query.product_id, query.filters.where, words)
             if len(products) >= k or len(images) < fetch:
                 return products[:k]
@@ -197,7 +196,9 @@ class SearchEngine:
         index = self.library.vector_index(self.encoder.name, self.max_stale_s)
         total = index.ntotal
         fetch = k + len(exclude) if filters.empty else (k + len(exclude)) * FIRST_FETCH
-        for rounds in itertools.count(1):
+        rounds = 0
+        while True:
+            rounds += 1
             # A product condition that thins out the candidates also searches more of an IVF index's lists: the nearest
             # admitted products may lie in lists the first probe skipped (recall 0.943 -> see bench products).
             deeper = 2 ** (rounds - 1) if filters.where else 1
@@ -216,7 +217,6 @@ class SearchEngine:
                 if exact is not None:
                     return exact
             fetch *= 4
-        raise AssertionError("unreachable")
 
     def _few_products(self, filters: Filters) -> bool:
         """Whether the product conditions on indexed fields admit at most FEW_PRODUCTS products (a brand): then
@@ -257,13 +257,13 @@ class SearchEngine:
             return []
         score = dict(pairs)
         ids = list(score)
-        if limit is not None and not filters.empty:
-            with self.library.session() as s:
-                passing = select(ImageRecord.id).where(*_filter_clauses(filters))
-                kept = {i for chunk in in_chunks(ids) for i in s.scalars(passing.where(ImageRecord.id.in_(chunk)))}
-            ids = [i for i in ids if i in kept][:limit]
         stmt = select(ImageRecord).where(*_filter_clauses(filters))
         with self.library.session() as s:
+            if limit is not None and not filters.empty:
+                passing = select(ImageRecord.id).where(*_filter_clauses(filters))
+                kept = {i for chunk in in_chunks(ids) for i in s.scalars(passing.where(ImageRecord.id.in_(chunk)))}
+                ids = [i for i in ids if i in kept][:limit]
+                stmt = select(ImageRecord)  # these ids passed the filters just now, in this transaction
             rows = [r for chunk in in_chunks(ids) for r in s.scalars(stmt.where(ImageRecord.id.in_(chunk)))]
             found = [r.id for r in rows]
             captions, ocr = image_texts(s, found)

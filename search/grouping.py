@@ -88,9 +88,7 @@ def product_vector(library: Library, model: str, product_id: str) -> np.ndarray:
     with library.session() as s:
         if s.get(Product, product_id) is None:
             raise LookupError(f"product {product_id!r} is not in the library")
-        image_ids = list(s.scalars(select(ProductImage.image_id).where(ProductImage.product_id == product_id,
-                                                                       ProductImage.image_id.is_not(None))))
-    _, vectors = library.load_vectors(model, image_ids)
+    _, vectors = library.load_vectors(model, sorted(images_of(library, product_id)))
     if not len(vectors):
         raise LookupError(f"product {product_id!r} has no indexed image (with vectors from {model})")
     mean = np.asarray(vectors, dtype=np.float32).mean(axis=0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from PIL import Image
@@ -157,6 +157,4 @@ class ProductInfo:
     images: int = 0  # how many indexed images it has
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "title": self.title, "description": self.description, "brand": self.brand,
-                "category": self.category, "price": self.price, "currency": self.currency, "url": self.url,
-                "attributes": self.attributes, "images": self.images}
+        return asdict(self)

@@ -103,10 +103,12 @@ def parse_date(value: str | None, option: str) -> datetime | None:
 
 def parse_box(text: str | None) -> tuple[float, ...] | None:
     """--box's four numbers (their range is the query's to check)."""
+    from vlsearch.images.geometry import box_from_text
+
     if text is None:
         return None
     try:
-        return tuple(float(v) for v in text.split(","))
+        return box_from_text(text)
     except ValueError:
         raise fail(f"--box {text!r}: give four numbers, left,top,right,bottom, e.g. 0.5,0.6,1,1") from None
 

@@ -94,7 +94,7 @@ async def run(service: Service, started: float, **fields) -> SearchResponse:
     return SearchResponse(
         model=service.models.encoder.name, mode=query.mode, k=k, offset=offset, hits=[to_hit(h) for h in page],
         next_offset=offset + k if more else None, took_ms=round((time.perf_counter() - started) * 1000, 3),
-        facets=counted if facets else None,
+        facets=counted,
     )
 
 
