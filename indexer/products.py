@@ -11,17 +11,19 @@ import csv
 import json
 import tempfile
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from vlsearch.indexer.catalogue import FIELDS, ProductRow, RowProblem, read_catalogue
 from vlsearch.indexer.report import IndexReport
 from vlsearch.library import Library
 from vlsearch.library.schema import ImageRecord, Product, ProductImage, utcnow
+from vlsearch.library.sql import in_chunks
 
 BATCH_ROWS = 500  # rows per transaction: a crash loses at most this many, and readers are never blocked long
 PROBLEMS_KEPT = 1000  # problems listed in the report; all are counted
@@ -85,33 +87,55 @@ class CatalogueImport:
             self._save_batch(batch, report)
 
     def _save_batch(self, rows: list[ProductRow], report: ImportReport) -> None:
+        """The rows in one transaction, with the batch's products and their pictures read in a few queries first
+        (read per row, 100k rows took 98 s; bench products)."""
         with self.library.session() as s:
+            products, pictures = self._read_batch(s, list(dict.fromkeys(row.product_id for row in rows)))
+            added: list[dict] = []  # the new pictures, inserted together: 300k ORM objects took a third of the time
             for row in rows:
-                self._save(s, row, report)
+                added += self._save(s, products, pictures[row.product_id], row, report)
+            s.flush()  # the products first: the pictures refer to them
+            if added:
+                s.execute(insert(ProductImage), added)
 
-    def _save(self, s: Session, row: ProductRow, report: ImportReport) -> None:
-        product = s.get(Product, row.product_id)
+    def _read_batch(self, s: Session, ids: list[str]) -> tuple[dict[str, Product], dict[str, dict[str, int]]]:
+        """The products of `ids` the library has, and their pictures (ref -> position); the pictures of those
+        first named in this run are deleted instead: the run's rows replace them."""
+        products = {p.id: p for chunk in in_chunks(ids)
+                    for p in s.scalars(select(Product).where(Product.id.in_(chunk)))}
+        renamed = {pid for pid, p in products.items() if p.seen_in != self.run_id}
+        for chunk in in_chunks(list(renamed)):
+            s.execute(delete(ProductImage).where(ProductImage.product_id.in_(chunk)))
+        pictures: dict[str, dict[str, int]] = defaultdict(dict)
+        picture = select(ProductImage.product_id, ProductImage.ref, ProductImage.position)
+        for chunk in in_chunks([pid for pid in products if pid not in renamed]):
+            for pid, ref, position in s.execute(picture.where(ProductImage.product_id.in_(chunk))):
+                pictures[pid][ref] = position
+        return products, pictures
+
+    def _save(self, s: Session, products: dict[str, Product], have: dict[str, int], row: ProductRow,
+              report: ImportReport) -> list[dict]:
+        """One row onto its product (`products` holds the batch's, `have` the product's pictures so far); the
+        product_images rows to add."""
+        product = products.get(row.product_id)
         if product is None:
-            product = Product(id=row.product_id, seen_in=self.run_id)
+            product = products[row.product_id] = Product(id=row.product_id, seen_in=self.run_id)
             s.add(product)
             report.new += 1
             _set_fields(product, row, replace=True)
         elif product.seen_in != self.run_id:  # first named in this run: the row is the product now
             product.seen_in = self.run_id
             report.updated += 1
-            s.execute(delete(ProductImage).where(ProductImage.product_id == row.product_id))
             _set_fields(product, row, replace=True)
         else:  # named again in this run: add what this row says
             _set_fields(product, row, replace=False)
-        s.flush()
-        have = dict(s.execute(select(ProductImage.ref, ProductImage.position)
-                              .where(ProductImage.product_id == row.product_id)).all())
-        position = max(have.values(), default=-1) + 1
+        position, added = max(have.values(), default=-1) + 1, []
         for ref in row.images:
             if ref not in have:
-                s.add(ProductImage(product_id=row.product_id, position=position, ref=ref, line=row.line))
+                added.append({"product_id": row.product_id, "position": position, "ref": ref, "line": row.line})
                 have[ref] = position
                 position += 1
+        return added
 
     def _run_images(self):
         return (select(ProductImage.ref).distinct().join(Product, Product.id == ProductImage.product_id)

@@ -6,11 +6,13 @@ Text compares case-insensitively; numbers (the price, and attributes the catalog
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import Select, and_, exists, false, func, literal, not_, or_, select
+from sqlalchemy import Select, and_, case, exists, false, func, literal, literal_column, not_, or_, select
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from vlsearch.library.schema import ImageRecord, Product, ProductImage
@@ -21,6 +23,7 @@ INDEXED = ("brand", "category", "price")  # fields with an index a condition can
 _CONDITION = re.compile(r"^\s*([\w][\w .\-]*?)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$", re.DOTALL)
 _NAME = re.compile(r"^[\w][\w .\-]*$")
 MAX_VALUES = 100
+SAMPLE, SAMPLE_RUNS = 1000, 10  # products read to estimate the share conditions admit, in runs of rowids
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,12 @@ class Condition:
         numeric = func.typeof(value).in_(("integer", "real"))
         if self.op in ("<", "<=", ">", ">="):
             return and_(numeric, value.op(self.op)(_number(self.values[0])))
-        matches = [and_(func.typeof(value) == "text", func.lower(value) == func.lower(literal(v))) for v in self.values]
-        matches += [and_(numeric, value == n) for n in map(_number, self.values) if n is not None]
-        any_of = or_(*matches)
+        # One IN on lower(value): SQLite evaluates json_extract once per use, and a test per value read it 2n times.
+        # A number matches as SQLite writes it too (lower(42) is '42', a real to 15 digits), besides numerically.
+        any_of = func.lower(value).in_([v.lower() for v in self.values])
+        numbers = [n for n in map(_number, self.values) if n is not None]
+        if numbers:
+            any_of = or_(any_of, and_(numeric, value.in_(numbers)))
         return any_of if self.op == "=" else and_(value.is_not(None), not_(any_of))
 
     def _field_clause(self, column) -> ColumnElement[bool]:
@@ -81,6 +87,7 @@ class Condition:
         return f"{self.name}{self.op}{'|'.join(self.values)}"
 
 
+@functools.lru_cache(maxsize=256)
 def admitted_images(conditions: tuple[Condition, ...]) -> ColumnElement[bool]:
     """SQL on the images table: true for an image of a product meeting every condition. Correlated, so checking a
     page of candidates costs an index lookup each, not a pass over the catalogue."""
@@ -101,6 +108,22 @@ def admitted_image_ids(conditions: tuple[Condition, ...], limit: int) -> Select:
     """The ids of (up to `limit`) images of products meeting every condition, found from the products' side."""
     return (select(ProductImage.image_id).join(Product, Product.id == ProductImage.product_id)
             .where(ProductImage.image_id.is_not(None), *(c.clause() for c in conditions)).limit(limit))
+
+
+def admitted_share(session: Session, conditions: tuple[Condition, ...]) -> float:
+    """An estimate of the share of products meeting every condition: the share that does of SAMPLE products read
+    in SAMPLE_RUNS runs of consecutive rowids spread over the table (a catalogue imported sorted by category is
+    sampled across). 0.4 ms at 100k products; 1,000 points read one by one took 2.2. At 3% its error is ~0.5%."""
+    rowid = literal_column("products.rowid")
+    last = session.scalar(select(func.max(rowid)).select_from(Product)) or 0
+    run = SAMPLE // SAMPLE_RUNS
+    starts = sorted({1 + max(last - run, 0) * i // (SAMPLE_RUNS - 1) for i in range(SAMPLE_RUNS)})
+    met = func.sum(case((and_(*(c.clause() for c in conditions)), 1), else_=0))
+    read, admitted = session.execute(select(func.count(), met).select_from(Product).where(
+        or_(*(rowid.between(start, start + run - 1) for start in starts)))).one()
+    if not last:
+        return 0.0
+    return (admitted or 0) / read if read else 1.0  # the sampled rowids all deleted: no estimate, assume all
 
 
 def _number(text: str) -> float | None:

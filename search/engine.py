@@ -3,6 +3,7 @@ captions, OCR text and file names, fused with the vector ranking in hybrid mode;
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import replace
 from datetime import datetime
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from vlsearch.captioner import ImageTextModel, ModelMissing
 from vlsearch.encoders import Encoder
@@ -19,13 +20,14 @@ from vlsearch.images.geometry import crop_box
 from vlsearch.library import ImageRecord, Library
 from vlsearch.library.records import under_any
 from vlsearch.library.schema import Caption, OcrText, Root
-from vlsearch.library.sql import in_chunks
-from vlsearch.search.conditions import admitted_image_ids, admitted_images, few_products
+from vlsearch.library.sql import IN_CHUNK, in_chunks
+from vlsearch.search.conditions import admitted_image_ids, admitted_images, admitted_share, few_products
 from vlsearch.search.grouping import group_by_product, images_of, product_vector
 from vlsearch.search.keywords import SQLITE_MAX_INT, KeywordQuery, keyword_ranking, reciprocal_rank_fusion
 from vlsearch.search.query import Filters, SearchHit, SearchQuery
 
 FIRST_FETCH = 4  # over-fetch factor for the first FAISS call when filters may drop candidates
+MIN_SHARE = 0.01  # the least share of products a product condition is assumed to admit when sizing that call
 FEW_PRODUCTS = 2000  # a product condition admitting at most this many products is answered exactly at once
 ANN_ROUNDS = 3  # widenings of the index search before a product condition is answered exactly (if it admits few)
 # A filter admitting at most this many images is answered by scoring all of them: exact, and ~10 ms of numpy.
@@ -188,20 +190,23 @@ class SearchEngine:
 
     def _nearest(self, vector: np.ndarray, k: int, filters: Filters, exclude: set[int]) -> list[SearchHit]:
         """The k best images passing the filters. A filter on the files is tried exactly first (if it admits few
-        images). Product conditions try the index first, for ANN_ROUNDS widenings: counting what a catalogue
-        condition admits cost 100 ms at 100k products (bench products), more than widening does."""
+        images); so are product conditions on indexed fields admitting few products. Other product conditions
+        search the index first, as deep as the share of products they admit (estimated from a sample) asks,
+        widening ANN_ROUNDS times, then exactly if they admit few: counting what a condition on attributes admits
+        cost 100 ms at 100k products (bench products), more than searching deeper does."""
+        share = self._admitted_share(filters)
         exact_first = not filters.empty and (not filters.where or self._few_products(filters))
         if exact_first and (hits := self._exact_within_filter(vector, k, filters, exclude)) is not None:
             return hits
         index = self.library.vector_index(self.encoder.name, self.max_stale_s)
         total = index.ntotal
-        fetch = k + len(exclude) if filters.empty else (k + len(exclude)) * FIRST_FETCH
+        fetch = k + len(exclude) if filters.empty else math.ceil((k + len(exclude)) * FIRST_FETCH / share)
         rounds = 0
         while True:
             rounds += 1
-            # A product condition that thins out the candidates also searches more of an IVF index's lists: the nearest
-            # admitted products may lie in lists the first probe skipped (recall 0.943 -> see bench products).
-            deeper = 2 ** (rounds - 1) if filters.where else 1
+            # A product condition admitting few also searches more of an IVF index's lists, more each round: its
+            # nearest products lie deeper, in lists the first probe skips (bench products: recall 0.94 -> ).
+            deeper = probe_factor(share) * 2 ** (rounds - 1) if filters.where else 1
             scores, ids = index.search(vector[None, :], min(fetch, total), probe_factor=deeper)
             pairs = [(int(i), float(sc)) for i, sc in zip(ids[0], scores[0], strict=True) if i >= 0]
             pairs = [(i, sc) for i, sc in pairs if i not in exclude]
@@ -217,6 +222,14 @@ class SearchEngine:
                 if exact is not None:
                     return exact
             fetch *= 4
+
+    def _admitted_share(self, filters: Filters) -> float:
+        """The share of products the product conditions admit, estimated from a sample (1 without conditions);
+        at least MIN_SHARE, so a condition the sample never met still starts at a bounded depth."""
+        if not filters.where:
+            return 1.0
+        with self.library.session() as s:
+            return max(admitted_share(s, filters.where), MIN_SHARE)
 
     def _few_products(self, filters: Filters) -> bool:
         """Whether the product conditions on indexed fields admit at most FEW_PRODUCTS products (a brand): then
@@ -251,18 +264,17 @@ class SearchEngine:
     def _hydrate(self, pairs: list[tuple[int, float]], filters: Filters, limit: int | None = None
                  ) -> list[SearchHit]:
         """Hits for the (id, score) pairs, best first as given, that pass the filters: the first `limit` of them.
-        With a limit, the ids that pass are found first and only those hits read (a deep widening reads
-        thousands of candidates to keep a few)."""
+        With a limit, the ids that pass are found first, checked best first a chunk at a time until `limit`
+        pass, and only those hits read (a deep widening fetches thousands of candidates to keep a few)."""
         if not pairs:
             return []
         score = dict(pairs)
         ids = list(score)
-        stmt = select(ImageRecord).where(*_filter_clauses(filters))
+        clauses = _filter_clauses(filters)
+        stmt = select(ImageRecord).where(*clauses)
         with self.library.session() as s:
             if limit is not None and not filters.empty:
-                passing = select(ImageRecord.id).where(*_filter_clauses(filters))
-                kept = {i for chunk in in_chunks(ids) for i in s.scalars(passing.where(ImageRecord.id.in_(chunk)))}
-                ids = [i for i in ids if i in kept][:limit]
+                ids = _first_passing(s, select(ImageRecord.id).where(*clauses), ids, limit)
                 stmt = select(ImageRecord)  # these ids passed the filters just now, in this transaction
             rows = [r for chunk in in_chunks(ids) for r in s.scalars(stmt.where(ImageRecord.id.in_(chunk)))]
             found = [r.id for r in rows]
@@ -302,6 +314,24 @@ def image_texts(session, image_ids: list[int]) -> tuple[dict[int, str], dict[int
                 best[image_id] = rank
         ocr.update(session.execute(select(OcrText.image_id, OcrText.text).where(OcrText.image_id.in_(chunk))).all())
     return {image_id: rank[2] for image_id, rank in best.items()}, ocr
+
+
+def probe_factor(share: float) -> int:
+    """How many times an IVF index's usual lists to probe first for a condition admitting `share` of the products."""
+    return 1 if share >= 0.25 else 2 if share >= 0.05 else 4
+
+
+def _first_passing(session, passing: Select, ids: list[int], limit: int) -> list[int]:
+    """The first `limit` of `ids` that `passing` (a select of image ids) returns, checked in order in chunks that
+    double from 4 x limit: a condition admitting 3% needs ~700 of a 2,700-deep fetch checked (~8 us each)."""
+    kept: list[int] = []
+    start, size = 0, 4 * limit
+    while start < len(ids) and len(kept) < limit:
+        chunk = ids[start : start + min(size, IN_CHUNK)]
+        found = set(session.scalars(passing.where(ImageRecord.id.in_(chunk))))
+        kept += [i for i in chunk if i in found]
+        start, size = start + len(chunk), 2 * size
+    return kept[:limit]
 
 
 def _filter_clauses(filters: Filters) -> list:
