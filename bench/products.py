@@ -232,9 +232,11 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
         f"{s['products_insert_s']:.0f} s (FTS triggers included; 0 when cached).", "",
         "- **condition**: the `where` every query of the case carries; **admits**: the share of products meeting it "
         "(mean over the queries);",
-        "- **p50 / p99 ms**: `SearchEngine.search(group=\"product\", k=10)` end to end: encode the text, search "
-        "(the index first, fetched deeper until 10 products survive, at most 3 times; then, if the condition "
-        "admits at most 20,000 images, by scoring them all), group by product, read the products;",
+        "- **p50 / p99 ms**: `SearchEngine.search(group=\"product\", k=10)` end to end: encode the text, estimate "
+        "the share of products the condition admits from a sample, search (a condition on indexed fields admitting "
+        "at most 2,000 products: by scoring their images; else the index first, as deep and probing as many IVF "
+        "lists as that share asks, fetched deeper until 10 products survive, at most 3 times; then, if the "
+        "condition admits at most 20,000 images, by scoring them all), group by product, read the products;",
         "- **recall@10**: the products returned that are among the exact 10 (numpy over every image, a product "
         "scored by its best image, the same condition), / the exact answer's size; mean over the queries "
         "(worst in brackets).", "",

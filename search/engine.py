@@ -194,10 +194,10 @@ class SearchEngine:
         search the index first, as deep as the share of products they admit (estimated from a sample) asks,
         widening ANN_ROUNDS times, then exactly if they admit few: counting what a condition on attributes admits
         cost 100 ms at 100k products (bench products), more than searching deeper does."""
-        share = self._admitted_share(filters)
         exact_first = not filters.empty and (not filters.where or self._few_products(filters))
         if exact_first and (hits := self._exact_within_filter(vector, k, filters, exclude)) is not None:
             return hits
+        share = self._admitted_share(filters)
         index = self.library.vector_index(self.encoder.name, self.max_stale_s)
         total = index.ntotal
         fetch = k + len(exclude) if filters.empty else math.ceil((k + len(exclude)) * FIRST_FETCH / share)
@@ -205,7 +205,7 @@ class SearchEngine:
         while True:
             rounds += 1
             # A product condition admitting few also searches more of an IVF index's lists, more each round: its
-            # nearest products lie deeper, in lists the first probe skips (bench products: recall 0.94 -> ).
+            # nearest products lie deeper, in lists the first probe skips (bench products, 3%: recall 0.94 -> 0.99).
             deeper = probe_factor(share) * 2 ** (rounds - 1) if filters.where else 1
             scores, ids = index.search(vector[None, :], min(fetch, total), probe_factor=deeper)
             pairs = [(int(i), float(sc)) for i, sc in zip(ids[0], scores[0], strict=True) if i >= 0]
