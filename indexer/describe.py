@@ -10,21 +10,21 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-from sqlalchemy import and_, exists, false, insert, or_, select
+from sqlalchemy import and_, exists, false, insert, or_, select, true
 from sqlalchemy.orm import aliased
 from torch.utils.data import DataLoader, Dataset
 
 from vlsearch.captioner import ImageTextModel
 from vlsearch.captioner.ocr import OcrReader
-from vlsearch.images import DEFAULT_MAX_PIXELS, DecodeError, read_image_file
+from vlsearch.images import DEFAULT_MAX_PIXELS, DecodeError
 from vlsearch.indexer.local import worker_init
 from vlsearch.indexer.report import DescribeReport, ProgressHook
-from vlsearch.indexer.sources import read_failure
+from vlsearch.indexer.sources import read_failure, read_source
 from vlsearch.indexer.stages import DescribeStage, describable
 from vlsearch.library import ImageRecord, Library
 from vlsearch.library.records import UNDER_ANY_MAX, under_any
@@ -55,7 +55,7 @@ class LoadDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[Pending, Image.Image | None, str | None]:
         item = self.items[i]
         try:
-            data = read_image_file(item.path, self.confine_to)
+            data = read_source(item.path, self.confine_to)
         except (OSError, DecodeError) as exc:
             return item, None, read_failure(exc)
         if item.sha256 is not None and hashlib.sha256(data).hexdigest() != item.sha256:
@@ -102,13 +102,14 @@ class Describer:
         self.fill_gaps = fill_gaps
         self.confine_to = None if confine_to is None else [Path(os.path.realpath(p)) for p in confine_to]
 
-    def run(self, paths: Iterable[Path | str] | None = None) -> DescribeReport:
-        """Describe the images under `paths` (all of the library's when None) that still lack text."""
+    def run(self, paths: Iterable[Path | str] | None = None, sources: Sequence[str] = ()) -> DescribeReport:
+        """Describe the images under `paths` (all of the library's when None), and those at `sources` (files and
+        URLs, as a list names them), that still lack text."""
         started = time.perf_counter()
         report = DescribeReport()
         roots = None if paths is None else [Path(p).expanduser().resolve() for p in paths]
         report.reused = self._reuse_twins()
-        work = self._pending(roots)
+        work = self._pending(roots, sources)
         if self.progress:
             self.progress.start(len(work))
         if work:
@@ -167,7 +168,7 @@ class Describer:
     def _has_ocr(self):
         return exists().where(OcrText.image_id == ImageRecord.id)
 
-    def _pending(self, roots: list[Path] | None) -> list[Pending]:
+    def _pending(self, roots: list[Path] | None, sources: Sequence[str]) -> list[Pending]:
         needs_caption = ~self._has_caption() if self.stage.captioner is not None else None
         needs_ocr = ~self._has_ocr() if self.stage.ocr is not None else None
         wanted = [c for c in (needs_caption, needs_ocr) if c is not None]
@@ -176,10 +177,13 @@ class Describer:
             needs_caption if needs_caption is not None else false(),
             needs_ocr if needs_ocr is not None else false(),
         ).where(ImageRecord.status == "ok", or_(*wanted))
-        chunks = [None] if roots is None else in_chunks(roots, UNDER_ANY_MAX)
+        if roots is None:
+            where = [true()]
+        else:
+            where = [under_any(ImageRecord.path, chunk) for chunk in in_chunks(roots, UNDER_ANY_MAX)]
+            where += [ImageRecord.path.in_(chunk) for chunk in in_chunks(sources)]
         with self.library.session() as s:
-            found = {row[0]: row for chunk in chunks for row in s.execute(
-                query if chunk is None else query.where(under_any(ImageRecord.path, chunk)))}
+            found = {row[0]: row for clause in where for row in s.execute(query.where(clause))}
         rows = [found[i] for i in sorted(found)]
         return [Pending(i, p, sha, bool(c), bool(o)) for i, p, sha, c, o in rows]
 

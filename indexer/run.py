@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from vlsearch.captioner import ImageTextModel
@@ -21,6 +21,7 @@ from vlsearch.indexer.local import LocalRunner
 from vlsearch.indexer.plan import Planner
 from vlsearch.indexer.report import Changes, DescribeReport, IndexProgress, IndexReport
 from vlsearch.indexer.runner import Runner
+from vlsearch.indexer.sources import read_source_list
 from vlsearch.library import Library, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,10 @@ class Indexer:
     def run(self, paths: Iterable[Path | str] = (), lists: Iterable[Path] = ()) -> IndexReport:
         """Index `paths` (folders walked recursively, and files) and the files or URLs `lists` name; the report of
         the embedding phase, with the describe phase's as `described`."""
-        paths = list(paths)
+        paths, lists = list(paths), list(lists)
         report = self.embed(paths, lists)
         if self.captioner is not None or self.ocr is not None:
-            report.described = self.describe(paths)
+            report.described = self.describe(paths, [source for listed in lists for source in read_source_list(listed)])
         return report
 
     def embed(self, paths: list[Path | str], lists: Iterable[Path]) -> IndexReport:
@@ -93,12 +94,13 @@ class Indexer:
             self.progress.finished("embedding", report)
         return report
 
-    def describe(self, paths: list[Path | str]) -> DescribeReport:
-        """The describe phase over the images under `paths`: those lacking a caption from the model or OCR text."""
+    def describe(self, paths: list[Path | str], sources: Sequence[str] = ()) -> DescribeReport:
+        """The describe phase over the images under `paths` and at `sources` (files and URLs a list named): those
+        lacking a caption from the model or OCR text."""
         hook = self.progress.phase("describing") if self.progress else None
         described = Describer(self.library, self.captioner, self.ocr, workers=self.workers,
                               max_pixels=self.max_pixels, mp_context=self.mp_context, fill_gaps=self.fill_gaps,
-                              confine_to=self.confine_to, progress=hook).run(paths)
+                              confine_to=self.confine_to, progress=hook).run(paths, sources)
         if self.progress:
             self.progress.finished("describing", described)
         return described

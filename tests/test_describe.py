@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, text
 
 from tests.photos import picture, write_photo, write_photos
+from tests.served import serving
 from vlsearch.api.wording import explain
 from vlsearch.captioner import ModelSuite, NotSupported, load_image_text_model
 from vlsearch.captioner.ocr import OcrFailed, ocr_reader
@@ -367,3 +368,16 @@ def test_a_real_caption_model_is_the_library_default_and_its_captions_are_shown(
     assert library.caption_model() == "blip-base"  # fewer captions, but a real model outranks the fallback
     hits = {h.path: h.caption for h in SearchEngine(library, tiny_encoder).search(SearchQuery(text="x", k=3))}
     assert hits[str(paths[1])] == "a red square on a blue ground" and hits[str(paths[0])] == "offline words 1"
+
+
+def test_a_run_over_a_list_describes_the_files_and_urls_it_names(library, tiny_encoder, tiny_text, tmp_path):
+    """As a catalogue import indexes its pictures: a list of a file and a URL (a real server on localhost) is
+    captioned; an image indexed earlier without captions, not on the list, is left as it was."""
+    paths = write_photos(tmp_path / "photos", 3)
+    Indexer(library, tiny_encoder, workers=0).run([paths[0]])  # no captioner: no caption
+    with serving(tmp_path / "photos") as base:
+        listed = tmp_path / "list.csv"
+        listed.write_text(f"path\n{paths[1]}\n{base}/{paths[2].name}\n")
+        report = Indexer(library, tiny_encoder, workers=0, captioner=tiny_text["caption"]).run((), [listed])
+    assert report.embedded == 2 and report.described.captioned == 2 and report.described.errors == 0
+    assert set(captions(library)) == {str(paths[1]), f"{base}/{paths[2].name}"}

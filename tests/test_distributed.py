@@ -5,11 +5,8 @@ same errors; plus shards that survive a stopped run, lists of files and URLs, an
 """
 
 import csv
-import functools
-import http.server
 import json
 import os
-import threading
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +16,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from tests.photos import broken_corpus, write_photos
+from tests.served import serving
 from vlsearch.api.cli import app
 from vlsearch.library import Embedding, ImageRecord, Library
 from vlsearch.library.embeddings import decode_vectors
@@ -182,18 +180,8 @@ def http_photos(env):
     """A real HTTP server over a folder of photos on localhost."""
     folder = env / "served"
     write_photos(folder, 4)
-    handler = functools.partial(QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+    with serving(folder) as base:
+        yield folder, base
 
 
 def test_lists_of_urls_and_files_into_shards_then_import(cluster, env, http_photos):

@@ -11,6 +11,7 @@ from PIL import Image
 from sqlalchemy import select, text
 
 from tests.products import PRODUCTS, append_rows, importer, write_catalogue
+from tests.served import serving
 from vlsearch.library import Library
 from vlsearch.library.schema import Product, ProductImage
 from vlsearch.search import Filters, SearchEngine, SearchQuery
@@ -156,6 +157,27 @@ def test_bad_rows_are_reported_by_line_and_the_rest_imported(tmp_path, tiny_enco
     assert len(broken) == 2 and {p.message.split(":")[0] for p in broken} == {
         f"image {tmp_path / 'photos' / 'broken.jpg'}", f"image {tmp_path / 'photos' / 'missing.jpg'}"}
     assert "P-BROKEN" in products(lib) and all(i is None for _, i in images_of(lib, "P-BROKEN"))
+    lib.close()
+
+
+def test_pictures_given_as_urls_are_fetched_indexed_and_linked(tmp_path, tiny_encoder):
+    """A catalogue whose pictures are on a web server (a real one, on localhost): each is fetched and indexed
+    under its URL; one that answers 404 is a problem on its row's line."""
+    write_catalogue(tmp_path)
+    with serving(tmp_path / "photos") as base:
+        (tmp_path / "web.csv").write_text(
+            "product_id,title,image\n"
+            f"W-ROCKET,Rocket print,{base}/rocket.jpg|{base}/rocket-detail.jpg\n"
+            f"W-GONE,Gone,{base}/nowhere.jpg\n")
+        lib = Library.open(tmp_path / "lib")
+        report = importer(lib, tiny_encoder).run(tmp_path / "web.csv")
+    assert (report.new, report.images, report.unlinked) == (2, 3, 1)
+    assert [p.line for p in report.problems] == [3]
+    assert report.problems[0].message.startswith(f"image {base}/nowhere.jpg: ") and "404" in report.problems[0].message
+    linked = images_of(lib, "W-ROCKET")
+    assert [name for name, _ in linked] == ["rocket.jpg", "rocket-detail.jpg"] and all(i for _, i in linked)
+    hits = SearchEngine(lib, tiny_encoder).search(SearchQuery(image_id=linked[0][1], group="product"))
+    assert [h.product.id for h in hits] == ["W-ROCKET"]  # its other picture; W-GONE has none
     lib.close()
 
 
