@@ -63,7 +63,8 @@ def to_filters(f: FiltersIn) -> Filters:
     if after and before and after >= before:
         raise ApiError(422, "filters.after must be earlier than filters.before")
     return Filters(path_prefix=os.path.normpath(f.path) if f.path else None, after=after, before=before,
-                   camera=f.camera, min_score=f.min_score, where=to_conditions(f.where))
+                   camera=f.camera, min_score=f.min_score, where=to_conditions(f.where),
+                   tags=tuple(t.strip() for t in f.tags))
 
 
 def to_box(text: str | None) -> tuple[float, ...] | None:

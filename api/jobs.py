@@ -16,7 +16,7 @@ from vlsearch.api.memory import return_free_memory
 from vlsearch.api.metrics import Metrics
 from vlsearch.captioner import ImageTextModel
 from vlsearch.encoders import Encoder
-from vlsearch.indexer import DescribeReport, Indexer, IndexReport
+from vlsearch.indexer import DescribeReport, Indexer, IndexReport, TagReport
 from vlsearch.library import Library, LibraryBusy
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class JobProgress:
     def phase(self, name: str) -> PhaseProgress:
         return PhaseProgress(self.job, name, self.metrics)
 
-    def finished(self, name: str, report: IndexReport | DescribeReport) -> None:
+    def finished(self, name: str, report: IndexReport | DescribeReport | TagReport) -> None:
         job = self.job
         if name == "embedding":
             job.summary = {"seen": report.seen, "embedded": report.embedded, "reused": report.reused,
@@ -82,6 +82,8 @@ class JobProgress:
                            "errors": report.errors}
             job.failures = list(report.failures)
             job.errors = report.errors  # with the files refused before decoding (names, links out)
+        elif name == "tagging":
+            job.summary |= {"tagged": report.scored, "tags": report.tags}
         else:
             job.summary |= {"captioned": report.captioned, "read_by_ocr": report.read,
                             "describe_errors": report.errors}

@@ -56,6 +56,17 @@ WHERE_HELP = ("Only images of products meeting each condition: name=value, name!
               "price, currency, or a catalogue attribute.")
 
 
+TagText = Annotated[Text, Field(min_length=1, max_length=200, pattern=r"\S")]
+TAG_HELP = "Only images tagged this (all of them; any case). Tags come from `vlsearch tags`."
+
+
+class TagOut(BaseModel):
+    label: str
+    score: float = Field(description="The label's share of its vocabulary for this image (softmax over its labels).")
+    similarity: float = Field(description="The cosine of the image's and the label's vectors.")
+    vocabulary: str
+
+
 class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -69,6 +80,7 @@ class Filters(BaseModel):
     min_score: float | None = Field(None, ge=-1, le=1, allow_inf_nan=False,
                                     description="Drop hits whose CLIP similarity is below this.")
     where: list[Condition] = Field(default_factory=list, max_length=20, description=WHERE_HELP)
+    tags: list[TagText] = Field(default_factory=list, max_length=20, description=TAG_HELP)
 
 
 class SearchRequest(BaseModel):
@@ -175,6 +187,7 @@ class ImageDetail(BaseModel):
     captions: list[CaptionOut]
     ocr_text: str | None
     models: list[str] = Field(description="Embedding models that have a vector for this image.")
+    tags: list[TagOut] = Field(description="Its tags, best first (`vlsearch tags`).")
     thumbnail_url: str | None
     file_url: str | None
 

@@ -22,7 +22,7 @@ class IndexProgress(Protocol):
 
     def phase(self, name: str) -> ProgressHook: ...
 
-    def finished(self, name: str, report: IndexReport | DescribeReport) -> None:
+    def finished(self, name: str, report: IndexReport | DescribeReport | TagReport) -> None:
         """The phase `name` is over; `report` says what it did."""
 
 
@@ -41,11 +41,22 @@ class IndexReport:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     described: DescribeReport | None = None  # the describe phase, when the run had one
+    tagged: TagReport | None = None  # the tagging phase, when the library has vocabularies
 
     @property
     def images_per_second(self) -> float:
         done = self.embedded + self.reused + self.moved + self.errors
         return done / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class TagReport:
+    """What a tagging phase did (indexer/tagging.py)."""
+
+    scored: int = 0  # images scored against a vocabulary (an image counts once per vocabulary)
+    tags: int = 0
+    vocabularies: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 @dataclass

@@ -19,9 +19,11 @@ from vlsearch.images import DEFAULT_MAX_PIXELS
 from vlsearch.indexer.describe import Describer
 from vlsearch.indexer.local import LocalRunner
 from vlsearch.indexer.plan import Planner
-from vlsearch.indexer.report import Changes, DescribeReport, IndexProgress, IndexReport
+from vlsearch.indexer.report import Changes, DescribeReport, IndexProgress, IndexReport, TagReport
 from vlsearch.indexer.runner import Runner
 from vlsearch.indexer.sources import read_source_list
+from vlsearch.indexer.tagging import Tagger
+from vlsearch.indexer.vocabulary import vocabularies
 from vlsearch.library import Library, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ class Indexer:
         the embedding phase, with the describe phase's as `described`."""
         paths, lists = list(paths), list(lists)
         report = self.embed(paths, lists)
+        if self.runner.writes_library:
+            report.tagged = self.tag()
         if self.captioner is not None or self.ocr is not None:
             report.described = self.describe(paths, [source for listed in lists for source in read_source_list(listed)])
         return report
@@ -92,6 +96,17 @@ class Indexer:
                  report.removed, report.seconds)
         if self.progress:
             self.progress.finished("embedding", report)
+        return report
+
+    def tag(self) -> TagReport | None:
+        """The tagging phase: new and changed images scored against the library's vocabularies (None when it has
+        none). Reads stored vectors only: seconds for thousands of images."""
+        if not vocabularies(self.library):
+            return None
+        hook = self.progress.phase("tagging") if self.progress else None
+        report = Tagger(self.library, self.encoder, hook).run()
+        if self.progress:
+            self.progress.finished("tagging", report)
         return report
 
     def describe(self, paths: list[Path | str], sources: Sequence[str] = ()) -> DescribeReport:

@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import DateTime, Float, ForeignKey, ForeignKeyConstraint, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -149,3 +149,66 @@ class ProductImage(Base):
     image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"), index=True)
 
     product: Mapped[Product] = relationship(back_populates="images")
+
+
+class Vocabulary(Base):
+    """A list of text labels images are tagged with (vlsearch tags vocab): the default one or a library's own, with
+    the score a label must reach to be a tag (indexer/tagging.py)."""
+
+    __tablename__ = "vocabularies"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    threshold: Mapped[float] = mapped_column(Float)
+    source: Mapped[str | None] = mapped_column(Text)  # the file it was read from, or "default"
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class VocabularyLabel(Base):
+    """One label of a vocabulary, and the text its vector is computed from (`a photo of a cat`)."""
+
+    __tablename__ = "vocabulary_labels"
+
+    vocabulary: Mapped[str] = mapped_column(ForeignKey("vocabularies.name", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(Text, primary_key=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class LabelVector(Base):
+    """A label's text vector under one model, float16 as image vectors are: computed once, not per tagging run."""
+
+    __tablename__ = "label_vectors"
+    __table_args__ = (ForeignKeyConstraint(["vocabulary", "label"],
+                                           ["vocabulary_labels.vocabulary", "vocabulary_labels.label"],
+                                           ondelete="CASCADE"),)
+
+    vocabulary: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(Text, primary_key=True)
+    model: Mapped[str] = mapped_column(ForeignKey("models.name", ondelete="CASCADE"), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ImageTag(Base):
+    """A tag: a label of a vocabulary that an image's vector under `model` scored at least the vocabulary's
+    threshold for. `score` is the label's share of the vocabulary (a softmax), `similarity` the cosine it came from.
+    Dropped by a trigger when the image's vector changes (migrations/versions/0004)."""
+
+    __tablename__ = "image_tags"
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    vocabulary: Mapped[str] = mapped_column(ForeignKey("vocabularies.name", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(Text, primary_key=True)  # indexed NOCASE with image_id (migration 0004)
+    model: Mapped[str] = mapped_column(ForeignKey("models.name", ondelete="CASCADE"), primary_key=True)
+    score: Mapped[float] = mapped_column(Float)
+    similarity: Mapped[float] = mapped_column(Float)
+
+
+class ImageTagging(Base):
+    """That an image's vector under `model` was scored against a vocabulary (whether or not any label became a
+    tag): images without this row are the ones a tagging run scores."""
+
+    __tablename__ = "image_tagging"
+
+    vocabulary: Mapped[str] = mapped_column(ForeignKey("vocabularies.name", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(ForeignKey("models.name", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)

@@ -25,6 +25,7 @@ from vlsearch.search.conditions import admitted_image_ids, admitted_images, admi
 from vlsearch.search.grouping import group_by_product, images_of, product_vector
 from vlsearch.search.keywords import SQLITE_MAX_INT, KeywordQuery, keyword_ranking, reciprocal_rank_fusion
 from vlsearch.search.query import Filters, SearchHit, SearchQuery
+from vlsearch.search.tags import tagged
 
 FIRST_FETCH = 4  # over-fetch factor for the first FAISS call when filters may drop candidates
 MIN_SHARE = 0.01  # the least share of products a product condition is assumed to admit when sizing that call
@@ -354,4 +355,5 @@ def _filter_clauses(filters: Filters) -> list:
         clauses.append(func.instr(func.lower(camera), filters.camera.lower()) > 0)
     if filters.where:
         clauses.append(admitted_images(filters.where))
+    clauses += [tagged(tag.strip()) for tag in filters.tags]
     return clauses

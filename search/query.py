@@ -25,10 +25,13 @@ class Filters:
     camera: str | None = None
     min_score: float | None = None
     where: tuple[Condition, ...] = ()  # on the products an image shows (search/conditions.py)
+    tags: tuple[str, ...] = ()  # tags an image must all carry (search/tags.py), compared without case
 
     def __post_init__(self) -> None:
         _require_text("the camera filter", self.camera)
         _require_text("the path filter", self.path_prefix)
+        for tag in self.tags:
+            _require_text("a tag", tag)
         if self.path_prefix and "\x00" in self.path_prefix:
             raise ValueError("the path filter contains a NUL character, which no file path can hold")
         if self.min_score is not None and math.isnan(self.min_score):
@@ -36,7 +39,7 @@ class Filters:
 
     @property
     def empty(self) -> bool:
-        return not (self.path_prefix or self.after or self.before or self.camera or self.where)
+        return not (self.path_prefix or self.after or self.before or self.camera or self.where or self.tags)
 
 
 @dataclass(frozen=True)

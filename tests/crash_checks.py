@@ -16,6 +16,10 @@ ADDED = {
              len(importlib.import_module(_VERSIONS + "0002_captions_ocr_fts").TRIGGERS)),
     "0003": ({"captions", "ocr", "image_text", "products", "product_images", "product_text"},
              len(importlib.import_module(_VERSIONS + "0003_products").triggers(products=True))),
+    "0004": ({"captions", "ocr", "image_text", "products", "product_images", "product_text", "vocabularies",
+              "vocabulary_labels", "label_vectors", "image_tags", "image_tagging"},
+             len(importlib.import_module(_VERSIONS + "0003_products").triggers(products=True))
+             + len(importlib.import_module(_VERSIONS + "0004_tags").TRIGGERS)),
 }
 
 def count_embeddings(db: Path) -> int:

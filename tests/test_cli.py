@@ -65,7 +65,7 @@ def test_index_search_similar_status_round_trip(env):
     assert code == 0 and "6 vectors, flat index" in out
 
     code, out = cli("db", "upgrade")
-    assert code == 0 and "revision 0003 (head)" in out
+    assert code == 0 and "revision 0004 (head)" in out
 
 
 def test_errors_say_what_to_change(env):

@@ -354,7 +354,7 @@ def test_a_library_at_the_first_schema_gets_its_keyword_index_on_open(tmp_path):
     engine.dispose()
     lib = Library.open(tmp_path / "lib")
     assert fts_rows(lib) == {1: ("IMG_0042.jpg", "", "")}
-    assert migrate.current_revision(lib.engine) == migrate.head_revision(lib.engine) == "0003"
+    assert migrate.current_revision(lib.engine) == migrate.head_revision(lib.engine) == "0004"
     lib.close()
 
 

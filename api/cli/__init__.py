@@ -18,6 +18,7 @@ from vlsearch.api.cli.output import err
 from vlsearch.api.cli.products import import_products, similar_products
 from vlsearch.api.cli.search import search, similar
 from vlsearch.api.cli.serve import serve
+from vlsearch.api.cli.tags import add_vocabulary, list_vocabularies, remove_vocabulary_command, run_tags, show_tags
 from vlsearch.api.cli.transfer import export_library, import_library
 
 app = typer.Typer(
@@ -30,7 +31,10 @@ products_app = typer.Typer(help="Product catalogues: import one (its rows become
                             "images), find products like a product.", no_args_is_help=True)
 models_app = typer.Typer(help="The models vlsearch embeds, captions and answers with; fetching their weights.",
                          no_args_is_help=True)
+tags_app = typer.Typer(help="Tags: labels from a vocabulary (the default one, or your own) scored against each "
+                        "image's stored vector; search with --tag.", no_args_is_help=True)
 app.add_typer(products_app, name="products")
+app.add_typer(tags_app, name="tags")
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 
@@ -64,6 +68,11 @@ app.command("export")(export_library)
 app.command("import")(import_library)
 products_app.command("import")(import_products)
 products_app.command("similar")(similar_products)
+tags_app.command("run")(run_tags)
+tags_app.command("vocab")(add_vocabulary)
+tags_app.command("list")(list_vocabularies)
+tags_app.command("show")(show_tags)
+tags_app.command("remove")(remove_vocabulary_command)
 db_app.command("upgrade")(db_upgrade)
 models_app.command("list")(models_list)
 models_app.command("pull")(models_pull)

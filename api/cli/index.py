@@ -42,6 +42,7 @@ from vlsearch.api.cli.output import (
     fail,
     print_described,
     print_failures,
+    print_tagged,
     progress_bar,
     writer_lock,
 )
@@ -132,6 +133,10 @@ class Phase:
     interrupted: str  # what Ctrl-C during the phase leaves behind
 
 
+TAGGING = Phase("tagging", print_tagged, "interrupted; the tags written so far are kept, run `vlsearch tags run` "
+                "to finish")
+
+
 class PhaseBars:
     """The index run's progress: a bar per phase, closed when the phase ends and followed by its summary."""
 
@@ -190,6 +195,7 @@ def run_here(indexer: Indexer, paths: list[Path]) -> None:
         "describing": Phase(describing, lambda report: print_described(report, indexer.captioner),
                             "interrupted; captions and text written so far are kept, run `vlsearch caption` to "
                             "finish"),
+        "tagging": TAGGING,
     }
     run_index(indexer, (paths, []), "`vlsearch index`", phases, (LibraryError, FileNotFoundError, ValueError))
 
@@ -199,7 +205,8 @@ def run_on_ray(indexer: Indexer, paths: list[Path], lists: list[Path]) -> None:
     from vlsearch.library import LibraryError
 
     phases = {"embedding": Phase("indexing", lambda report: print_ray_report(report, indexer),
-                                 "interrupted; merged shards are kept, run the same command again to finish")}
+                                 "interrupted; merged shards are kept, run the same command again to finish"),
+              "tagging": TAGGING}
     run_index(indexer, (paths, lists), "`vlsearch index --ray`", phases,
               (DistributedError, LibraryError, FileNotFoundError, ValueError))
 

@@ -105,6 +105,8 @@ MinScoreOpt = Annotated[float | None, typer.Option(
 AfterOpt = Annotated[str | None, typer.Option(help="Taken on or after this date (YYYY-MM-DD).")]
 BeforeOpt = Annotated[str | None, typer.Option(help="Taken before this date.")]
 CameraOpt = Annotated[str | None, typer.Option(help="Camera make or model contains this.")]
+TagOpt = Annotated[list[str] | None, typer.Option("--tag", help="Only images tagged this (repeatable: all of them; "
+                                                  "see `vlsearch tags`).")]
 BoxOpt = Annotated[str | None, typer.Option("--box", help="Search with this region of --image only: left,top,right,"
                                           "bottom as fractions, e.g. 0.5,0.6,1,1 for the lower right quarter.")]
 GroupOpt = Annotated[str | None, typer.Option("--group", help="product: the results are products (from `vlsearch "

@@ -92,6 +92,13 @@ def print_described(report: Any, captioner: Any) -> None:
     print_failures(report.failures)
 
 
+def print_tagged(report: Any) -> None:
+    """The summary of a tagging run."""
+    names = ", ".join(report.vocabularies) or "none"
+    console.print(f"{report.scored} images tagged with {report.tags} tags (vocabularies: {escape(names)}) in "
+                  f"{report.seconds:.1f}s")
+
+
 def parse_date(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from vlsearch.api.cli.index import Phase, PhaseBars, print_indexed
+from vlsearch.api.cli.index import TAGGING, Phase, PhaseBars, print_indexed
 from vlsearch.api.cli.loading import (
     engine_for,
     generation,
@@ -86,6 +86,7 @@ def import_products(
                            "interrupted; the products and images so far are kept, run the same command again"),
         "describing": Phase("describing images", lambda r: print_described(r, captioner),
                             "interrupted; run the same command again (or `vlsearch caption`) to finish"),
+        "tagging": TAGGING,
     })
     indexer.progress = bars
 

@@ -29,6 +29,7 @@ from vlsearch.api.cli.options import (
     PathFilterOpt,
     RerankOpt,
     SortOpt,
+    TagOpt,
     TargetArg,
     TextArg,
     TextWeightOpt,
@@ -52,6 +53,7 @@ def search(
     after: AfterOpt = None,
     before: BeforeOpt = None,
     camera: CameraOpt = None,
+    tag: TagOpt = None,
     where: WhereOpt = None,
     group: GroupOpt = None,
     sort: SortOpt = "score",
@@ -81,7 +83,7 @@ def search(
             box=parse_box(box),
             filters=Filters(path_prefix=path, after=parse_date(after, "--after"),
                             before=parse_date(before, "--before"), camera=camera, min_score=min_score,
-                            where=parse_where(where)),
+                            where=parse_where(where), tags=tuple(tag or ())),
         )
         if rerank:
             engine.matcher = load_text_model(itm_model, "match", model_dir)

@@ -11,12 +11,13 @@ from sqlalchemy import select
 
 from vlsearch.api.deps import ImageId, get_service, servable_path
 from vlsearch.api.errors import ApiError, responses
-from vlsearch.api.schemas import CaptionOut, Deleted, DeletedMany, DeleteRequest, ImageDetail
+from vlsearch.api.schemas import CaptionOut, Deleted, DeletedMany, DeleteRequest, ImageDetail, TagOut
 from vlsearch.api.security import require_read, require_write
 from vlsearch.api.service import Service
 from vlsearch.library import Embedding, ImageRecord, Library, LibraryBusy
 from vlsearch.library.schema import Caption, OcrText
 from vlsearch.search.engine import image_texts
+from vlsearch.search.tags import image_tags
 
 router = APIRouter(prefix="/images", tags=["images"])
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
@@ -40,6 +41,7 @@ def _detail(service: Service, image_id: int) -> ImageDetail | None:
         taken_at=row.taken_at, camera_make=row.camera_make, camera_model=row.camera_model, indexed_at=row.indexed_at,
         caption=best.get(image_id), captions=[CaptionOut(model=m, text=t, created_at=c) for m, t, c in captions],
         ocr_text=ocr or None, models=models,
+        tags=[TagOut(**t.as_dict()) for t in image_tags(service.library, image_id)],
         thumbnail_url=f"/api/v1/images/{row.id}/thumbnail" if row.thumbnail else None,
         file_url=f"/api/v1/images/{row.id}/file" if row.status == "ok" else None,
     )

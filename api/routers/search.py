@@ -27,6 +27,7 @@ from vlsearch.api.schemas import (
     FACET_HELP,
     MAX_K,
     MAX_WINDOW,
+    TAG_HELP,
     WHERE_HELP,
     Condition,
     Facet,
@@ -36,6 +37,7 @@ from vlsearch.api.schemas import (
     SearchRequest,
     SearchResponse,
     Sort,
+    TagText,
     Text,
     Weight,
 )
@@ -126,6 +128,7 @@ async def search_get(
     = "vector",
     rerank: Annotated[int, Query(ge=0, le=200, description="Rescore the top N with the matching model.")] = 0,
     where: Annotated[list[Condition] | None, Query(max_length=20, description=WHERE_HELP + " Repeatable.")] = None,
+    tag: Annotated[list[TagText] | None, Query(max_length=20, description=TAG_HELP + " Repeatable.")] = None,
     group: Annotated[Group | None, Query(description="product: the hits are products, each by its best-matching "
                                          "image; k and offset count products.")] = None,
     facet: Annotated[list[Facet] | None, Query(max_length=20, description=FACET_HELP + " Repeatable.")] = None,
@@ -136,7 +139,7 @@ async def search_get(
     if not q.strip():
         raise ApiError(422, "q is blank: type some words to search for")
     filters = to_filters(Filters(path=path, after=after, before=before, camera=camera, min_score=min_score,
-                                 where=where or []))
+                                 where=where or [], tags=tag or []))
     return await run(service, started, text=q, negatives=tuple(not_ or ()), filters=filters, k=k, offset=offset,
                      sort=sort, mode=mode, rerank=rerank, group=group, facets=facet)
 

@@ -1,0 +1,121 @@
+"""Zero-shot tags from the library's stored vectors: each image's vector against a vocabulary's label vectors, a
+matrix product per chunk of images and no image decoded again, so tagging a library costs what reading its
+vectors does. A label's score is its share of the vocabulary, softmax(SCALE x cosine) as CLIP classifies zero-shot;
+the labels scoring at least the vocabulary's threshold (at most MAX_TAGS) are the image's tags."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from sqlalchemy import exists, insert, select
+
+from vlsearch.encoders import Encoder
+from vlsearch.indexer.report import ProgressHook, TagReport
+from vlsearch.library import Library
+from vlsearch.library.embeddings import decode_vectors, encode_vector
+from vlsearch.library.schema import (
+    Embedding,
+    ImageRecord,
+    ImageTag,
+    ImageTagging,
+    LabelVector,
+    Vocabulary,
+    VocabularyLabel,
+)
+
+SCALE = 100.0  # CLIP's trained logit scale (open_clip clamps it there): its zero-shot classifier's temperature
+MAX_TAGS = 10
+CHUNK = 4096  # images scored together: a 4,096 x labels matrix
+
+
+class Tagger:
+    """Tags the images of one model's vectors with every vocabulary of the library."""
+
+    def __init__(self, library: Library, encoder: Encoder, progress: ProgressHook | None = None) -> None:
+        library.require_model(encoder.name)
+        self.library, self.encoder, self.progress = library, encoder, progress
+
+    def run(self) -> TagReport:
+        """Score the images not yet scored against each vocabulary (new ones, those whose vector changed, all of
+        them after the vocabulary changed)."""
+        started, report = time.perf_counter(), TagReport()
+        with self.library.session() as s:
+            vocabularies = [(v.name, v.threshold) for v in s.scalars(select(Vocabulary).order_by(Vocabulary.name))]
+        for name, threshold in vocabularies:
+            report.vocabularies.append(name)
+            labels, vectors = self.label_vectors(name)
+            pending = self._pending(name)
+            if self.progress:
+                self.progress.start(len(pending))
+            for start in range(0, len(pending), CHUNK):
+                chunk = pending[start : start + CHUNK]
+                report.tags += self._tag_chunk(name, threshold, labels, vectors, chunk)
+                report.scored += len(chunk)
+                if self.progress:
+                    self.progress.advance(len(chunk), 0)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def label_vectors(self, vocabulary: str) -> tuple[list[str], np.ndarray]:
+        """The vocabulary's labels and their text vectors under this model: stored ones read, missing ones
+        computed (a vocabulary's first run) and stored."""
+        model = self.encoder.name
+        with self.library.session() as s:
+            rows = s.execute(select(VocabularyLabel.label, VocabularyLabel.prompt)
+                             .where(VocabularyLabel.vocabulary == vocabulary).order_by(VocabularyLabel.position)).all()
+            stored = dict(s.execute(select(LabelVector.label, LabelVector.vector).where(
+                LabelVector.vocabulary == vocabulary, LabelVector.model == model)).all())
+        missing = [(label, prompt) for label, prompt in rows if label not in stored]
+        if missing:
+            computed = self.encoder.encode_texts([prompt for _, prompt in missing])
+            new = {label: encode_vector(v) for (label, _), v in zip(missing, computed, strict=True)}
+            with self.library.session() as s:
+                s.execute(insert(LabelVector), [{"vocabulary": vocabulary, "label": label, "model": model,
+                                                 "vector": blob} for label, blob in new.items()])
+            stored |= new
+        labels = [label for label, _ in rows]
+        return labels, decode_vectors([stored[label] for label in labels], self.encoder.dim)
+
+    def _pending(self, vocabulary: str) -> list[int]:
+        model = self.encoder.name
+        scored = exists().where(ImageTagging.vocabulary == vocabulary, ImageTagging.model == model,
+                                ImageTagging.image_id == Embedding.image_id)
+        with self.library.session() as s:
+            return list(s.scalars(select(Embedding.image_id).join(ImageRecord, ImageRecord.id == Embedding.image_id)
+                                  .where(Embedding.model == model, ImageRecord.status == "ok", ~scored)
+                                  .order_by(Embedding.image_id)))
+
+    def _tag_chunk(self, vocabulary: str, threshold: float, labels: list[str], label_vectors: np.ndarray,
+                   image_ids: list[int]) -> int:
+        """Score a chunk of images and write their tags and that they were scored; how many tags."""
+        ids, vectors = self.library.load_vectors(self.encoder.name, image_ids)
+        similarity, score, top = tag_scores(vectors, label_vectors, threshold)
+        model = self.encoder.name
+        rows = [{"image_id": int(ids[i]), "vocabulary": vocabulary, "label": labels[j], "model": model,
+                 "score": float(score[i, j]), "similarity": float(similarity[i, j])} for i, j in top]
+        with self.library.session() as s:
+            if rows:
+                s.execute(insert(ImageTag), rows)
+            s.execute(insert(ImageTagging), [{"vocabulary": vocabulary, "model": model, "image_id": int(i)}
+                                             for i in ids])
+        return len(rows)
+
+
+def tag_scores(vectors: np.ndarray, label_vectors: np.ndarray, threshold: float
+               ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """(cosines, softmax scores, the (image row, label column) pairs that are tags): for each image, its labels
+    scoring at least `threshold`, best first, at most MAX_TAGS."""
+    similarity = vectors @ label_vectors.T
+    logits = SCALE * similarity
+    logits -= logits.max(axis=1, keepdims=True)
+    score = np.exp(logits)
+    score /= score.sum(axis=1, keepdims=True)
+    depth = min(MAX_TAGS, score.shape[1])
+    best = np.argpartition(-score, depth - 1, axis=1)[:, :depth] if depth else np.empty((len(score), 0), int)
+    top = []
+    for i, row in enumerate(best):
+        for j in sorted(row, key=lambda j: -score[i, j]):
+            if score[i, j] >= threshold:
+                top.append((i, int(j)))
+    return similarity, score, top
