@@ -43,6 +43,8 @@ demo: $(STAMP)
 	$(BIN)/vlsearch search "a cup of coffee" --library $(DEMO)/library --k 3
 	$(BIN)/vlsearch search '"markers of the coins"' --mode keyword --library $(DEMO)/library --k 3
 	$(BIN)/vlsearch caption $(DEMO)/photos/chelsea.jpg --caption-model offline
+	$(BIN)/vlsearch tags run --library $(DEMO)/library
+	$(BIN)/vlsearch tags show $(DEMO)/photos/chelsea.jpg --library $(DEMO)/library
 	$(BIN)/vlsearch serve --library $(DEMO)/library
 
 # Every benchmark (about an hour on a 2-core CPU machine); `python -m bench WHICH` runs one. Results: bench/results.
