@@ -96,8 +96,8 @@ class Tagger:
                  "score": float(score[i, j]), "similarity": float(similarity[i, j])} for i, j in top]
         with self.library.session() as s:
             if rows:
-                s.execute(insert(ImageTag), rows)
-            s.execute(insert(ImageTagging), [{"vocabulary": vocabulary, "model": model, "image_id": int(i)}
+                s.execute(insert(ImageTag.__table__), rows)  # Core: the ORM's bulk insert took 3x as long
+            s.execute(insert(ImageTagging.__table__), [{"vocabulary": vocabulary, "model": model, "image_id": int(i)}
                                              for i in ids])
         return len(rows)
 
@@ -111,11 +111,9 @@ def tag_scores(vectors: np.ndarray, label_vectors: np.ndarray, threshold: float
     logits -= logits.max(axis=1, keepdims=True)
     score = np.exp(logits)
     score /= score.sum(axis=1, keepdims=True)
-    depth = min(MAX_TAGS, score.shape[1])
-    best = np.argpartition(-score, depth - 1, axis=1)[:, :depth] if depth else np.empty((len(score), 0), int)
-    top = []
-    for i, row in enumerate(best):
-        for j in sorted(row, key=lambda j: -score[i, j]):
-            if score[i, j] >= threshold:
-                top.append((i, int(j)))
-    return similarity, score, top
+    rows, cols = np.nonzero(score >= threshold)  # few: a threshold of 0.1 admits at most 10 labels a row
+    order = np.lexsort((-score[rows, cols], rows))  # row by row, best first within a row
+    rows, cols = rows[order], cols[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # place within its row
+    keep = rank < MAX_TAGS
+    return similarity, score, list(zip(rows[keep].tolist(), cols[keep].tolist(), strict=True))

@@ -11,6 +11,7 @@ from rich.logging import RichHandler
 
 from vlsearch.api.cli.ask import ask
 from vlsearch.api.cli.caption import caption
+from vlsearch.api.cli.evaluate import evaluate
 from vlsearch.api.cli.index import index
 from vlsearch.api.cli.library import db_upgrade, reindex, status
 from vlsearch.api.cli.models import models_list, models_pull
@@ -64,6 +65,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more
 
 for command in (index, search, similar, caption, ask, status, reindex, serve):
     app.command()(command)
+app.command("eval")(evaluate)
 app.command("export")(export_library)
 app.command("import")(import_library)
 products_app.command("import")(import_products)

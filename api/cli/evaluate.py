@@ -1,0 +1,95 @@
+"""`vlsearch eval`: how well search finds what a file of labelled queries says it should, per search mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from vlsearch.api.cli.loading import engine_for, load_text_model, open_library
+from vlsearch.api.cli.options import ItmModelOpt, JsonOpt, LibraryOpt, ModelDirOpt, ModelOpt, RerankOpt, WeightsOpt
+from vlsearch.api.cli.output import console, err, fail
+
+if TYPE_CHECKING:
+    from vlsearch.search.evaluation import SearchReport
+
+EvalFileArg = Annotated[Path, typer.Argument(
+    help='A JSON Lines file, one case a line: {"text": "a cat", "relevant": ["cat.jpg"]} or {"image": "q.jpg", '
+    '"relevant": [...]} (tag and duplicate cases are read and checked, not yet scored).')]
+PhotosOpt = Annotated[Path | None, typer.Option(
+    "--photos", help="The folder the file's relative paths are relative to.", show_default="the file's folder")]
+EvalModesOpt = Annotated[list[str] | None, typer.Option(
+    "--mode", help="vector, keyword or hybrid (repeatable); keyword mode scores the text cases only.",
+    show_default="all three")]
+EvalKOpt = Annotated[int, typer.Option("--k", "-k", min=1, help="How deep reciprocal rank looks (MRR@k); recall@10 "
+                                       "and nDCG@10 are always measured.")]
+SHOWN_UNINDEXED = 5
+
+
+def evaluate(
+    file: EvalFileArg,
+    library: LibraryOpt,
+    model_dir: ModelDirOpt,
+    photos: PhotosOpt = None,
+    mode: EvalModesOpt = None,
+    k: EvalKOpt = 10,
+    rerank: RerankOpt = 0,
+    itm_model: ItmModelOpt = "auto",
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score search on labelled queries: recall@1/5/10, MRR and nDCG@10 for each mode."""
+    from vlsearch.images import DecodeError
+    from vlsearch.search.evaluation import evaluate_search, read_eval_file
+    from vlsearch.search.query import MODES
+
+    for name in mode or ():
+        if name not in MODES:
+            raise fail(f"--mode {name}: use {', '.join(MODES)}")
+    try:
+        cases = read_eval_file(file, photos).search
+    except ValueError as exc:
+        raise fail(exc) from None
+    if not cases:
+        raise fail(f'{file} holds no search cases: give lines like {{"text": "a cat", "relevant": ["cat.jpg"]}}')
+    lib = open_library(library)
+    engine = engine_for(lib, model, weights, model_dir)
+    if rerank:
+        engine.matcher = load_text_model(itm_model, "match", model_dir)
+    try:
+        report = evaluate_search(engine, cases, mode or MODES, k=k, rerank=rerank)
+    except (DecodeError, ValueError) as exc:
+        raise fail(exc) from None
+    if report.unindexed:
+        warn_unindexed(report.unindexed)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print_report(report, len(cases))
+
+
+def warn_unindexed(paths: tuple[str, ...]) -> None:
+    """Relevant paths every search misses: the scores are low for a reason that is not the model's."""
+    shown = ", ".join(paths[:SHOWN_UNINDEXED]) + (" …" if len(paths) > SHOWN_UNINDEXED else "")
+    err.print(f"[yellow]warning:[/] {len(paths)} relevant paths are not in the library (a typo, or photos not "
+              f"indexed; pass --photos DIR if the paths are relative to another folder): {escape(shown)}",
+              highlight=False)
+
+
+def print_report(report: SearchReport, total: int) -> None:
+    """A row per mode: the cases it scored (of all), and its mean scores."""
+    table = Table(box=None, header_style="bold")
+    table.add_column("mode")
+    for column in ("cases", "R@1", "R@5", "R@10", f"MRR@{report.k}", "nDCG@10"):
+        table.add_column(column, justify="right")
+    for row in report.modes:
+        mean = row.mean
+        scores = [f"{value:.3f}" for value in mean.as_tuple()] if mean else ["–"] * 5
+        name = f"{row.mode} + rerank {report.rerank}" if report.rerank else row.mode
+        table.add_row(name, f"{len(row.cases)} of {total}", *scores)
+    console.print(table)
