@@ -48,7 +48,7 @@ Weight = Annotated[float, Field(ge=-10, le=10, allow_inf_nan=False)]
 Condition = Annotated[Text, Field(min_length=3, max_length=1000, examples=["category=shoes", "price<100"])]
 Facet = Annotated[Text, Field(min_length=1, max_length=200, examples=["brand", "category", "colour"])]
 FACET_HELP = ("Count the values of these product fields or attributes (brand, category, currency, or an attribute) "
-              "among the best 200 hits' products, returned in `facets`.")
+              "among the best 200 hits' products, returned in `facets`; `tags` counts the best 200 hits' tags.")
 BOX_HELP = ("Search with this region of the image only (left, top, right, bottom as fractions of its width and "
             "height): the shoes in a photo of a whole outfit.")
 WHERE_HELP = ("Only images of products meeting each condition: name=value, name!=value, name<number, name<=number, "

@@ -197,6 +197,12 @@ def test_the_api_filters_by_tag_and_shows_an_images_tags(tagged_library, tiny_en
         assert httpx.post(url + "/api/v1/search", json=body, timeout=60).json()["hits"] == []
         blank = httpx.get(url + "/api/v1/search", params={"q": "x", "tag": " "}, timeout=60)
         assert blank.status_code == 422
+        counted = httpx.get(url + "/api/v1/search", params={"q": "a photo", "k": 2, "facet": "tags"}, timeout=60)
+        everywhere: dict[str, int] = {}
+        for labels_ in tags.values():  # over the best 200 hits: here all 6 images, though the page shows 2
+            for t in labels_:
+                everywhere[t] = everywhere.get(t, 0) + 1
+        assert counted.json()["facets"] == {"tags": everywhere}
         detail = httpx.get(url + f"/api/v1/images/{image_id}", timeout=60).json()
         assert {t["label"] for t in detail["tags"]} == labels and all(t["vocabulary"] == "shapes"
                                                                       for t in detail["tags"])
