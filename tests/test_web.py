@@ -25,6 +25,8 @@ from tests.photos import write_photo, write_photos
 from vlsearch.captioner import load_image_text_model
 from vlsearch.indexer import Indexer
 from vlsearch.indexer.describe import Describer
+from vlsearch.indexer.tagging import Tagger
+from vlsearch.indexer.vocabulary import Label, save_vocabulary
 from vlsearch.library import Library
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -46,6 +48,9 @@ def site(tmp_path_factory, tiny_encoder):
     lib = Library.open(root / "lib")
     Indexer(lib, tiny_encoder, workers=0).run([photos])
     Describer(lib, load_image_text_model("tiny-random", "caption", device="cpu"), None, workers=0).run([photos])
+    save_vocabulary(lib, "shapes", [Label(w, f"a photo of {w}") for w in ("circles", "squares", "stripes")], 0.2,
+                    "test")
+    Tagger(lib, tiny_encoder).run()
     lib.close()
     shots = root / "screenshots"
     shots.mkdir()
@@ -170,6 +175,25 @@ def test_detail_view_and_find_similar(page, site):
     expected = [i for i in canon if i != first]
     page.wait_for_function(f"document.querySelectorAll('#results a.result').length === {len(expected)}")
     assert result_ids(page) == expected and "similar=" in page.url
+
+
+def test_an_images_tags_are_shown_and_choosing_one_searches_with_it(page, site):
+    url = site[0]
+    tagged = {}  # image id -> its tags, from the API
+    for hit in httpx.get(url + "/api/v1/search", params={"q": "x", "k": 50}).json()["hits"]:
+        tagged[hit["id"]] = [t["label"] for t in httpx.get(url + f"/api/v1/images/{hit['id']}").json()["tags"]]
+    image_id, labels = next((i, ts) for i, ts in tagged.items() if ts)
+    page.goto(url + "/?q=x")
+    page.wait_for_selector("#results a.result")
+    page.click(f"#results a.result[data-id='{image_id}']")
+    page.wait_for_selector("#detail-tags button.tag")
+    assert page.eval_on_selector_all("#detail-tags button.tag", "els => els.map(e => e.textContent)") == labels
+    assert not page.is_visible("#detail-tags-none")
+    page.click("#detail-tags button.tag >> nth=0")
+    page.wait_for_selector("dialog#detail:not([open])", state="attached")
+    expected = sorted(i for i, ts in tagged.items() if labels[0] in ts)
+    page.wait_for_function(f"document.querySelectorAll('#results a.result').length === {len(expected)}")
+    assert sorted(result_ids(page)) == expected and page.input_value("#filter-tags") == labels[0]
 
 
 def test_caption_tool_returns_alt_text_and_copies_it(page, site):

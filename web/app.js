@@ -251,6 +251,7 @@ function resultCard(hit, extraLines = []) {
 const FIELDS = {  // URL parameter -> input
   q: '#q', not: '#not', path: '#filter-path', after: '#filter-after', before: '#filter-before',
   camera: '#filter-camera', min_score: '#filter-min-score', sort: '#sort', mode: '#mode', where: '#where',
+  tag: '#filter-tags',
 };
 const DEFAULTS = { sort: 'score', mode: 'vector' };
 
@@ -272,6 +273,8 @@ function filters() {
   if (out.before) out.before = dayAfter(out.before);
   const minScore = parseFloat(value('#filter-min-score'));
   if (Number.isFinite(minScore)) out.min_score = minScore;
+  const tags = value('#filter-tags').split(',').map((t) => t.trim()).filter(Boolean).slice(0, 20);
+  if (tags.length) out.tags = tags;
   return out;
 }
 
@@ -477,6 +480,7 @@ function fillDetail(d) {
   showImage(img, d.file_url || d.thumbnail_url, d.file_url ? d.thumbnail_url : null);
   $('#detail-caption').textContent = d.caption || 'No caption yet.';
   $('#detail-ocr').textContent = d.ocr_text || 'No text found.';
+  fillTags(d.tags || []);
   const list = $('#detail-exif');
   list.replaceChildren();
   for (const [term, text] of exifRows(d)) list.append(el('dt', '', term), el('dd', '', text));
@@ -491,6 +495,7 @@ async function openDetail(id, opener) {
   $('#detail-image').alt = '';
   for (const sel of ['#detail-caption', '#detail-ocr', '#vqa-answer', '#copy-alt-status']) $(sel).textContent = '';
   $('#detail-exif').replaceChildren();
+  fillTags([]);
   $('#vqa-question').value = '';
   $('#detail').dataset.id = String(id);
   if (!dialog.open) dialog.showModal();
@@ -501,6 +506,32 @@ async function openDetail(id, opener) {
     $('#detail-title').textContent = 'Image';
     $('#detail-caption').textContent = err.message;
   }
+}
+
+/** The image's tags as buttons: choosing one searches for images with that tag. */
+function fillTags(tags) {
+  const list = $('#detail-tags');
+  list.replaceChildren();
+  $('#detail-tags-none').hidden = tags.length > 0;
+  for (const tag of tags) {
+    const button = el('button', 'tag', tag.label);
+    button.type = 'button';
+    button.title = `score ${tag.score.toFixed(2)} (cosine ${tag.similarity.toFixed(2)}), vocabulary ${tag.vocabulary}`;
+    button.addEventListener('click', () => searchTag(tag.label));
+    const item = el('li');
+    item.append(button);
+    list.append(item);
+  }
+}
+
+function searchTag(label) {
+  clearQueryImage(false);
+  $('#filter-tags').value = label;
+  if (!value('#q')) $('#q').value = label;  // a search needs words or an image: the tag's own will do
+  state.opener = $('#q');
+  $('#detail').close();
+  showTab('search');
+  runSearch({ force: true });
 }
 
 function findSimilar() {
