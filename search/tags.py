@@ -10,6 +10,9 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from vlsearch.library import ImageRecord, Library
 from vlsearch.library.schema import ImageTag
+from vlsearch.library.tags import tags_of
+
+__all__ = ["Tag", "image_tags", "resolve_image", "tagged", "tags_of"]
 
 
 @dataclass(frozen=True)
@@ -30,19 +33,6 @@ def image_tags(library: Library, image_id: int) -> list[Tag]:
                                 ImageTag.vocabulary).where(ImageTag.image_id == image_id)
                          .group_by(ImageTag.vocabulary, ImageTag.label)).all()
     return sorted((Tag(*row) for row in rows), key=lambda t: -t.score)
-
-
-def tags_of(library: Library, image_ids: list[int]) -> dict[int, list[str]]:
-    """image id -> its tag labels, best first."""
-    from vlsearch.library.sql import in_chunks
-
-    found: dict[int, list[tuple[float, str]]] = {}
-    with library.session() as s:
-        for chunk in in_chunks(image_ids):
-            for image_id, label, score in s.execute(select(ImageTag.image_id, ImageTag.label, ImageTag.score)
-                                                    .where(ImageTag.image_id.in_(chunk))):
-                found.setdefault(image_id, []).append((score, label))
-    return {i: list(dict.fromkeys(label for _, label in sorted(tags, reverse=True))) for i, tags in found.items()}
 
 
 def resolve_image(library: Library, ref: str) -> int:

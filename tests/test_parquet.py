@@ -20,9 +20,12 @@ from vlsearch.api.wording import explain
 from vlsearch.captioner import load_image_text_model
 from vlsearch.indexer import Indexer
 from vlsearch.indexer.describe import Describer
+from vlsearch.indexer.tagging import Tagger
+from vlsearch.indexer.vocabulary import Label, save_vocabulary
 from vlsearch.library import Embedding, ImageRecord, Library
 from vlsearch.library.parquet_io import ParquetError, export_parquet, import_parquet, parquet_schema
 from vlsearch.library.schema import Caption, OcrText
+from vlsearch.library.tags import tags_of
 from vlsearch.search import SearchEngine, SearchQuery
 
 MODEL = "tiny-random"
@@ -51,6 +54,8 @@ def source(tmp_path_factory, tiny_encoder):
     lib = Library.open(root / "library")
     Indexer(lib, tiny_encoder, workers=0).run([root / "photos"])
     Describer(lib, load_image_text_model("tiny-random", "caption", device="cpu"), SignReader(), workers=0).run()
+    save_vocabulary(lib, "shapes", [Label(w, f"a photo of {w}") for w in ("dots", "bars")], 0.3, "test")
+    Tagger(lib, tiny_encoder).run()
     report = export_parquet(lib, root / "export", thumbnails=True, rows_per_file=4)
     yield lib, report, photos
     lib.close()
@@ -97,6 +102,9 @@ def test_export_is_a_folder_of_parts_that_dataset_readers_see_as_one_table(sourc
     assert tall["thumbnail"].startswith(b"\xff\xd8") and tall["format"] == "PNG"
     errors = [r for r in rows.values() if r["status"] == "error"]
     assert len(errors) == 6 and all(r["embedding"] is None and r["error"] for r in errors)
+    ids = {r["path"]: r["id"] for r in rows.values()}
+    assert {p: r["tags"] for p, r in rows.items()} == {p: tags_of(lib, [i]).get(i, []) for p, i in ids.items()}
+    assert any(r["tags"] for r in rows.values()) and all(r["tags"] == [] for r in errors)
     vector = np.asarray(exif["embedding"], dtype=np.float32)
     assert vector.shape == (DIM,) and abs(np.linalg.norm(vector) - 1) < 1e-2
 

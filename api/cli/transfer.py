@@ -26,7 +26,7 @@ def export_library(
     rows_per_file: RowsPerFileOpt = 100_000,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Export the library to Parquet: one row per image, with its path, metadata, vector, caption and OCR text.
+    """Export the library to Parquet: one row per image, with its path, metadata, vector, caption, OCR text and tags.
 
     OUT becomes a folder of part files (part-00000.parquet, ...) that DuckDB, Spark, pandas and vector databases
     read, for example in DuckDB:

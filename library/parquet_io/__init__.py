@@ -7,8 +7,9 @@ and checked first (`sources.py`), then its rows are upserted by path a batch at 
 Format version 1 (`format.py`); every column but `path` may be absent on import, meaning "unknown":
 path, id, sha256, size, mtime, width, height, display_width, display_height, orientation, format, taken_at,
 camera_make, camera_model, status ("ok" | "error"), error, embedding (fixed_size_list<float32>[dim]), caption,
-caption_model, ocr_text, ocr_engine, thumbnail (JPEG bytes). The schema metadata key b"vlsearch" holds
-{"format_version": 1, "model": ..., "dim": ...}: which model made the embeddings.
+caption_model, ocr_text, ocr_engine, tags (labels, best first; not read back: an importing library tags with its
+own vocabularies), thumbnail (JPEG bytes). The schema metadata key b"vlsearch" holds {"format_version": 1,
+"model": ..., "dim": ...}: which model made the embeddings.
 """
 
 from vlsearch.library.parquet_io.export import ExportReport, export_parquet

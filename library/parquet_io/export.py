@@ -20,6 +20,7 @@ from vlsearch.library.errors import ModelMismatchError
 from vlsearch.library.parquet_io.format import META_COLUMNS, FolderNotEmpty, ParquetError, ProgressHook, parquet_schema
 from vlsearch.library.schema import Caption, Embedding, ImageRecord, OcrText
 from vlsearch.library.store import Library
+from vlsearch.library.tags import tags_of
 from vlsearch.library.thumbs import thumbnail_relpath
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ def export_parquet(lib: Library, out: Path, model: str | None = None, *, thumbna
             if progress:
                 progress.start(s.scalar(select(func.count()).select_from(ImageRecord)) or 0)
             for rows in s.execute(_export_query(model, caption_model, chunk)).partitions():
-                parts.write(_export_table(rows, schema, dim, lib.root if thumbnails else None, report))
+                tags = tags_of(lib, [row.id for row in rows])
+                parts.write(_export_table(rows, schema, dim, lib.root if thumbnails else None, report, tags))
                 if progress:
                     progress.advance(len(rows))
         report.files = parts.close()
@@ -117,8 +119,8 @@ def _prepare_folder(out: Path, overwrite: bool) -> None:
 
 
 def _export_table(rows: Sequence, schema: pa.Schema, dim: int, thumbs_root: Path | None,
-                  report: ExportReport) -> pa.Table:
-    """One chunk of SQLite rows as an Arrow table of `schema`."""
+                  report: ExportReport, tags: dict[int, list[str]]) -> pa.Table:
+    """One chunk of SQLite rows, with their images' tags, as an Arrow table of `schema`."""
     columns = list(zip(*rows, strict=True))
     names = ["path", "id", "sha256", *META_COLUMNS, "status", "error"]
     arrays = [pa.array(columns[i], type=schema.field(name).type) for i, name in enumerate(names)]
@@ -130,6 +132,7 @@ def _export_table(rows: Sequence, schema: pa.Schema, dim: int, thumbs_root: Path
     missing[has_vector] = False
     arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim, mask=pa.array(missing)))
     arrays += [pa.array(column, type=pa.string()) for column in (caption, caption_model, ocr_text, ocr_engine)]
+    arrays.append(pa.array([tags.get(image_id, []) for image_id in columns[1]], type=pa.list_(pa.string())))
     shas = columns[2]
     thumbs = ([_read_thumbnail(thumbs_root, rel, sha) for rel, sha in zip(thumb_paths, shas, strict=True)]
               if thumbs_root is not None else [None] * len(rows))

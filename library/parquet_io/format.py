@@ -91,6 +91,7 @@ def parquet_schema(dim: int, model: str | None = None) -> pa.Schema:
         pa.field("caption_model", pa.string()),
         pa.field("ocr_text", pa.string()),
         pa.field("ocr_engine", pa.string()),
+        pa.field("tags", pa.list_(pa.string())),  # best first; derived: an import tags with its own vocabularies
         pa.field("thumbnail", pa.binary()),
     ])
     return schema.with_metadata(format_metadata(model, dim)) if model is not None else schema

@@ -91,7 +91,7 @@ def _check_source(lib: Library, path: Path, file: pq.ParquetFile, model: str | N
     if "path" not in schema.names:
         raise ParquetError(f"{path}: no `path` column; every row needs the path or URL of its image")
     meta_model, meta_dim = read_metadata(path, schema)
-    columns = [name for name in parquet_schema(1).names if name in schema.names and name != "id"]
+    columns = [name for name in parquet_schema(1).names if name in schema.names and name not in ("id", "tags")]
     name = dim = None
     if "embedding" in schema.names:
         if model is not None and meta_model is not None and model != meta_model:
