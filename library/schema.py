@@ -95,9 +95,10 @@ class OcrText(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
-# Keyword search: the FTS5 table `image_text` (file name, captions, OCR text, and the title, brand, category and
-# description of the products an image shows; rowid = images.id) is kept in step with images, captions, ocr,
-# products and product_images by SQL triggers (migrations/versions/0003), so no code path can forget it. It is
+# Keyword search: the FTS5 table `image_text` (file name, captions, OCR text, the title, brand, category and
+# description of the products an image shows, and its tags; rowid = images.id) is kept in step with images,
+# captions, ocr, products, product_images and image_tags by SQL triggers (migrations/versions/0003 and 0004), so
+# no code path can forget it. It is
 # not mapped here: FTS5 virtual tables have no SQLAlchemy model. A migration that rebuilds `images` in batch mode
 # drops its triggers and must create them again.
 TEXT_TABLE = "image_text"

@@ -17,8 +17,8 @@ SQLITE_MAX_INT = 2**63 - 1  # a larger LIMIT (from a huge k) cannot even be boun
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009): 1 / (60 + rank)
 _PHRASE = re.compile(r'"([^"]*)"')
 _WORD = re.compile(r"\w+", re.UNICODE)
-# bm25 column weights: name, caption, ocr, product (title, brand, category, description)
-_WEIGHTS = (2.0, 1.0, 1.0, 2.0)
+# bm25 column weights: name, caption, ocr, product (title, brand, category, description), tags
+_WEIGHTS = (2.0, 1.0, 1.0, 2.0, 1.0)
 # Words too common to make an image match on their own: they count when every word must match, never when any may.
 STOPWORDS = frozenset("""
 a an the and or but nor of on in at to from by for with without about into onto over under near off up down

@@ -208,3 +208,17 @@ def test_the_api_filters_by_tag_and_shows_an_images_tags(tagged_library, tiny_en
                                                                       for t in detail["tags"])
         scores = [t["score"] for t in detail["tags"]]
         assert scores == sorted(scores, reverse=True) and all(s >= 0.2 for s in scores)
+
+
+def test_tags_are_in_the_keyword_index(tagged_library, tiny_encoder):
+    lib, _ = tagged_library
+    Tagger(lib, tiny_encoder).run()
+    tags = stored_tags(lib)
+    engine = SearchEngine(lib, tiny_encoder)
+    for label in ("circles", "squares", "stripes"):
+        found = {h.id for h in engine.search(SearchQuery(text=label, mode="keyword", k=50))}
+        assert found == {i for i, ts in tags.items() if label in ts}
+    assert any(tags.values())
+    remove_vocabulary(lib, "shapes")  # its tags leave the keyword index with it (nothing else says these words)
+    for label in ("circles", "squares", "stripes"):
+        assert engine.search(SearchQuery(text=label, mode="keyword", k=50)) == []
