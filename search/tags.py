@@ -12,7 +12,7 @@ from vlsearch.library import ImageRecord, Library
 from vlsearch.library.schema import ImageTag
 from vlsearch.library.tags import tags_of
 
-__all__ = ["Tag", "image_tags", "resolve_image", "tagged", "tags_of"]
+__all__ = ["Tag", "image_tags", "resolve_image", "tagged", "tags_by_path", "tags_of"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,16 @@ def image_tags(library: Library, image_id: int) -> list[Tag]:
                                 ImageTag.vocabulary).where(ImageTag.image_id == image_id)
                          .group_by(ImageTag.vocabulary, ImageTag.label)).all()
     return sorted((Tag(*row) for row in rows), key=lambda t: -t.score)
+
+
+def tags_by_path(library: Library, paths: list[str]) -> dict[str, list[str]]:
+    """path -> its tag labels, best first, for the paths the library has."""
+    from vlsearch.library.sql import in_chunks
+
+    with library.session() as s:
+        ids = {i: p for chunk in in_chunks(paths)
+               for p, i in s.execute(select(ImageRecord.path, ImageRecord.id).where(ImageRecord.path.in_(chunk)))}
+    return {ids[i]: labels for i, labels in tags_of(library, list(ids)).items()}
 
 
 def resolve_image(library: Library, ref: str) -> int:

@@ -247,9 +247,9 @@ def test_the_command_says_what_is_wrong(indexed, tmp_path):
                         ([str(tmp_path / "nowhere.jsonl")], "cannot read it")):
         result = runner.invoke(eval_app(), ["eval", *args, *lib])
         assert result.exit_code == 2 and words in result.output, result.output
-    tags_only = write_lines(tmp_path / "tags.jsonl", '{"path": "a.jpg", "tags": ["cat"]}')
-    result = runner.invoke(eval_app(), ["eval", str(tags_only), *lib])
-    assert result.exit_code == 2 and "no search cases" in result.output
+    groups_only = write_lines(tmp_path / "groups.jsonl", '{"duplicates": [["a.jpg", "b.jpg"]]}')
+    result = runner.invoke(eval_app(), ["eval", str(groups_only), *lib])
+    assert result.exit_code == 2 and "no search or tag cases" in result.output
 
 
 def test_the_shipped_eval_set_labels_every_sample_photo_it_names():

@@ -222,3 +222,24 @@ def test_tags_are_in_the_keyword_index(tagged_library, tiny_encoder):
     remove_vocabulary(lib, "shapes")  # its tags leave the keyword index with it (nothing else says these words)
     for label in ("circles", "squares", "stripes"):
         assert engine.search(SearchQuery(text=label, mode="keyword", k=50)) == []
+
+
+def test_eval_scores_the_tags_against_labelled_photos(tagged_library, tiny_encoder, tmp_path):
+    lib, paths = tagged_library
+    Tagger(lib, tiny_encoder).run()
+    tags = stored_tags(lib)
+    with lib.session() as s:
+        ids = dict(s.execute(select(ImageRecord.path, ImageRecord.id)).all())
+    tagged_path = next(str(p) for p in paths if tags.get(ids[str(p)]))
+    other = next(str(p) for p in paths if str(p) != tagged_path)
+    own, others = sorted(tags[ids[tagged_path]]), tags.get(ids[other], set())
+    # One photo labelled with its own tags (one in capitals) and one it lacks; another with a tag it lacks.
+    lines = [{"path": tagged_path, "tags": [own[0].upper(), *own[1:], "unicorns"]},
+             {"path": other, "tags": ["unicorns"]}]
+    (tmp_path / "tags.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    out = CliRunner().invoke(app, ["eval", str(tmp_path / "tags.jsonl"), "--library", str(lib.root), "--json"])
+    assert out.exit_code == 0, out.output
+    given, expected = len(own) + len(others), len(own) + 2
+    assert json.loads(out.stdout)["tags"] == {"precision": pytest.approx(len(own) / given),
+                                              "recall": pytest.approx(len(own) / expected), "predicted": given,
+                                              "expected": expected, "correct": len(own)}

@@ -43,34 +43,63 @@ def evaluate(
     weights: WeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score search on labelled queries: recall@1/5/10, MRR and nDCG@10 for each mode."""
-    from vlsearch.images import DecodeError
-    from vlsearch.search.evaluation import evaluate_search, read_eval_file
+    """Score search on labelled queries (recall@1/5/10, MRR and nDCG@10 for each mode), and the library's tags on
+    the file's tag cases (precision and recall of the (image, tag) pairs)."""
+    from vlsearch.search.evaluation import read_eval_file
     from vlsearch.search.query import MODES
 
     for name in mode or ():
         if name not in MODES:
             raise fail(f"--mode {name}: use {', '.join(MODES)}")
     try:
-        cases = read_eval_file(file, photos).search
+        cases = read_eval_file(file, photos)
     except ValueError as exc:
         raise fail(exc) from None
-    if not cases:
-        raise fail(f'{file} holds no search cases: give lines like {{"text": "a cat", "relevant": ["cat.jpg"]}}')
+    if not (cases.search or cases.tags):
+        raise fail(f'{file} holds no search or tag cases: give lines like {{"text": "a cat", "relevant": '
+                   '["cat.jpg"]}} or {"path": "cat.jpg", "tags": ["cat"]}')
     lib = open_library(library)
+    out: dict = {}
+    if cases.search:
+        report = search_report(lib, cases.search, mode or MODES, k, rerank, (itm_model, model, weights, model_dir))
+        out = report.as_dict()
+        if not as_json:
+            print_report(report, len(cases.search))
+    if cases.tags:
+        out["tags"] = tag_report(lib, cases.tag_truth()).as_dict()
+        if not as_json:
+            t = out["tags"]
+            console.print(f"tags: precision {t['precision']:.3f}, recall {t['recall']:.3f} ({t['correct']} of "
+                          f"{t['predicted']} tags given are right, of {t['expected']} expected)")
+    if as_json:
+        print(json.dumps(out, indent=2))
+
+
+def search_report(lib, cases, modes, k: int, rerank: int, models: tuple) -> SearchReport:
+    from vlsearch.images import DecodeError
+    from vlsearch.search.evaluation import evaluate_search
+
+    itm_model, model, weights, model_dir = models
     engine = engine_for(lib, model, weights, model_dir)
     if rerank:
         engine.matcher = load_text_model(itm_model, "match", model_dir)
     try:
-        report = evaluate_search(engine, cases, mode or MODES, k=k, rerank=rerank)
+        report = evaluate_search(engine, cases, modes, k=k, rerank=rerank)
     except (DecodeError, ValueError) as exc:
         raise fail(exc) from None
     if report.unindexed:
         warn_unindexed(report.unindexed)
-    if as_json:
-        print(json.dumps(report.as_dict(), indent=2))
-    else:
-        print_report(report, len(cases))
+    return report
+
+
+def tag_report(lib, truth: dict[str, set[str]]):
+    """The library's tags of the labelled photos against the labels, compared without case."""
+    from vlsearch.search.evaluation import tag_scores
+    from vlsearch.search.tags import tags_by_path
+
+    given = tags_by_path(lib, list(truth))
+    lower = {path: {t.lower() for t in tags} for path, tags in truth.items()}
+    return tag_scores({path: {t.lower() for t in given.get(path, ())} for path in truth}, lower)
 
 
 def warn_unindexed(paths: tuple[str, ...]) -> None:
