@@ -226,6 +226,19 @@ class Library:
                 self.bump_generation(s, model)
         return deleted, removed
 
+    def forget_images(self, ids: list[int]) -> list[int]:
+        """delete_images, then each model's FAISS index (as current before the rows went) brought in step and
+        saved: what forgetting images from the API or `vlsearch duplicates` does. The caller holds the writer
+        lock. Returns the ids this call deleted."""
+        with self.session() as s:
+            models = {m for chunk in in_chunks(ids)
+                      for m in s.scalars(select(Embedding.model).where(Embedding.image_id.in_(chunk)).distinct())}
+        before = {model: self.vector_index(model) for model in sorted(models)}
+        deleted, removed = self.delete_images(ids)
+        for model, gone in removed.items():
+            self.apply_to_index(model, before[model], [], gone)
+        return deleted
+
     # -- overview ---------------------------------------------------------------------------------
 
     def _disk_bytes(self) -> int:

@@ -248,8 +248,10 @@ def test_the_command_says_what_is_wrong(indexed, tmp_path):
         result = runner.invoke(eval_app(), ["eval", *args, *lib])
         assert result.exit_code == 2 and words in result.output, result.output
     groups_only = write_lines(tmp_path / "groups.jsonl", '{"duplicates": [["a.jpg", "b.jpg"]]}')
-    result = runner.invoke(eval_app(), ["eval", str(groups_only), *lib])
-    assert result.exit_code == 2 and "no search or tag cases" in result.output
+    result = runner.invoke(eval_app(), ["eval", str(groups_only), *lib, "--json"])
+    assert result.exit_code == 0, result.output  # photos the library lacks: no pair found, the one expected missed
+    assert json.loads(result.stdout) == {"duplicates": {"precision": 0.0, "recall": 0.0, "predicted": 0,
+                                                        "expected": 1, "correct": 0}}
 
 
 def test_the_shipped_eval_set_labels_every_sample_photo_it_names():

@@ -138,6 +138,12 @@ def test_a_deeper_search_probes_more_lists_for_that_search_only(data):
     assert faiss.extract_index_ivf(index.index).nprobe == 1 and recall_at(1) == shallow
     flat = VectorIndex.build(ids, vectors, DIM, "flat")
     assert np.array_equal(flat.search(probes, 10, probe_factor=8)[1], flat.search(probes, 10)[1])
+    # A cap: what duplicate finding asks for (its answers lie in the nearest lists), below the index's own setting.
+    one_list = index.search(probes, 10)[1]
+    assert np.array_equal(index.search(probes, 10, probe_cap=5)[1], one_list)  # a cap above the setting: no change
+    index.tune({"nprobe": 16})
+    assert recall_at(1) == deep and np.array_equal(index.search(probes, 10, probe_cap=1)[1], one_list)
+    assert faiss.extract_index_ivf(index.index).nprobe == 16
 
 
 def test_recall_guard_raises_hnsw_ef_search(data):

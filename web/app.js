@@ -1,6 +1,7 @@
 // vlsearch web page: plain ES2020, no framework. Talks only to the JSON API under /api/v1.
 // Server data is always written with textContent, never as markup.
 
+import { setupDuplicates } from './duplicates.js';
 import { boxTool, productLines, productQuery, showFacets } from './products.js';
 
 const API = '/api/v1';
@@ -698,7 +699,7 @@ async function pollJobs() {
 
 // ---------------------------------------------------------------- tabs
 
-const TABS = ['search', 'ask', 'caption'];
+const TABS = ['search', 'ask', 'caption', 'duplicates'];
 
 function showTab(name, focus = false) {
   for (const tab of TABS) {
@@ -811,6 +812,7 @@ function start() {
   setupDetail();
   $('#ask-form').addEventListener('submit', askCollection);
   setupCaption();
+  setupDuplicates(api, { setStatus, showError });
   setupPaste();
   loadStats();
   pollJobs();

@@ -11,6 +11,7 @@ from rich.logging import RichHandler
 
 from vlsearch.api.cli.ask import ask
 from vlsearch.api.cli.caption import caption
+from vlsearch.api.cli.duplicates import duplicates
 from vlsearch.api.cli.evaluate import evaluate
 from vlsearch.api.cli.index import index
 from vlsearch.api.cli.library import db_upgrade, reindex, status
@@ -63,7 +64,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more
         logging.getLogger("root").setLevel(logging.WARNING)
 
 
-for command in (index, search, similar, caption, ask, status, reindex, serve):
+for command in (index, search, similar, caption, ask, duplicates, status, reindex, serve):
     app.command()(command)
 app.command("eval")(evaluate)
 app.command("export")(export_library)

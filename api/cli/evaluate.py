@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 EvalFileArg = Annotated[Path, typer.Argument(
     help='A JSON Lines file, one case a line: {"text": "a cat", "relevant": ["cat.jpg"]} or {"image": "q.jpg", '
-    '"relevant": [...]} (tag and duplicate cases are read and checked, not yet scored).')]
+    '"relevant": [...]}; {"path": "cat.jpg", "tags": ["cat"]}; {"duplicates": [["a.jpg", "a-copy.jpg"]]}.')]
 PhotosOpt = Annotated[Path | None, typer.Option(
     "--photos", help="The folder the file's relative paths are relative to.", show_default="the file's folder")]
 EvalModesOpt = Annotated[list[str] | None, typer.Option(
@@ -55,9 +55,8 @@ def evaluate(
         cases = read_eval_file(file, photos)
     except ValueError as exc:
         raise fail(exc) from None
-    if not (cases.search or cases.tags):
-        raise fail(f'{file} holds no search or tag cases: give lines like {{"text": "a cat", "relevant": '
-                   '["cat.jpg"]}} or {"path": "cat.jpg", "tags": ["cat"]}')
+    if not (cases.search or cases.tags or cases.duplicates):
+        raise fail(f'{file} holds no cases: give lines like {{"text": "a cat", "relevant": ["cat.jpg"]}}')
     lib = open_library(library)
     out: dict = {}
     if cases.search:
@@ -71,6 +70,12 @@ def evaluate(
             t = out["tags"]
             console.print(f"tags: precision {t['precision']:.3f}, recall {t['recall']:.3f} ({t['correct']} of "
                           f"{t['predicted']} tags given are right, of {t['expected']} expected)")
+    if cases.duplicates:
+        out["duplicates"] = duplicate_report(lib, cases.duplicate_truth(), model).as_dict()
+        if not as_json:
+            d = out["duplicates"]
+            console.print(f"duplicates: pair precision {d['precision']:.3f}, recall {d['recall']:.3f} ({d['correct']} "
+                          f"of {d['predicted']} pairs found are right, of {d['expected']} expected)")
     if as_json:
         print(json.dumps(out, indent=2))
 
@@ -90,6 +95,19 @@ def search_report(lib, cases, modes, k: int, rerank: int, models: tuple) -> Sear
     if report.unindexed:
         warn_unindexed(report.unindexed)
     return report
+
+
+def duplicate_report(lib, truth: list[set[str]], model: str | None):
+    """The library's duplicate groups (default thresholds), among the labelled photos, against the labels."""
+    from vlsearch.search.duplicates import find_duplicates
+    from vlsearch.search.evaluation import duplicate_pair_scores
+
+    name = model or lib.default_model()
+    if name is None:
+        raise fail("the library holds no vectors yet: index the photos first")
+    labelled = set().union(*truth)
+    found = [{m.path for m in g.members} & labelled for g in find_duplicates(lib, name)]
+    return duplicate_pair_scores([g for g in found if len(g) > 1], truth)
 
 
 def tag_report(lib, truth: dict[str, set[str]]):

@@ -120,14 +120,7 @@ def _delete(service: Service, ids: list[int]) -> tuple[list[Deleted], list[int]]
             writer = Library.open(service.library.root, create=False)
             try:
                 with writer.writer("the vlsearch server deleting images"):
-                    present = list(paths)
-                    with writer.session() as s:
-                        models = list(s.scalars(select(Embedding.model).where(Embedding.image_id.in_(present))
-                                                .distinct()))
-                    before = {model: writer.vector_index(model) for model in models}  # current before the delete
-                    deleted, removed = writer.delete_images(present)
-                    for model, removed_ids in removed.items():
-                        writer.apply_to_index(model, before[model], [], removed_ids)
+                    deleted = writer.forget_images(list(paths))
             except LibraryBusy:
                 # An index job holds the library: the rows go now; its FAISS save sees the count differ and
                 # rebuilds, and searches never show a deleted row (hits are read from SQLite).

@@ -233,9 +233,11 @@ class VectorIndex:
 
     # -- search ------------------------------------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int, probe_factor: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) per query row; missing slots have id -1. `probe_factor`: an IVF index looks in that
-        many times its lists, for this search only (a search whose filter drops most candidates)."""
+    def search(self, queries: np.ndarray, k: int, probe_factor: int = 1, probe_cap: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) per query row; missing slots have id -1. For this search only, an IVF index looks in
+        `probe_factor` times its lists (a search whose filter drops most candidates), at most `probe_cap` (a
+        search whose answers lie in the nearest lists: duplicates)."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         if self.ntotal == 0:
@@ -243,7 +245,7 @@ class VectorIndex:
             return np.full((n, 1), -np.inf, dtype=np.float32), np.full((n, 1), -1, dtype=np.int64)
         if self.kind == "ivfpq":
             return self._rescored_search(queries, k)
-        return self._faiss_search(queries, k, probe_factor)
+        return self._faiss_search(queries, k, probe_factor, probe_cap)
 
     def candidates(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The (FAISS scores, ids) a search picks its top k from: the top k, or for IVF-PQ all the candidates it
@@ -255,11 +257,12 @@ class VectorIndex:
             return k
         return min(k * self.params["rescore_factor"], k + RESCORE_EXTRA_MAX, max(self.ntotal, 1))
 
-    def _faiss_search(self, queries: np.ndarray, k: int, probe_factor: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def _faiss_search(self, queries: np.ndarray, k: int, probe_factor: int = 1, probe_cap: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
         gpu = self._gpu
         if gpu is not None and (gpu.max_k is None or k <= gpu.max_k):
             return gpu.search(queries, k)
-        params = self._deeper(probe_factor)
+        params = self._probes(probe_factor, probe_cap)
         if len(queries) > 1:
             return self.index.search(queries, k, params=params)
         # One query runs faster on one OpenMP thread, and leaves the other cores to concurrent queries: exact search
@@ -267,12 +270,14 @@ class VectorIndex:
         with omp_threads(1):
             return self.index.search(queries, k, params=params)
 
-    def _deeper(self, probe_factor: int) -> faiss.SearchParametersIVF | None:
-        """Per-search IVF settings probing `probe_factor` times the lists (the shared index is left as it is)."""
-        if probe_factor <= 1 or self.kind not in ("ivf", "ivfpq"):
+    def _probes(self, probe_factor: int, probe_cap: int | None) -> faiss.SearchParametersIVF | None:
+        """Per-search IVF settings probing `probe_factor` times the lists, at most `probe_cap` (the shared index is
+        left as it is); None where that is the index's own setting."""
+        if self.kind not in ("ivf", "ivfpq"):
             return None
         ivf = faiss.extract_index_ivf(self.index)
-        return faiss.SearchParametersIVF(nprobe=min(ivf.nlist, ivf.nprobe * probe_factor))
+        nprobe = max(1, min(ivf.nlist, ivf.nprobe * probe_factor, probe_cap or ivf.nlist))
+        return None if nprobe == ivf.nprobe else faiss.SearchParametersIVF(nprobe=nprobe)
 
     def _rescored_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """IVF-PQ candidates, rescored with their exact vectors. A candidate whose vector is gone (deleted since

@@ -1,0 +1,104 @@
+"""Duplicate groups for review: exact copies, copies (resized, recompressed, cropped, bordered) and near-identical
+shots, each with a suggested keeper. Forgetting the others goes through `POST /images/delete`, behind the key."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from vlsearch.api.deps import get_service
+from vlsearch.api.errors import ApiError, responses
+from vlsearch.api.security import require_read
+from vlsearch.api.service import Service
+from vlsearch.library import ModelRecord
+from vlsearch.search.duplicates import COPY_THRESHOLD, NEAR_THRESHOLD, DuplicateGroup, find_duplicates
+
+router = APIRouter(tags=["duplicates"])
+Kind = Literal["exact", "copy", "near"]
+MAX_GROUPS = 1000
+
+
+class DuplicateMemberOut(BaseModel):
+    id: int
+    path: str
+    similarity: float = Field(description="Cosine similarity to the group's keeper (1 for the keeper, and for files "
+                              "with the same bytes).")
+    width: int | None
+    height: int | None
+    size: int
+    format: str | None
+    thumbnail_url: str
+
+
+class DuplicateGroupOut(BaseModel):
+    kind: Kind = Field(description="exact: the same bytes; copy: the same picture resized, recompressed, cropped or "
+                       "bordered; near: near-identical shots.")
+    keeper: int = Field(description="The image suggested to keep: the most pixels, then the earliest taken, then "
+                        "the more original format.")
+    members: list[DuplicateMemberOut] = Field(description="The keeper first, then the others, most similar first.")
+
+
+class DuplicatesOut(BaseModel):
+    total: int = Field(description="Groups found with these settings (of all kinds asked for).")
+    groups: list[DuplicateGroupOut]
+
+
+class GroupCache:
+    """The groups of the latest library and settings, kept while its vectors stay as they were (their generation):
+    finding them reads every vector, and a review pages through them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.key: tuple | None = None
+        self.groups: list[DuplicateGroup] = []
+
+    def get(self, service: Service, copy_threshold: float, near_threshold: float) -> list[DuplicateGroup]:
+        model = service.encoder.name
+        with self.lock:
+            with service.library.session() as s:
+                record = s.get(ModelRecord, model)
+            if record is None:
+                return []
+            key = (str(service.library.root), model, record.generation, copy_threshold, near_threshold)
+            if key != self.key:
+                self.groups = find_duplicates(service.library, model, copy_threshold=copy_threshold,
+                                              near_threshold=near_threshold)
+                self.key = key
+            return self.groups
+
+
+CACHE = GroupCache()
+
+
+@router.get("/duplicates", response_model=DuplicatesOut, dependencies=[Depends(require_read)],
+            responses=responses(401, 403, 422), summary="Groups of duplicate images, for review")
+async def duplicates(
+    copy_threshold: Annotated[float, Query(gt=0, le=1, allow_inf_nan=False, description="Similarity from which two "
+                                           "images are the same picture.")] = COPY_THRESHOLD,
+    near_threshold: Annotated[float, Query(gt=0, le=1, allow_inf_nan=False, description="Similarity from which two "
+                                           "images are near-identical shots.")] = NEAR_THRESHOLD,
+    kind: Annotated[list[Kind] | None, Query(max_length=3, description="Only groups of these kinds (repeatable).")]
+    = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_GROUPS)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    service: Service = Depends(get_service),
+) -> DuplicatesOut:
+    """Exact groups first, then copies, then near-duplicates, larger groups first. Found from every image's nearest
+    neighbours in the FAISS index: the first request after the library changes reads every vector (about a minute
+    at a million images); pages of the same settings reuse the groups."""
+    if near_threshold > copy_threshold:
+        raise ApiError(422, f"near_threshold ({near_threshold}) must be at most copy_threshold ({copy_threshold})")
+    groups = await asyncio.to_thread(CACHE.get, service, copy_threshold, near_threshold)
+    chosen = [g for g in groups if kind is None or g.kind in kind]
+    return DuplicatesOut(total=len(chosen), groups=[group_out(g) for g in chosen[offset: offset + limit]])
+
+
+def group_out(group: DuplicateGroup) -> DuplicateGroupOut:
+    return DuplicateGroupOut(kind=group.kind, keeper=group.keeper.id, members=[
+        DuplicateMemberOut(id=m.id, path=m.path, similarity=round(m.similarity, 6), width=m.width, height=m.height,
+                           size=m.size, format=m.format, thumbnail_url=f"/api/v1/images/{m.id}/thumbnail")
+        for m in group.members])
