@@ -113,5 +113,5 @@ def print_groups(groups: list[DuplicateGroup]) -> None:
     kinds = dict.fromkeys(g.kind for g in groups)  # in the order listed: strongest first
     counts = ", ".join(f"{sum(g.kind == k for g in groups)} {k}" for k in kinds)
     others = sum(len(g.others) for g in groups)
-    console.print(f"{len(groups)} groups ({counts}); {others} images besides the keepers (--forget-others forgets "
-                  "them)")
+    console.print(f"{len(groups)} group{'' if len(groups) == 1 else 's'} ({counts}); {others} "
+                  f"image{'' if others == 1 else 's'} besides the keepers (--forget-others forgets them)")

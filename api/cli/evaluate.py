@@ -43,8 +43,8 @@ def evaluate(
     weights: WeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score search on labelled queries (recall@1/5/10, MRR and nDCG@10 for each mode), and the library's tags on
-    the file's tag cases (precision and recall of the (image, tag) pairs)."""
+    """Score search on labelled queries (recall@1/5/10, MRR and nDCG@10 for each mode), the library's tags (precision
+    and recall of (image, tag) pairs) and its duplicate groups (of pairs of photos), as the file's cases ask."""
     from vlsearch.search.evaluation import read_eval_file
     from vlsearch.search.query import MODES
 
