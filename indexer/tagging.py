@@ -12,6 +12,7 @@ from sqlalchemy import exists, insert, select
 
 from vlsearch.encoders import Encoder
 from vlsearch.indexer.report import ProgressHook, TagReport
+from vlsearch.indexer.vocabulary import vocabularies
 from vlsearch.library import Library
 from vlsearch.library.embeddings import decode_vectors, encode_vector
 from vlsearch.library.schema import (
@@ -20,7 +21,6 @@ from vlsearch.library.schema import (
     ImageTag,
     ImageTagging,
     LabelVector,
-    Vocabulary,
     VocabularyLabel,
 )
 
@@ -40,9 +40,7 @@ class Tagger:
         """Score the images not yet scored against each vocabulary (new ones, those whose vector changed, all of
         them after the vocabulary changed)."""
         started, report = time.perf_counter(), TagReport()
-        with self.library.session() as s:
-            vocabularies = [(v.name, v.threshold) for v in s.scalars(select(Vocabulary).order_by(Vocabulary.name))]
-        for name, threshold in vocabularies:
+        for name, threshold in [(v.name, v.threshold) for v in vocabularies(self.library)]:
             report.vocabularies.append(name)
             labels, vectors = self.label_vectors(name)
             pending = self._pending(name)

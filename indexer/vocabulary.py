@@ -9,10 +9,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from vlsearch.library import Library
-from vlsearch.library.schema import Vocabulary, VocabularyLabel, utcnow
+from vlsearch.library.schema import ImageTag, ImageTagging, Vocabulary, VocabularyLabel, utcnow
 
 DEFAULT_NAME = "default"
 DEFAULT_FILE = Path(__file__).parent / "vocabularies" / "default.txt"
@@ -117,10 +117,6 @@ def remove_vocabulary(library: Library, name: str) -> None:
 
 def vocabulary_counts(library: Library) -> list[dict]:
     """Each vocabulary with its label count, threshold, source, images scored against it and tags given."""
-    from sqlalchemy import func
-
-    from vlsearch.library.schema import ImageTag, ImageTagging
-
     def per_vocabulary(s, column):
         return dict(s.execute(select(column, func.count()).group_by(column)).all())
 

@@ -10,6 +10,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from vlsearch.library import ImageRecord, Library
 from vlsearch.library.schema import ImageTag
+from vlsearch.library.sql import in_chunks
 from vlsearch.library.tags import tags_of
 
 __all__ = ["Tag", "image_tags", "resolve_image", "tagged", "tags_by_path", "tags_of"]
@@ -37,8 +38,6 @@ def image_tags(library: Library, image_id: int) -> list[Tag]:
 
 def tags_by_path(library: Library, paths: list[str]) -> dict[str, list[str]]:
     """path -> its tag labels, best first, for the paths the library has."""
-    from vlsearch.library.sql import in_chunks
-
     with library.session() as s:
         ids = {i: p for chunk in in_chunks(paths)
                for p, i in s.execute(select(ImageRecord.path, ImageRecord.id).where(ImageRecord.path.in_(chunk)))}

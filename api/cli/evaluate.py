@@ -60,34 +60,35 @@ def evaluate(
     lib = open_library(library)
     out: dict = {}
     if cases.search:
-        report = search_report(lib, cases.search, mode or MODES, k, rerank, (itm_model, model, weights, model_dir))
+        engine = engine_for(lib, model, weights, model_dir)
+        if rerank:
+            engine.matcher = load_text_model(itm_model, "match", model_dir)
+        report = search_report(engine, cases.search, mode or MODES, k, rerank)
         out = report.as_dict()
         if not as_json:
             print_report(report, len(cases.search))
     if cases.tags:
         out["tags"] = tag_report(lib, cases.tag_truth()).as_dict()
         if not as_json:
-            t = out["tags"]
-            console.print(f"tags: precision {t['precision']:.3f}, recall {t['recall']:.3f} ({t['correct']} of "
-                          f"{t['predicted']} tags given are right, of {t['expected']} expected)")
+            print_pairs("tags:", out["tags"], "tags given")
     if cases.duplicates:
         out["duplicates"] = duplicate_report(lib, cases.duplicate_truth(), model).as_dict()
         if not as_json:
-            d = out["duplicates"]
-            console.print(f"duplicates: pair precision {d['precision']:.3f}, recall {d['recall']:.3f} ({d['correct']} "
-                          f"of {d['predicted']} pairs found are right, of {d['expected']} expected)")
+            print_pairs("duplicates: pair", out["duplicates"], "pairs found")
     if as_json:
         print(json.dumps(out, indent=2))
 
 
-def search_report(lib, cases, modes, k: int, rerank: int, models: tuple) -> SearchReport:
+def print_pairs(what: str, scores: dict, given: str) -> None:
+    """A line of pair precision and recall (PairScores.as_dict) and the counts behind them."""
+    console.print(f"{what} precision {scores['precision']:.3f}, recall {scores['recall']:.3f} ({scores['correct']} of "
+                  f"{scores['predicted']} {given} are right, of {scores['expected']} expected)")
+
+
+def search_report(engine, cases, modes, k: int, rerank: int) -> SearchReport:
     from vlsearch.images import DecodeError
     from vlsearch.search.evaluation import evaluate_search
 
-    itm_model, model, weights, model_dir = models
-    engine = engine_for(lib, model, weights, model_dir)
-    if rerank:
-        engine.matcher = load_text_model(itm_model, "match", model_dir)
     try:
         report = evaluate_search(engine, cases, modes, k=k, rerank=rerank)
     except (DecodeError, ValueError) as exc:
