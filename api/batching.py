@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from vlsearch.encoders import Encoder
+from vlsearch.encoders.base import ImageEmbeddings
 
 
 @dataclass
@@ -130,6 +131,7 @@ class BatchedEncoder(Encoder):
         self.inner = encoder
         self.batcher = batcher
         self.name, self.dim, self.device = encoder.name, encoder.dim, encoder.device
+        self.companions, self.class_names = encoder.companions, encoder.class_names
 
     @property
     def preprocess(self) -> Callable[[Image.Image], torch.Tensor]:
@@ -137,6 +139,9 @@ class BatchedEncoder(Encoder):
 
     def encode_image_tensors(self, batch: torch.Tensor) -> np.ndarray:
         return self.inner.encode_image_tensors(batch)
+
+    def embed_image_tensors(self, batch: torch.Tensor) -> ImageEmbeddings:
+        return self.inner.embed_image_tensors(batch)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self.batcher(texts)

@@ -103,15 +103,15 @@ def probes(index, nprobe: int) -> faiss.SearchParametersIVF | None:
 def knn_against_range(lib, index) -> dict[str, Any]:
     """One batch of QUERY_BATCH stored vectors at DUPLICATE_NPROBE, searched REPEATS times each way (fastest kept):
     kNN as find_duplicates does, and a range search at the near threshold; the pairs each finds, self left out."""
-    from vlsearch.search.duplicates import DUPLICATE_NPROBE, NEAR_THRESHOLD, NEIGHBOURS, QUERY_BATCH
+    from vlsearch.search.duplicates import DUPLICATE_NPROBE, NEIGHBOURS, QUERY_BATCH, SEARCH_THRESHOLDS
 
     ids, vectors = next(iter(lib.stored_vectors(MODEL).chunks(QUERY_BATCH)()))
     params = probes(index, DUPLICATE_NPROBE)
     (scores, found), knn_s = fastest(index.index.search, vectors, NEIGHBOURS + 1, params=params)
-    (bounds, _, within), range_s = fastest(index.index.range_search, vectors, NEAR_THRESHOLD, params=params)
+    (bounds, _, within), range_s = fastest(index.index.range_search, vectors, SEARCH_THRESHOLDS.near, params=params)
     return {"queries": len(ids), "nprobe": DUPLICATE_NPROBE if params else None, "k": NEIGHBOURS + 1,
-            "radius": NEAR_THRESHOLD, "knn_s": round(knn_s, 2), "range_s": round(range_s, 2),
-            "knn_pairs": int(((scores >= NEAR_THRESHOLD) & (found != ids[:, None])).sum()),
+            "radius": SEARCH_THRESHOLDS.near, "knn_s": round(knn_s, 2), "range_s": round(range_s, 2),
+            "knn_pairs": int(((scores >= SEARCH_THRESHOLDS.near) & (found != ids[:, None])).sum()),
             "range_pairs": int((within != np.repeat(ids, np.diff(bounds).astype(np.int64))).sum())}
 
 
@@ -133,20 +133,20 @@ def exact_pairs(queries: np.ndarray, qids: np.ndarray, vectors: np.ndarray, thre
 def nprobe_sweep(index, data: dict[str, np.ndarray], seed: int) -> dict[str, Any] | None:
     """One batch of QUERY_BATCH random stored vectors per nprobe: seconds (fastest of REPEATS), vectors compared per
     query and the share of the batch's pairs at or above the near threshold found (an IVF-Flat index only)."""
-    from vlsearch.search.duplicates import NEAR_THRESHOLD, NEIGHBOURS, QUERY_BATCH
+    from vlsearch.search.duplicates import NEIGHBOURS, QUERY_BATCH, SEARCH_THRESHOLDS
 
     if index.kind != "ivf":
         return None
     vectors, n = data["vectors"], len(data["vectors"])
     rows = np.random.default_rng(seed + 3).choice(n, min(QUERY_BATCH, n), replace=False)
     queries, qids = vectors[rows], data["ids"][rows]
-    truth, exact_s, ceiling = exact_pairs(queries, qids, vectors, NEAR_THRESHOLD, NEIGHBOURS)
+    truth, exact_s, ceiling = exact_pairs(queries, qids, vectors, SEARCH_THRESHOLDS.near, NEIGHBOURS)
     sweep = []
     for nprobe in sorted({*NPROBES, index.params["nprobe"]}):
         faiss.cvar.indexIVF_stats.reset()
         params = faiss.SearchParametersIVF(nprobe=nprobe)
         (scores, found), seconds = fastest(index.index.search, queries, NEIGHBOURS + 1, params=params)
-        keep = (scores >= NEAR_THRESHOLD) & (found >= 0) & (found != qids[:, None])
+        keep = (scores >= SEARCH_THRESHOLDS.near) & (found >= 0) & (found != qids[:, None])
         keys = np.broadcast_to(qids[:, None], keep.shape)[keep] * (n + 1) + found[keep]
         sweep.append({"nprobe": nprobe, "own": nprobe == index.params["nprobe"], "seconds": round(seconds, 2),
                       "queries_per_s": round(len(queries) / seconds),
@@ -201,7 +201,7 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def scale_lines(report: dict[str, Any]) -> list[str]:
-    from vlsearch.search.duplicates import COPY_THRESHOLD, DUPLICATE_NPROBE, NEAR_THRESHOLD, NEIGHBOURS
+    from vlsearch.search.duplicates import DUPLICATE_NPROBE, NEIGHBOURS, SEARCH_THRESHOLDS
 
     s = report["results"]["scale"]
     ix, f, kr, sw = s["index"], s["find_duplicates"], s["knn_against_range"], s["nprobe_sweep"]
@@ -215,7 +215,7 @@ def scale_lines(report: dict[str, Any]) -> list[str]:
         f"replaced by copies of other images (cosine {PLANTED['copies']} to their source), 1% by near-duplicates "
         f"({PLANTED['near_duplicates']}); the library's own index: **{ix['kind']}** ({settings or 'exact'}; recall "
         f"guard: {guard or '-'}), ready in {ix['seconds']:.0f} s. `find_duplicates` at its defaults: near "
-        f"{NEAR_THRESHOLD:.2f}, copy {COPY_THRESHOLD:.2f}, {NEIGHBOURS} neighbours, at most nprobe "
+        f"{SEARCH_THRESHOLDS.near:.2f}, copy {SEARCH_THRESHOLDS.copy:.2f}, {NEIGHBOURS} neighbours, at most nprobe "
         f"{DUPLICATE_NPROBE}. Data made in {s['data_s']:.0f} s, library filled in {s['library_fill_s']:.0f} s "
         "(0 when cached).", "",
         "| images | seconds | images/s | groups | exact | copy | near | images in groups | largest group | "
@@ -232,7 +232,7 @@ def scale_lines(report: dict[str, Any]) -> list[str]:
     if sw is None:
         return [*lines, "", f"No nprobe sweep: the index is {ix['kind']}, not IVF-Flat."]
     lines += ["", f"Probe depth, one batch of {sw['queries']:,} random stored vectors, k={NEIGHBOURS + 1}: "
-              f"{sw['pairs']:,} pairs at or above {NEAR_THRESHOLD:.2f} by exact search over all vectors "
+              f"{sw['pairs']:,} pairs at or above {SEARCH_THRESHOLDS.near:.2f} by exact search over all vectors "
               f"({sw['exact_s']:.1f} s); even exact, {NEIGHBOURS} neighbours an image would find at most "
               f"{sw['knn_ceiling']:.4f} of them (an image with more such neighbours keeps {NEIGHBOURS}).", "",
               "| nprobe | seconds per batch | queries/s | vectors compared per query | pairs found |",

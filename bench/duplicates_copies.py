@@ -142,11 +142,13 @@ def indexed_library(lib, folder: Path) -> tuple[str, dict[str, Any]]:
 
 
 def measure_copies() -> dict[str, Any]:
-    """Write, index and score the sample photos and their copies in a temporary library."""
+    """Write, index and score the sample photos and their copies in a temporary library: the similarities in each
+    vector space the model stores (its visual descriptor, its search vectors), and find_duplicates' groups."""
     from sqlalchemy import select
 
     from vlsearch.library import ImageRecord, Library
-    from vlsearch.search.duplicates import COPY_THRESHOLD, NEAR_THRESHOLD, find_duplicates
+    from vlsearch.library.spaces import VISUAL, companion
+    from vlsearch.search.duplicates import comparison_space, find_duplicates
 
     with tempfile.TemporaryDirectory(prefix="vlsearch-bench-duplicates-") as tmp:
         folder = Path(tmp) / "photos"
@@ -154,28 +156,37 @@ def measure_copies() -> dict[str, Any]:
         photos = write_photos(folder)
         lib = Library.open(Path(tmp) / "library")
         model, indexing = indexed_library(lib, folder)
-        ids, vectors = lib.load_vectors(model)
         with lib.session() as s:
             path_of = dict(s.execute(select(ImageRecord.id, ImageRecord.path)).all())
-        paths = [path_of[int(i)] for i in ids]
+        spaces = {}
+        for label, space in (("visual descriptor", companion(model, VISUAL)), ("search vectors", model)):
+            ids, vectors = lib.load_vectors(space)
+            paths = [path_of[int(i)] for i in ids]
+            spaces[label] = space_scores(vectors @ vectors.T, paths)
+        compared, thresholds = comparison_space(lib, model)
         started = time.perf_counter()
         groups = find_duplicates(lib, model)
         find_s = time.perf_counter() - started
         lib.close()
-    names, kinds = (np.array(v) for v in zip(*map(version_of, paths), strict=True))
-    sim = vectors @ vectors.T
-    return {"model": model, "photos": len(photos), "photographs": list(PHOTOGRAPHS), "images": len(ids),
-            "indexing": indexing, "near_threshold": NEAR_THRESHOLD, "copy_threshold": COPY_THRESHOLD,
-            "transforms": transform_rows(sim, names, kinds), "margins": margins(sim, names, kinds),
-            "photographs_joined_by_copy_links": int(copies_joined(sim, names, kinds, COPY_THRESHOLD)),
+    return {"model": model, "photos": len(photos), "photographs": list(PHOTOGRAPHS), "images": len(paths),
+            "indexing": indexing, "compared": compared, "near_threshold": thresholds.near,
+            "copy_threshold": thresholds.copy, "spaces": spaces,
             "find_duplicates": {"seconds": round(find_s, 2), "groups": len(groups),
                                 "photographs": pair_scores(groups, paths, set(PHOTOGRAPHS)),
                                 "all": pair_scores(groups, paths, set(photos))}}
 
 
+def space_scores(sim: np.ndarray, paths: list[str]) -> dict[str, Any]:
+    """How one vector space tells copies from other photos: per transform, and the closest distinct photos."""
+    names, kinds = (np.array(v) for v in zip(*map(version_of, paths), strict=True))
+    return {"transforms": transform_rows(sim, names, kinds), "margins": margins(sim, names, kinds),
+            "photographs_joined_at": {f"{t:.2f}": int(copies_joined(sim, names, kinds, t))
+                                      for t in (0.70, 0.80, 0.90, 0.92)}}
+
+
 def copies_lines(c: dict[str, Any]) -> list[str]:
     """The report's section on the copies."""
-    m, fd, ix = c["margins"], c["find_duplicates"], c["indexing"]
+    fd, ix = c["find_duplicates"], c["indexing"]
     lines = [
         "## Copies of the sample photos, offline model", "",
         f"Setup: the {c['photos']} bundled sample photos, each with 7 copies (half size, JPEG quality 40, 5% crop, "
@@ -185,27 +196,12 @@ def copies_lines(c: dict[str, Any]) -> list[str]:
         "micrographs, text and drawings.", "",
         "- **similarity**: each version's cosine with its own original (min / median over the photos);",
         "- **recall@1**: the version's nearest image, its own sibling versions left out, is its original (among the "
-        "photographs, or among all photos).", "",
-        "| transform | photographs: min | median | recall@1 | all photos: min | median | recall@1 |",
-        "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in c["transforms"]:
-        p, a = r["photographs"], r["all"]
-        label = r["transform"] + (" (not a copy)" if r["transform"] == "burst" else "")
-        lines.append(f"| {label} | {p['min']:.3f} | {p['median']:.3f} | {p['recall_at_1']}/{p['images']} | "
-                     f"{a['min']:.3f} | {a['median']:.3f} | {a['recall_at_1']}/{a['images']} |")
-    copies = [r for r in c["transforms"] if r["transform"] in COPIES]
-    hits = {k: (sum(r[k]["recall_at_1"] for r in copies), sum(r[k]["images"] for r in copies))
-            for k in ("photographs", "all")}
-    lines += [f"| **all 7 copies** | | | {'/'.join(map(str, hits['photographs']))} | | | "
-              f"{'/'.join(map(str, hits['all']))} |", "",
-              f"Distinct photos: any two versions of different photographs (bursts left out) score at most "
-              f"{m['photographs_distinct_max']:.3f}; the closest two originals among all photos, "
-              f"{m['originals_closest_pair']}, {m['originals_distinct_max']:.3f}. Copy links (>= "
-              f"{c['copy_threshold']:.2f}) alone join the original and 7 copies of "
-              f"{c['photographs_joined_by_copy_links']} of the {len(c['photographs'])} photographs.", "",
-              f"`find_duplicates` at its defaults (near {c['near_threshold']:.2f}, copy {c['copy_threshold']:.2f}): "
-              f"{fd['groups']} groups in {fd['seconds']:.2f} s. Pairs: two images belong together when they are "
-              "versions of one photo, the burst frame included.", "",
+        "photographs, or among all photos).", ""]
+    for label, space in c["spaces"].items():
+        lines += space_lines(label, space)
+    lines += [f"`find_duplicates` at its defaults (compares `{c['compared']}`: near {c['near_threshold']:.2f}, copy "
+              f"{c['copy_threshold']:.2f}): {fd['groups']} groups in {fd['seconds']:.2f} s. Pairs: two images belong "
+              "together when they are versions of one photo, the burst frame included.", "",
               "| photos | images | pair precision | pair recall | true / false pairs, missed | groups by kind |",
               "|---|---:|---:|---:|---|---|"]
     for label in ("photographs", "all"):
@@ -214,3 +210,27 @@ def copies_lines(c: dict[str, Any]) -> list[str]:
         lines.append(f"| {label} | {r['images']} | {r['precision']:.3f} | {r['recall']:.3f} | "
                      f"{r['tp']} / {r['fp']}, {r['fn']} | {kinds} |")
     return lines
+
+
+def space_lines(label: str, space: dict[str, Any]) -> list[str]:
+    """One vector space's table: similarity and recall@1 per transform, then its margins."""
+    m = space["margins"]
+    lines = [f"### {label[0].upper()}{label[1:]}", "",
+             "| transform | photographs: min | median | recall@1 | all photos: min | median | recall@1 |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in space["transforms"]:
+        p, a = r["photographs"], r["all"]
+        name = r["transform"] + (" (not a copy)" if r["transform"] == "burst" else "")
+        lines.append(f"| {name} | {p['min']:.3f} | {p['median']:.3f} | {p['recall_at_1']}/{p['images']} | "
+                     f"{a['min']:.3f} | {a['median']:.3f} | {a['recall_at_1']}/{a['images']} |")
+    copies = [r for r in space["transforms"] if r["transform"] in COPIES]
+    hits = {k: (sum(r[k]["recall_at_1"] for r in copies), sum(r[k]["images"] for r in copies))
+            for k in ("photographs", "all")}
+    joined = ", ".join(f"{n} at {t}" for t, n in space["photographs_joined_at"].items())
+    return lines + [
+        f"| **all 7 copies** | | | {'/'.join(map(str, hits['photographs']))} | | | "
+        f"{'/'.join(map(str, hits['all']))} |", "",
+        f"Distinct photos: any two versions of different photographs (bursts left out) score at most "
+        f"{m['photographs_distinct_max']:.3f}; the closest two originals among all photos, "
+        f"{m['originals_closest_pair']}, {m['originals_distinct_max']:.3f}. Links at or above a threshold alone join "
+        f"the original and 7 copies of this many of the {len(PHOTOGRAPHS)} photographs: {joined}.", ""]

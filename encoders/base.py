@@ -2,6 +2,7 @@
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,6 +28,14 @@ def normalise(vectors: torch.Tensor) -> np.ndarray:
     return torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy()
 
 
+@dataclass
+class ImageEmbeddings:
+    """A batch's search vectors, and the companion vectors (library/spaces.py) the same forward pass gave, by role."""
+
+    vectors: np.ndarray
+    companions: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 class Encoder(ABC):
     """Embeds images and texts into one space where inner product means similarity."""
 
@@ -35,6 +44,8 @@ class Encoder(ABC):
     device: str
     precision: str = "fp32"  # what it computes in: fp32, bf16 or fp16 (encoders/precision.py)
     input_size: int = 224  # the short side `preprocess` resizes to: decoding need not keep more than that
+    companions: dict[str, int] = {}  # role -> dimension of the companion vectors `embed_image_tensors` gives
+    class_names: list[str] | None = None  # the classes of a CLASSES companion, in its order
 
     @property
     @abstractmethod
@@ -44,6 +55,10 @@ class Encoder(ABC):
     @abstractmethod
     def encode_image_tensors(self, batch: torch.Tensor) -> np.ndarray:
         """A stacked batch of `preprocess` outputs -> (n, dim) normalised vectors."""
+
+    def embed_image_tensors(self, batch: torch.Tensor) -> ImageEmbeddings:
+        """What indexing stores of a batch: its search vectors and every companion in `companions`."""
+        return ImageEmbeddings(self.encode_image_tensors(batch))
 
     @abstractmethod
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:

@@ -19,12 +19,14 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.models import ResNet50_Weights
 
-from vlsearch.encoders.base import Encoder, normalise
+from vlsearch.encoders.base import Encoder, ImageEmbeddings, normalise
 from vlsearch.encoders.preprocess import tensor_preprocess
+from vlsearch.library.spaces import CLASSES, VISUAL
 
 log = logging.getLogger(__name__)
 
 TOP_K = 10
+FEATURES = 1280  # EfficientNet-Lite0's pooled features: the visual descriptor
 
 
 class ImageNetClassifier:
@@ -52,7 +54,14 @@ class ImageNetClassifier:
     @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """A stacked batch of `preprocess` outputs -> (n, 1000) class probabilities."""
-        return torch.softmax(self.model(batch.to(self.device)).float(), dim=-1)
+        return self.features_and_probabilities(batch)[1]
+
+    @torch.inference_mode()
+    def features_and_probabilities(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A stacked batch of `preprocess` outputs -> its pooled features (n, 1280) and class probabilities (n,
+        1000): the model's own forward, with the pooled features kept."""
+        pooled = self.model._avg_pooling(self.model.extract_features(batch.to(self.device))).flatten(1)
+        return pooled.float(), torch.softmax(self.model._fc(pooled).float(), dim=-1)
 
 
 class OfflineEncoder(Encoder):
@@ -74,6 +83,7 @@ class OfflineEncoder(Encoder):
         self.text_model = AutoModel.from_pretrained(text_dir).eval().to(device)
         self.dim = int(self.text_model.config.hidden_size)
         self.class_names = self.classifier.class_names
+        self.companions = {VISUAL: FEATURES, CLASSES: len(self.class_names)}
         self.class_vectors = torch.from_numpy(self._class_vectors(cache_dir)).to(device)
 
     @property
@@ -82,10 +92,19 @@ class OfflineEncoder(Encoder):
 
     @torch.inference_mode()
     def encode_image_tensors(self, batch: torch.Tensor) -> np.ndarray:
-        probs = self.classifier.probabilities(batch)
+        return self._mix(self.classifier.probabilities(batch))
+
+    @torch.inference_mode()
+    def embed_image_tensors(self, batch: torch.Tensor) -> ImageEmbeddings:
+        """The ConSE vectors, the pooled features as the visual descriptor, and sqrt of the class probabilities.
+        Sample photos and 7 copies each: the features find every copy's original first (147/147), the ConSE vectors
+        126/147, their textures and scans colliding (bench/results/duplicates.md)."""
+        features, probs = self.classifier.features_and_probabilities(batch)
+        return ImageEmbeddings(self._mix(probs), {VISUAL: normalise(features), CLASSES: probs.sqrt().cpu().numpy()})
+
+    def _mix(self, probs: torch.Tensor) -> np.ndarray:
         top_p, top_i = probs.topk(TOP_K, dim=-1)
-        mixed = (top_p.unsqueeze(-1) * self.class_vectors[top_i]).sum(dim=1)
-        return normalise(mixed)
+        return normalise((top_p.unsqueeze(-1) * self.class_vectors[top_i]).sum(dim=1))
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:

@@ -104,6 +104,7 @@ class LocalRunner:
     draft_size); off only to measure it."""
 
     writes_library = True
+    writes_companions = True
     report_type = IndexReport
 
     def __init__(self, *, batch_size: int = 32, workers: int | None = None, mp_context: str | None = None,
@@ -133,7 +134,7 @@ class LocalRunner:
             prefetch_factor=4 if workers else None, pin_memory=encoder.device.startswith("cuda"),
             persistent_workers=False,
         )
-        writer = LibraryWriter(library, encoder.name, encoder.dim, encoder.encode_image_tensors)
+        writer = LibraryWriter(library, encoder.name, encoder.dim, encoder.embed_image_tensors, encoder.companions)
         with torch_threads(model_threads(workers, encoder.device, encoder.precision)):
             for batch in loader:
                 errors_before = report.errors

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, func, select
 
 from vlsearch.indexer.discover import discover
 from vlsearch.indexer.items import WorkItem
@@ -19,6 +19,7 @@ from vlsearch.indexer.sources import is_url, read_source_list
 from vlsearch.library import Embedding, ImageRecord, Library, Root
 from vlsearch.library.index_cache import VECTOR_DIR
 from vlsearch.library.records import UNDER_ANY_MAX, under_any
+from vlsearch.library.spaces import companion
 from vlsearch.library.sql import in_chunks
 from vlsearch.library.thumbs import THUMB_DIR
 
@@ -37,9 +38,10 @@ class Planner:
     folders are not followed (the server's index_roots); `exclude`: folders never entered (the library's own)."""
 
     def __init__(self, library: Library, model: str, *, confine_to: list[Path] | None = None,
-                 exclude: Iterable[Path] = ()) -> None:
+                 exclude: Iterable[Path] = (), companions: Iterable[str] = ()) -> None:
         self.library = library
         self.model = model
+        self.spaces = [model, *(companion(model, role) for role in companions)]
         self.confine_to = confine_to
         self.exclude = [library.root / THUMB_DIR, library.root / VECTOR_DIR, *exclude]
 
@@ -75,7 +77,7 @@ class Planner:
     def _plan_files(self, files: dict[str, Path], roots: list[Path], report: IndexReport) -> list[WorkItem]:
         """Which files need decoding: new, changed (size or mtime), failed before, or lacking this model's vector."""
         known: dict[str, tuple[int, int, float, str, bool]] = {}
-        has_vector = select(Embedding.image_id).where(Embedding.model == self.model)
+        has_vector = self._has_vectors()
         with self.library.session() as s:
             for chunk in in_chunks(roots, UNDER_ANY_MAX):
                 rows = s.execute(
@@ -98,11 +100,18 @@ class Planner:
             work.append(WorkItem(path_str, st.st_size, st.st_mtime, row[0] if row else None))
         return work
 
+    def _has_vectors(self) -> Select:
+        """The ids of images holding the model's vector and every companion the run stores."""
+        if len(self.spaces) == 1:
+            return select(Embedding.image_id).where(Embedding.model == self.model)
+        return (select(Embedding.image_id).where(Embedding.model.in_(self.spaces)).group_by(Embedding.image_id)
+                .having(func.count() == len(self.spaces)))
+
     def _plan_listed(self, listed: list[str], report: IndexReport) -> list[WorkItem]:
         """Listed files and URLs: a URL already indexed (status ok, with this model's vector) is unchanged; a file
         is compared by size and time when this machine sees it, else treated like a URL."""
         known: dict[str, tuple[int, int, float, bool]] = {}
-        has_vector = select(Embedding.image_id).where(Embedding.model == self.model)
+        has_vector = self._has_vectors()
         with self.library.session() as s:
             for chunk in in_chunks(listed):
                 rows = s.execute(
@@ -150,8 +159,8 @@ class Planner:
                     if path not in files and not os.path.exists(path) and not path.startswith(spared)]
             for chunk in in_chunks(gone):
                 s.execute(delete(ImageRecord).where(ImageRecord.id.in_(chunk)))
-            if gone:
-                Library.bump_generation(s, self.model)
+            for space in self.spaces if gone else ():
+                Library.bump_generation(s, space)
         report.removed = len(gone)
         return gone
 

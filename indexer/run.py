@@ -25,6 +25,7 @@ from vlsearch.indexer.sources import read_source_list
 from vlsearch.indexer.tagging import Tagger
 from vlsearch.indexer.vocabulary import vocabularies
 from vlsearch.library import Library, VectorIndex
+from vlsearch.library.spaces import companion
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,14 @@ class Indexer:
         report = self.runner.report_type()
         model = self.encoder.name
         self.library.ensure_model(model, self.encoder.dim)
+        companions = self.encoder.companions if self.runner.writes_companions else {}
+        for role, dim in companions.items():
+            self.library.ensure_model(companion(model, role), dim)
         index = self.library.vector_index(model)  # current before we start: the changes apply to it
         changes = Changes()
         prepared = self.runner.prepare(self.library, self.encoder, report, changes)
-        planner = Planner(self.library, model, confine_to=self.confine_to, exclude=prepared.exclude)
+        planner = Planner(self.library, model, confine_to=self.confine_to, exclude=prepared.exclude,
+                          companions=companions)
         plan = planner.plan(paths, report, lists, skip=prepared.skip)
         hook = self.progress.phase("embedding") if self.progress else None
         if hook:

@@ -22,9 +22,11 @@ class Prepared:
 
 class Runner(Protocol):
     """Runs decode → embed (→ describe) → write over planned work. `writes_library`: its results are in the
-    library when `run` returns (not kept elsewhere for a later import), so vanished files may be pruned."""
+    library when `run` returns (not kept elsewhere for a later import), so vanished files may be pruned.
+    `writes_companions`: it stores the encoder's companion vectors (library/spaces.py) beside its search vectors."""
 
     writes_library: bool
+    writes_companions: bool
     report_type: type[IndexReport]
 
     def prepare(self, library: Library, encoder: Encoder, report: IndexReport, changes: Changes) -> Prepared:

@@ -5,29 +5,32 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from sqlalchemy import select
 
+from vlsearch.encoders.base import ImageEmbeddings
 from vlsearch.indexer.items import Batch, Decoded
 from vlsearch.indexer.report import Changes, IndexReport
 from vlsearch.library import Embedding, ImageRecord, Library
 from vlsearch.library.embeddings import decode_vectors
 from vlsearch.library.records import drop_replaced_content, set_vector
 from vlsearch.library.schema import utcnow
+from vlsearch.library.spaces import companion
 from vlsearch.library.thumbs import store_thumbnail, thumbnail_relpath
 
 
 class LibraryWriter:
-    """Commits batches for one model: a file with the same bytes as before keeps its vector, a moved file its row,
-    a copy reuses its twin's vector; only what is left goes to the model (`embed`)."""
+    """Commits batches for one model: a file with the same bytes as before keeps its vectors, a moved file its row,
+    a copy reuses its twin's; only what is left goes to the model (`embed`). `companions`: role -> dimension of the
+    companion vectors `embed` gives too (library/spaces.py), stored and kept in step with the search vector."""
 
-    def __init__(self, library: Library, model: str, dim: int,
-                 embed: Callable[[torch.Tensor], np.ndarray]) -> None:
+    def __init__(self, library: Library, model: str, dim: int, embed: Callable[[torch.Tensor], ImageEmbeddings],
+                 companions: dict[str, int] | None = None) -> None:
         self.library = library
         self.model = model
         self.dim = dim
         self.embed = embed
+        self.dims = {model: dim} | {companion(model, role): d for role, d in (companions or {}).items()}
 
     def write(self, batch: Batch, report: IndexReport, changes: Changes) -> None:
         """Commit one batch: rows, vectors (embedded now or reused by content hash) and errors together."""
@@ -52,20 +55,30 @@ class LibraryWriter:
             if to_embed:
                 assert batch.pixels is not None
                 slots = torch.tensor([decoded.slot for decoded, _ in to_embed])
-                vectors = self.embed(batch.pixels.index_select(0, slots))
-                for (_, row), vector in zip(to_embed, vectors, strict=True):
-                    set_vector(row, self.model, vector)
+                self._store(self.embed(batch.pixels.index_select(0, slots)), [row for _, row in to_embed], changed)
                 report.embedded += len(to_embed)
             if changed:
-                Library.bump_generation(s, self.model)
+                for space in self.dims:
+                    Library.bump_generation(s, space)
                 changes.upserts.extend(changed)
 
+    def _store(self, embedded: ImageEmbeddings, rows: list[ImageRecord], changed: list[int]) -> None:
+        spaces = {self.model: embedded.vectors} | {companion(self.model, r): v for r, v in embedded.companions.items()}
+        if spaces.keys() != self.dims.keys():
+            raise ValueError(f"the model gave vectors of {sorted(spaces)}, not of {sorted(self.dims)}")
+        for i, row in enumerate(rows):
+            for space, vectors in spaces.items():
+                set_vector(row, space, vectors[i])
+            if row.id not in changed:  # a row whose vectors are filled in: its file had not changed
+                changed.append(row.id)
+
     def _has_vector(self, row: ImageRecord) -> bool:
-        return any(e.model == self.model for e in row.embeddings)
+        """The row holds the search vector and every companion: else the model runs on it again."""
+        return self.dims.keys() <= {e.model for e in row.embeddings}
 
     def _record_error(self, s, row: ImageRecord | None, decoded: Decoded, report: IndexReport,
                       changed: list[int]) -> None:
-        lost_vector = row is not None and self._has_vector(row)
+        lost_vector = row is not None and any(e.model in self.dims for e in row.embeddings)
         row = row or ImageRecord(path=decoded.item.path)
         self._fill(row, decoded)
         row.status, row.error = "error", decoded.error
@@ -93,10 +106,11 @@ class LibraryWriter:
         s.add(row)
         s.flush()
         changed.append(row.id)
-        blob = next((e.vector for e in source.embeddings if e.model == self.model), None) if source else None
-        if blob is None:
+        blobs = {e.model: e.vector for e in source.embeddings if e.model in self.dims} if source else {}
+        if blobs.keys() != self.dims.keys():
             return row
-        set_vector(row, self.model, decode_vectors([blob], self.dim)[0])
+        for space, blob in blobs.items():
+            set_vector(row, space, decode_vectors([blob], self.dims[space])[0])
         report.reused += 1
         return None
 

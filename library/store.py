@@ -21,6 +21,7 @@ from vlsearch.library.errors import LibraryError, ModelMismatchError, NotAFolder
 from vlsearch.library.index_cache import IndexCache
 from vlsearch.library.lock import writer_lock
 from vlsearch.library.schema import Caption, Embedding, ImageRecord, ModelRecord, OcrText
+from vlsearch.library.spaces import is_companion
 from vlsearch.library.sql import in_chunks
 from vlsearch.library.vectors import VectorIndex
 
@@ -119,18 +120,19 @@ class Library:
     # -- models -----------------------------------------------------------------------------------
 
     def models(self) -> list[ModelRecord]:
+        """The models a query can use, not their companion spaces (library/spaces.py)."""
         with self.session() as s:
-            return list(s.scalars(select(ModelRecord).order_by(ModelRecord.created_at)))
+            return [m for m in s.scalars(select(ModelRecord).order_by(ModelRecord.created_at))
+                    if not is_companion(m.name)]
 
     def default_model(self) -> str | None:
         """The model whose vectors most images have: what a query uses when none is named."""
         with self.session() as s:
-            row = s.execute(
-                select(Embedding.model, func.count()).group_by(Embedding.model).order_by(func.count().desc()).limit(1)
-            ).first()
-            if row:
-                return row[0]
-            return s.scalars(select(ModelRecord.name).order_by(ModelRecord.created_at)).first()
+            rows = s.execute(select(Embedding.model, func.count()).group_by(Embedding.model)
+                             .order_by(func.count().desc(), Embedding.model)).all()
+            names = [name for name, _ in rows] or s.scalars(select(ModelRecord.name)
+                                                            .order_by(ModelRecord.created_at)).all()
+            return next((name for name in names if not is_companion(name)), None)
 
     def caption_model(self) -> str | None:
         """The caption model most of this library's captions come from, a real one before the offline fallback:
@@ -158,7 +160,7 @@ class Library:
             rec = s.get(ModelRecord, name)
             if rec is not None:
                 return rec
-            have = [m.name for m in s.scalars(select(ModelRecord))]
+            have = [m.name for m in s.scalars(select(ModelRecord)) if not is_companion(m.name)]
         raise ModelMismatchError(self.root, name, have)
 
     @staticmethod

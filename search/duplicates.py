@@ -11,6 +11,7 @@ its images share one sha256, "copy" when links at or above the copy threshold (o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -21,22 +22,45 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sqlalchemy import func, select
 
-from vlsearch.library import Embedding, ImageRecord, Library
+from vlsearch.library import Embedding, ImageRecord, Library, ModelRecord
+from vlsearch.library.spaces import VISUAL, companion
 from vlsearch.library.sql import in_chunks
 from vlsearch.library.vectors import VectorIndex
 
 if TYPE_CHECKING:
     from vlsearch.library.parquet_io.format import ProgressHook
 
+log = logging.getLogger(__name__)
+
 KINDS = ("exact", "copy", "near")  # strongest first: the order groups are listed in
-# Offline model, 21 sample photos x 7 copies (half size, JPEG q40, 5% and 10% crops, recoloured, 5% border,
-# mirrored) and a burst-like frame each: on the 8 real photographs a copy scores 0.84-1.00 with its original and
-# distinct photos at most 0.59, so 0.90 groups every copy with its original and no two photos (pair precision and
-# recall 1.000); 0.90 is also above the closest pair of distinct originals among all 21 (brick/text, 0.880).
-NEAR_THRESHOLD = 0.90
-# Same measurement: at 0.92 copy links alone join all 8 versions of 7 of the 8 photographs (at 0.95, of 4). These
-# vectors cannot tell a copy from a burst's frame (0.93-1.00 with its original), so a "copy" group may hold one.
-COPY_THRESHOLD = 0.92
+
+
+class ThresholdOrderError(ValueError):
+    """The near-duplicate threshold is above the copy threshold, or one lies outside (0, 1]."""
+
+    def __init__(self, copy: float, near: float) -> None:
+        super().__init__(f"the near-duplicate threshold ({near}) must be above 0 and at most the copy threshold "
+                         f"({copy}), which must be at most 1")
+        self.copy, self.near = copy, near
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Similarity from which two images are copies of one picture, and from which they are near-duplicates."""
+
+    copy: float
+    near: float
+
+
+# Offline preset, 21 sample photos x 7 copies (half size, JPEG q40, 5% and 10% crops, recoloured, 5% border,
+# mirrored) and a burst-like frame each (python -m bench duplicates): its visual descriptor scores every copy
+# 0.72-1.00 with its original and two distinct photos at most 0.53, so 0.70 links copies and no distinct photos. A
+# burst frame scores 0.88-0.95, as high as copies: a "copy" group may hold one.
+VISUAL_THRESHOLDS = Thresholds(copy=0.80, near=0.70)
+# Search vectors, where a model has no visual descriptor (CLIP's image vectors are what it sees). Measured on the
+# offline preset's label-space vectors, the only real weights here: copies 0.84-1.00 on the 8 photographs, distinct
+# photos at most 0.59 there but 0.88 among the textures and scans (brick/text).
+SEARCH_THRESHOLDS = Thresholds(copy=0.92, near=0.90)
 # Links per image: a larger group is still found whole through its members' links. kNN rather than a range search:
 # as fast through IVF (1.20 against 1.18 s per 4,096 queries at 1M), and every index kind answers it (HNSW, IVF-PQ's
 # rescoring and the GPU copies have no range search).
@@ -98,25 +122,44 @@ class Links:
     score: np.ndarray
 
 
-def find_duplicates(library: Library, model: str, *, copy_threshold: float = COPY_THRESHOLD,
-                    near_threshold: float = NEAR_THRESHOLD, k: int = NEIGHBOURS,
+def comparison_space(library: Library, model: str) -> tuple[str, Thresholds]:
+    """The vectors duplicates are found with, and their default thresholds: `model`'s visual descriptors when every
+    image with its vector has one (library/spaces.py), else its search vectors. Raises ModelMismatchError when the
+    library has no vectors of `model`."""
+    library.require_model(model)
+    visual = companion(model, VISUAL)
+    with library.session() as s:
+        recorded = s.get(ModelRecord, visual) is not None
+    if recorded:
+        have, need = library.vector_count(visual), library.vector_count(model)
+        if have == need:
+            return visual, VISUAL_THRESHOLDS
+        log.warning("%d of %d images lack %s's visual descriptor, so duplicates are compared by their search vectors; "
+                    "run `vlsearch index` on the library's folders again to add them", need - have, need, model)
+    return model, SEARCH_THRESHOLDS
+
+
+def find_duplicates(library: Library, model: str, *, copy_threshold: float | None = None,
+                    near_threshold: float | None = None, k: int = NEIGHBOURS,
                     progress: ProgressHook | None = None) -> list[DuplicateGroup]:
     """The duplicate groups among the usable images that have `model`'s vectors, exact ones first, then copies,
-    then near-duplicates, larger groups first within a kind. `progress` counts the images compared. Raises
-    ModelMismatchError when the library has no vectors of `model`, ValueError for thresholds out of order."""
+    then near-duplicates, larger groups first within a kind; compared in `comparison_space`, whose thresholds
+    stand where none are given. `progress` counts the images compared. Raises ModelMismatchError when the library
+    has no vectors of `model`, ThresholdOrderError for thresholds out of order."""
+    space, defaults = comparison_space(library, model)
+    copy_threshold = defaults.copy if copy_threshold is None else copy_threshold
+    near_threshold = defaults.near if near_threshold is None else near_threshold
     if not 0 < near_threshold <= copy_threshold <= 1:
-        raise ValueError(f"the near-duplicate threshold ({near_threshold}) must be above 0 and at most the copy "
-                         f"threshold ({copy_threshold}), which must be at most 1")
+        raise ThresholdOrderError(copy_threshold, near_threshold)
     if k < 1:
         raise ValueError(f"each image needs at least one neighbour to compare with, not {k}")
-    library.require_model(model)
-    links = _join(neighbour_links(library, model, library.vector_index(model), near_threshold, k, progress),
-                  same_bytes_links(library, model))
+    links = _join(neighbour_links(library, space, library.vector_index(space), near_threshold, k, progress),
+                  same_bytes_links(library, space))
     if not len(links.a):
         return []
     nodes = np.unique(np.concatenate([links.a, links.b]))
     strong = links.score >= copy_threshold
-    found = _hydrate(library, model, nodes, components(links.a, links.b, nodes),
+    found = _hydrate(library, space, nodes, components(links.a, links.b, nodes),
                      components(links.a[strong], links.b[strong], nodes))
     return sorted(found, key=lambda g: (KINDS.index(g.kind), -len(g.members), g.keeper.id))
 

@@ -15,9 +15,10 @@ from vlsearch.library import Library, ModelMismatchError
 from vlsearch.library.embeddings import encode_vector
 from vlsearch.library.schema import Embedding, ImageRecord
 from vlsearch.search.duplicates import (
-    COPY_THRESHOLD,
-    NEAR_THRESHOLD,
+    SEARCH_THRESHOLDS,
+    VISUAL_THRESHOLDS,
     DuplicateGroup,
+    comparison_space,
     find_duplicates,
     forget_duplicates,
 )
@@ -104,7 +105,7 @@ def test_a_chain_of_links_is_one_group_and_a_burst_larger_than_k_is_found_whole(
     b = like(a, 0.95)
     c = like(b, 0.93)
     chain = [images.add(a), images.add(b), images.add(c)]
-    assert float(c @ a) < NEAR_THRESHOLD  # the ends are not linked themselves
+    assert float(c @ a) < SEARCH_THRESHOLDS.near  # the ends are not linked themselves
     shot = picture()
     burst = [images.add(like(shot, 0.97)) for _ in range(40)]
     assert sorted(grouped(find_duplicates(library, MODEL, k=8)), key=lambda g: len(g[1])) == [
@@ -231,7 +232,8 @@ def test_the_command_says_what_is_wrong(library, two_groups, args, words):
 def test_the_command_shows_the_measured_defaults():
     from vlsearch.api.cli.duplicates import COPY_DEFAULT, NEAR_DEFAULT
 
-    assert (float(COPY_DEFAULT), float(NEAR_DEFAULT)) == (COPY_THRESHOLD, NEAR_THRESHOLD)
+    shown = [tuple(float(v) for v in pair) for pair in zip(COPY_DEFAULT, NEAR_DEFAULT, strict=True)]
+    assert shown == [(VISUAL_THRESHOLDS.copy, VISUAL_THRESHOLDS.near), (SEARCH_THRESHOLDS.copy, SEARCH_THRESHOLDS.near)]
 
 
 # -- real weights ---------------------------------------------------------------------------------------------------
@@ -239,7 +241,8 @@ def test_the_command_shows_the_measured_defaults():
 
 def test_copies_of_real_photos_group_with_their_original_with_real_weights(tmp_path):
     """The offline model's real ImageNet weights: each photo with its resized, recompressed, cropped and bordered
-    copies is one group, and no two photos share one."""
+    copies is one group, and no two photos share one; brick and text, whose search vectors score 0.88, stay apart
+    because their visual descriptors are compared."""
     from vlsearch.encoders import load_encoder
     from vlsearch.images.samples import sample_photos
     from vlsearch.indexer import Indexer
@@ -247,7 +250,7 @@ def test_copies_of_real_photos_group_with_their_original_with_real_weights(tmp_p
     folder = tmp_path / "photos"
     folder.mkdir()
     photos = {name: image.convert("RGB") for name, image in sample_photos().items()
-              if name in ("chelsea", "coffee", "rocket", "astronaut")}
+              if name in ("chelsea", "coffee", "rocket", "astronaut", "brick", "text")}
     for name, image in photos.items():
         w, h = image.size
         image.save(folder / f"{name}.png")
@@ -259,6 +262,7 @@ def test_copies_of_real_photos_group_with_their_original_with_real_weights(tmp_p
     lib = Library.open(tmp_path / "lib")
     Indexer(lib, encoder, workers=0).run([folder])
 
+    assert comparison_space(lib, encoder.name) == (f"{encoder.name}#visual", VISUAL_THRESHOLDS)
     groups = find_duplicates(lib, encoder.name)
     named = sorted(sorted(m.path.rsplit("/", 1)[1] for m in g.members) for g in groups)
     assert named == [sorted(f"{name}{suffix}" for suffix in (".png", "-half.jpg", "-q40.jpg", "-crop.jpg",

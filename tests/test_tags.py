@@ -8,6 +8,7 @@ import json
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -170,7 +171,14 @@ def test_the_cat_photo_is_tagged_cat_like_and_a_custom_vocabulary_tags_a_catalog
     with lib.session() as s:
         ids = dict(s.execute(select(ImageRecord.path, ImageRecord.id)).all())
     chelsea = ids[str(tmp_path / "photos" / "chelsea.jpg")]
-    assert "cat" in image_tags(lib, chelsea)[0].label
+    top = image_tags(lib, chelsea)[0]
+    assert "cat" in top.label
+    # the offline preset's default tags are its ImageNet classifier's own probabilities, computed here afresh
+    with Image.open(tmp_path / "photos" / "chelsea.jpg") as image:
+        probs = encoder.classifier.probabilities(encoder.preprocess(image.convert("RGB"))[None])[0]
+    assert top.score == pytest.approx(float(probs[encoder.class_names.index(top.label)]), abs=0.02)
+    default_tags = {t.label for i in ids.values() for t in image_tags(lib, i) if t.vocabulary == "default"}
+    assert default_tags and default_tags <= set(encoder.class_names)
     found = SearchEngine(lib, encoder).search(SearchQuery(text="an animal", filters=Filters(tags=("tiger cat",))))
     assert [h.id for h in found] == [chelsea]
     shop = tmp_path / "shop.txt"

@@ -18,17 +18,20 @@ if TYPE_CHECKING:
     from vlsearch.library import Library
     from vlsearch.search.duplicates import DuplicateGroup
 
-# The defaults are the core's (search/duplicates.py, where they are measured); shown here without importing it, which
-# would load torch before --help. tests/test_duplicates.py checks that the two agree.
-COPY_DEFAULT, NEAR_DEFAULT = "0.92", "0.90"
+# The defaults are the core's (search/duplicates.py, where they are measured): with a visual descriptor (the offline
+# preset), else with search vectors. Shown here without importing it, which would load torch before --help;
+# tests/test_duplicates.py checks that the two agree.
+COPY_DEFAULT, NEAR_DEFAULT = ("0.80", "0.92"), ("0.70", "0.90")
 
 DupModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Whose vectors to compare.",
                                                  show_default="the library's model")]
 CopyThresholdOpt = Annotated[float | None, typer.Option(
-    min=0.0, max=1.0, show_default=COPY_DEFAULT,
+    min=0.0, max=1.0, show_default=f"{COPY_DEFAULT[0]} with the offline preset's visual descriptor, else "
+                                   f"{COPY_DEFAULT[1]}",
     help="Similarity from which two images are copies of one picture (resized, recompressed, cropped, recoloured).")]
 NearThresholdOpt = Annotated[float | None, typer.Option(
-    min=0.0, max=1.0, show_default=NEAR_DEFAULT,
+    min=0.0, max=1.0, show_default=f"{NEAR_DEFAULT[0]} with the offline preset's visual descriptor, else "
+                                   f"{NEAR_DEFAULT[1]}",
     help="Similarity from which two images are near-duplicates (a burst's frames); at most --copy-threshold.")]
 KindOpt = Annotated[list[str] | None, typer.Option(
     "--kind", help="Only groups of this kind (repeatable): exact (the same bytes), copy or near.",

@@ -15,7 +15,7 @@ from vlsearch.api.errors import ApiError, responses
 from vlsearch.api.security import require_read
 from vlsearch.api.service import Service
 from vlsearch.library import ModelRecord
-from vlsearch.search.duplicates import COPY_THRESHOLD, NEAR_THRESHOLD, DuplicateGroup, find_duplicates
+from vlsearch.search.duplicates import DuplicateGroup, ThresholdOrderError, comparison_space, find_duplicates
 
 router = APIRouter(tags=["duplicates"])
 Kind = Literal["exact", "copy", "near"]
@@ -56,14 +56,17 @@ class GroupCache:
         self.key: tuple | None = None
         self.groups: list[DuplicateGroup] = []
 
-    def get(self, service: Service, copy_threshold: float, near_threshold: float) -> list[DuplicateGroup]:
+    def get(self, service: Service, copy_threshold: float | None,
+            near_threshold: float | None) -> list[DuplicateGroup]:
         model = service.encoder.name
         with self.lock:
             with service.library.session() as s:
-                record = s.get(ModelRecord, model)
-            if record is None:
-                return []
-            key = (str(service.library.root), model, record.generation, copy_threshold, near_threshold)
+                if s.get(ModelRecord, model) is None:
+                    return []
+            space, _ = comparison_space(service.library, model)
+            with service.library.session() as s:
+                generation = s.get(ModelRecord, space).generation
+            key = (str(service.library.root), space, generation, copy_threshold, near_threshold)
             if key != self.key:
                 self.groups = find_duplicates(service.library, model, copy_threshold=copy_threshold,
                                               near_threshold=near_threshold)
@@ -77,10 +80,12 @@ CACHE = GroupCache()
 @router.get("/duplicates", response_model=DuplicatesOut, dependencies=[Depends(require_read)],
             responses=responses(401, 403, 422), summary="Groups of duplicate images, for review")
 async def duplicates(
-    copy_threshold: Annotated[float, Query(gt=0, le=1, allow_inf_nan=False, description="Similarity from which two "
-                                           "images are the same picture.")] = COPY_THRESHOLD,
-    near_threshold: Annotated[float, Query(gt=0, le=1, allow_inf_nan=False, description="Similarity from which two "
-                                           "images are near-identical shots.")] = NEAR_THRESHOLD,
+    copy_threshold: Annotated[float | None, Query(gt=0, le=1, allow_inf_nan=False, description=(
+        "Similarity from which two images are the same picture. Default: 0.80 with a visual descriptor (the "
+        "offline preset), else 0.92."))] = None,
+    near_threshold: Annotated[float | None, Query(gt=0, le=1, allow_inf_nan=False, description=(
+        "Similarity from which two images are near-identical shots. Default: 0.70 with a visual descriptor, else "
+        "0.90."))] = None,
     kind: Annotated[list[Kind] | None, Query(max_length=3, description="Only groups of these kinds (repeatable).")]
     = None,
     limit: Annotated[int, Query(ge=1, le=MAX_GROUPS)] = 50,
@@ -90,9 +95,10 @@ async def duplicates(
     """Exact groups first, then copies, then near-duplicates, larger groups first. Found from every image's nearest
     neighbours in the FAISS index: the first request after the library changes reads every vector (about a minute
     at a million images); pages of the same settings reuse the groups."""
-    if near_threshold > copy_threshold:
-        raise ApiError(422, f"near_threshold ({near_threshold}) must be at most copy_threshold ({copy_threshold})")
-    groups = await asyncio.to_thread(CACHE.get, service, copy_threshold, near_threshold)
+    try:
+        groups = await asyncio.to_thread(CACHE.get, service, copy_threshold, near_threshold)
+    except ThresholdOrderError as exc:  # out of order once the defaults are filled in
+        raise ApiError(422, f"near_threshold ({exc.near}) must be at most copy_threshold ({exc.copy})") from None
     chosen = [g for g in groups if kind is None or g.kind in kind]
     return DuplicatesOut(total=len(chosen), groups=[group_out(g) for g in chosen[offset: offset + limit]])
 

@@ -66,6 +66,7 @@ class RayRunner:
     """Computes on the cluster what the driver (this machine, which holds the library) planned."""
 
     report_type = RayReport
+    writes_companions = False  # shards carry the search vectors only (a companion-less model's run is unchanged)
 
     def __init__(self, specs: ModelSpecs, options: RayOptions) -> None:
         self.specs = specs
