@@ -26,6 +26,7 @@ from vlsearch.library import Embedding, ImageRecord, Library, ModelRecord
 from vlsearch.library.spaces import VISUAL, companion
 from vlsearch.library.sql import in_chunks
 from vlsearch.library.vectors import VectorIndex
+from vlsearch.search.keeper import choose_keeper
 
 if TYPE_CHECKING:
     from vlsearch.library.parquet_io.format import ProgressHook
@@ -70,10 +71,6 @@ QUERY_BATCH = 4_096  # query vectors per FAISS search
 # the nearest lists. 1M synthetic vectors, IVF4000, 4,096 stored vectors as queries: nprobe 8 finds 99.2% of their
 # >= 0.90 neighbours in 1.4 s, the guard's 32 finds 99.6% in 6.4 s, 4 finds 96.3% in 0.65 s.
 DUPLICATE_NPROBE = 8
-# Which file of a group is more likely the original: lossless files first, then camera formats, then the rest
-# (WEBP, GIF, AVIF: what web pages and messengers recompress to).
-FORMAT_RANK = {"PNG": 0, "TIFF": 0, "BMP": 0, "JPEG": 1, "MPO": 1, "HEIF": 1}
-OTHER_FORMATS = 2
 
 
 @dataclass(frozen=True)
@@ -224,7 +221,7 @@ def _hydrate(library: Library, model: str, nodes: np.ndarray, groups: np.ndarray
         records = [rows[i] for i in nodes[members].tolist() if i in rows and i in vector_of]
         if len(records) < 2:  # forgotten since its links were found
             continue
-        keeper = min(records, key=keeper_rank)
+        keeper = choose_keeper(records, library.root)
         shas = {r.sha256 for r in records}
         kind = ("exact" if len(shas) == 1 and None not in shas
                 else "copy" if len(set(copy_groups[members].tolist())) == 1 else "near")
@@ -238,14 +235,6 @@ def _rows(library: Library, ids: Sequence[int]) -> dict[int, ImageRecord]:
         for chunk in in_chunks(ids):
             rows.update((r.id, r) for r in s.scalars(select(ImageRecord).where(ImageRecord.id.in_(chunk))))
     return rows
-
-
-def keeper_rank(row: ImageRecord) -> tuple:
-    """Sorts the image to keep first: the most pixels, then the earliest taken (unknown dates last), then the
-    format more likely original (FORMAT_RANK), then the lowest id."""
-    pixels = (row.width or 0) * (row.height or 0)
-    return (-pixels, row.taken_at is None, row.taken_at or datetime.max,
-            FORMAT_RANK.get(row.format or "", OTHER_FORMATS), row.id)
 
 
 def _members(keeper: ImageRecord, records: list[ImageRecord],

@@ -267,4 +267,17 @@ def test_copies_of_real_photos_group_with_their_original_with_real_weights(tmp_p
     named = sorted(sorted(m.path.rsplit("/", 1)[1] for m in g.members) for g in groups)
     assert named == [sorted(f"{name}{suffix}" for suffix in (".png", "-half.jpg", "-q40.jpg", "-crop.jpg",
                                                              "-border.jpg")) for name in sorted(photos)]
+    # the bordered copy has the most pixels, the original as much picture and no border: it is kept
+    assert sorted(g.keeper.path.rsplit("/", 1)[1] for g in groups) == sorted(f"{name}.png" for name in photos)
     lib.close()
+
+
+def test_a_border_is_measured_as_no_picture():
+    from vlsearch.images.samples import sample_photos
+    from vlsearch.search.keeper import border_share
+
+    photo = sample_photos()["chelsea"].convert("RGB").resize((200, 100))
+    framed = ImageOps.expand(photo, border=25, fill="white")  # 250 x 150, of which 200 x 100 picture
+    assert border_share(framed) == pytest.approx(200 * 100 / (250 * 150), abs=0.01)
+    assert border_share(photo) == 1.0
+    assert border_share(Image.new("RGB", (50, 50), "grey")) == 1.0  # nothing but "border": a flat picture
