@@ -14,7 +14,7 @@ from starlette.routing import Mount
 from vlsearch.api import errors
 from vlsearch.api.limits import BodyLimit
 from vlsearch.api.metrics import MetricsMiddleware
-from vlsearch.api.routers import captions, duplicates, images, jobs, search, system
+from vlsearch.api.routers import captions, duplicates, evaluation, images, jobs, search, system
 from vlsearch.api.service import Service
 
 # The page is static files in the repository's web/ (no build step): index.html at /, the rest under /web/.
@@ -47,7 +47,8 @@ def create_app(service: Service) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     api = APIRouter(prefix="/api/v1")
-    routers = (search.router, images.router, captions.router, jobs.router, duplicates.router, system.router)
+    routers = (search.router, images.router, captions.router, jobs.router, duplicates.router, evaluation.router,
+               system.router)
     for router in routers:
         api.include_router(router)
     app.include_router(api)

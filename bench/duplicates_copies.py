@@ -146,8 +146,9 @@ def measure_copies() -> dict[str, Any]:
     vector space the model stores (its visual descriptor, its search vectors), and find_duplicates' groups."""
     from sqlalchemy import select
 
+    from vlsearch.encoders.base import VISUAL
     from vlsearch.library import ImageRecord, Library
-    from vlsearch.library.spaces import VISUAL, companion
+    from vlsearch.library.spaces import companion
     from vlsearch.search.duplicates import comparison_space, find_duplicates
 
     with tempfile.TemporaryDirectory(prefix="vlsearch-bench-duplicates-") as tmp:

@@ -19,9 +19,8 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.models import ResNet50_Weights
 
-from vlsearch.encoders.base import Encoder, ImageEmbeddings, normalise
+from vlsearch.encoders.base import CLASSES, VISUAL, Encoder, ImageEmbeddings, normalise
 from vlsearch.encoders.preprocess import tensor_preprocess
-from vlsearch.library.spaces import CLASSES, VISUAL
 
 log = logging.getLogger(__name__)
 

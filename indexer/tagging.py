@@ -15,6 +15,7 @@ import numpy as np
 from sqlalchemy import exists, insert, select
 
 from vlsearch.encoders import Encoder
+from vlsearch.encoders.base import CLASSES
 from vlsearch.indexer.report import ProgressHook, TagReport
 from vlsearch.indexer.vocabulary import DEFAULT_NAME, vocabularies
 from vlsearch.library import Library
@@ -28,7 +29,7 @@ from vlsearch.library.schema import (
     ModelRecord,
     VocabularyLabel,
 )
-from vlsearch.library.spaces import CLASSES, companion
+from vlsearch.library.spaces import companion
 
 SCALE = 100.0  # CLIP's trained logit scale (open_clip clamps it there): its zero-shot classifier's temperature
 MAX_TAGS = 10

@@ -22,8 +22,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sqlalchemy import func, select
 
+from vlsearch.encoders.base import VISUAL
 from vlsearch.library import Embedding, ImageRecord, Library, ModelRecord
-from vlsearch.library.spaces import VISUAL, companion
+from vlsearch.library.spaces import companion
 from vlsearch.library.sql import in_chunks
 from vlsearch.library.vectors import VectorIndex
 from vlsearch.search.keeper import choose_keeper

@@ -14,12 +14,12 @@ from sqlalchemy import delete, select
 
 from tests.photos import picture
 from vlsearch.encoders import Encoder
-from vlsearch.encoders.base import ImageEmbeddings, normalise
+from vlsearch.encoders.base import CLASSES, VISUAL, ImageEmbeddings, normalise
 from vlsearch.indexer import Indexer
 from vlsearch.indexer.tagging import Tagger
 from vlsearch.indexer.vocabulary import ensure_default
 from vlsearch.library import Embedding, ImageRecord, Library, ModelRecord
-from vlsearch.library.spaces import CLASSES, VISUAL, companion
+from vlsearch.library.spaces import companion
 from vlsearch.search.duplicates import SEARCH_THRESHOLDS, VISUAL_THRESHOLDS, comparison_space, find_duplicates
 from vlsearch.search.tags import image_tags
 

@@ -14,12 +14,11 @@ from typer.testing import CliRunner
 from vlsearch.api.cli.evaluate import evaluate
 from vlsearch.indexer import Indexer
 from vlsearch.search import SearchEngine, SearchQuery
+from vlsearch.search.eval_cases import EvalFileError, read_eval_file
 from vlsearch.search.evaluation import (
-    EvalFileError,
     duplicate_pair_scores,
     evaluate_search,
     ndcg_at,
-    read_eval_file,
     recall_at,
     reciprocal_rank,
     tag_scores,

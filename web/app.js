@@ -2,6 +2,7 @@
 // Server data is always written with textContent, never as markup.
 
 import { setupDuplicates } from './duplicates.js';
+import { setupQuality } from './quality.js';
 import { boxTool, productLines, productQuery, showFacets } from './products.js';
 
 const API = '/api/v1';
@@ -699,7 +700,7 @@ async function pollJobs() {
 
 // ---------------------------------------------------------------- tabs
 
-const TABS = ['search', 'ask', 'caption', 'duplicates'];
+const TABS = ['search', 'ask', 'caption', 'duplicates', 'quality'];
 
 function showTab(name, focus = false) {
   for (const tab of TABS) {
@@ -813,6 +814,7 @@ function start() {
   $('#ask-form').addEventListener('submit', askCollection);
   setupCaption();
   setupDuplicates(api, { setStatus, showError });
+  setupQuality(api, { setStatus, showError });
   setupPaste();
   loadStats();
   pollJobs();

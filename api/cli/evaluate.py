@@ -45,7 +45,9 @@ def evaluate(
 ) -> None:
     """Score search on labelled queries (recall@1/5/10, MRR and nDCG@10 for each mode), the library's tags (precision
     and recall of (image, tag) pairs) and its duplicate groups (of pairs of photos), as the file's cases ask."""
-    from vlsearch.search.evaluation import read_eval_file
+    from vlsearch.images import DecodeError
+    from vlsearch.search.eval_cases import read_eval_file
+    from vlsearch.search.quality import quality_report
     from vlsearch.search.query import MODES
 
     for name in mode or ():
@@ -55,70 +57,38 @@ def evaluate(
         cases = read_eval_file(file, photos)
     except ValueError as exc:
         raise fail(exc) from None
-    if not (cases.search or cases.tags or cases.duplicates):
-        raise fail(f'{file} holds no cases: give lines like {{"text": "a cat", "relevant": ["cat.jpg"]}}')
     lib = open_library(library)
-    out: dict = {}
-    if cases.search:
-        engine = engine_for(lib, model, weights, model_dir)
+    name = model or lib.default_model()
+    if name is None:
+        raise fail("the library holds no vectors yet: index the photos first")
+
+    def engine():
+        found = engine_for(lib, model, weights, model_dir)
         if rerank:
-            engine.matcher = load_text_model(itm_model, "match", model_dir)
-        report = search_report(engine, cases.search, mode or MODES, k, rerank)
-        out = report.as_dict()
-        if not as_json:
-            print_report(report, len(cases.search))
-    if cases.tags:
-        out["tags"] = tag_report(lib, cases.tag_truth()).as_dict()
-        if not as_json:
-            print_pairs("tags:", out["tags"], "tags given")
-    if cases.duplicates:
-        out["duplicates"] = duplicate_report(lib, cases.duplicate_truth(), model).as_dict()
-        if not as_json:
-            print_pairs("duplicates: pair", out["duplicates"], "pairs found")
+            found.matcher = load_text_model(itm_model, "match", model_dir)
+        return found
+
+    try:
+        report = quality_report(lib, name, cases, engine, mode or MODES, k, rerank)
+    except (DecodeError, ValueError) as exc:
+        raise fail(exc) from None
+    if report.search and report.search.unindexed:
+        warn_unindexed(report.search.unindexed)
     if as_json:
-        print(json.dumps(out, indent=2))
+        print(json.dumps(report.as_dict(), indent=2))
+        return
+    if report.search:
+        print_report(report.search, len(cases.search))
+    if report.tags:
+        print_pairs("tags:", report.tags.as_dict(), "tags given")
+    if report.duplicates:
+        print_pairs("duplicates: pair", report.duplicates.as_dict(), "pairs found")
 
 
 def print_pairs(what: str, scores: dict, given: str) -> None:
     """A line of pair precision and recall (PairScores.as_dict) and the counts behind them."""
     console.print(f"{what} precision {scores['precision']:.3f}, recall {scores['recall']:.3f} ({scores['correct']} of "
                   f"{scores['predicted']} {given} are right, of {scores['expected']} expected)")
-
-
-def search_report(engine, cases, modes, k: int, rerank: int) -> SearchReport:
-    from vlsearch.images import DecodeError
-    from vlsearch.search.evaluation import evaluate_search
-
-    try:
-        report = evaluate_search(engine, cases, modes, k=k, rerank=rerank)
-    except (DecodeError, ValueError) as exc:
-        raise fail(exc) from None
-    if report.unindexed:
-        warn_unindexed(report.unindexed)
-    return report
-
-
-def duplicate_report(lib, truth: list[set[str]], model: str | None):
-    """The library's duplicate groups (default thresholds), among the labelled photos, against the labels."""
-    from vlsearch.search.duplicates import find_duplicates
-    from vlsearch.search.evaluation import duplicate_pair_scores
-
-    name = model or lib.default_model()
-    if name is None:
-        raise fail("the library holds no vectors yet: index the photos first")
-    labelled = set().union(*truth)
-    found = [{m.path for m in g.members} & labelled for g in find_duplicates(lib, name)]
-    return duplicate_pair_scores([g for g in found if len(g) > 1], truth)
-
-
-def tag_report(lib, truth: dict[str, set[str]]):
-    """The library's tags of the labelled photos against the labels, compared without case."""
-    from vlsearch.search.evaluation import tag_scores
-    from vlsearch.search.tags import tags_by_path
-
-    given = tags_by_path(lib, list(truth))
-    lower = {path: {t.lower() for t in tags} for path, tags in truth.items()}
-    return tag_scores({path: {t.lower() for t in given.get(path, ())} for path in truth}, lower)
 
 
 def warn_unindexed(paths: tuple[str, ...]) -> None:

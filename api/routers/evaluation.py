@@ -1,0 +1,125 @@
+"""The quality report over HTTP: labelled cases in, recall@k, MRR and nDCG@10 per search mode, and tag and duplicate
+pair scores out, as `vlsearch eval` reports them (search/quality.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from vlsearch.api.deps import get_service
+from vlsearch.api.errors import ApiError, responses
+from vlsearch.api.routers.duplicates import CACHE
+from vlsearch.api.schemas import Mode, Text
+from vlsearch.api.security import require_read
+from vlsearch.api.service import Service, in_thread
+from vlsearch.api.wording import explain
+from vlsearch.images import DecodeError
+from vlsearch.library import LibraryError
+from vlsearch.search.eval_cases import EvalFileError, EvalSet, parse_cases
+from vlsearch.search.evaluation import unindexed
+from vlsearch.search.quality import QualityReport, quality_report
+from vlsearch.search.query import MODES
+
+router = APIRouter(tags=["quality"], dependencies=[Depends(require_read)])
+MAX_CASES = 1000
+
+
+class EvalRequest(BaseModel):
+    cases: list[dict[str, Any]] = Field(
+        min_length=1, max_length=MAX_CASES, description='One object a case, as a line of an eval file: {"text": "a '
+        'cat", "relevant": ["cats/tom.jpg"]}, {"image": PATH, "relevant": [...]} (an image the library holds), '
+        '{"path": PATH, "tags": [...]}, or {"duplicates": [[PATH, PATH], ...]}.')
+    photos: Text | None = Field(None, max_length=4096, description="The folder relative paths are relative to: "
+                                "one of the library's folders. Default: its only folder, when it has one.")
+    modes: list[Mode] | None = Field(None, min_length=1, max_length=3, description="Search modes to score "
+                                     "(default: all three); keyword mode scores text cases only.")
+    k: int = Field(10, ge=1, le=100, description="How deep reciprocal rank looks (MRR@k).")
+
+
+class ScoresOut(BaseModel):
+    recall_at_1: float = Field(alias="recall@1")
+    recall_at_5: float = Field(alias="recall@5")
+    recall_at_10: float = Field(alias="recall@10")
+    reciprocal_rank: float
+    ndcg_at_10: float = Field(alias="ndcg@10")
+
+
+class CaseOut(ScoresOut):
+    line: int = Field(description="The case's place in `cases`, from 1.")
+    query: str
+
+
+class ModeOut(BaseModel):
+    mode: Mode
+    scored: int
+    skipped: int = Field(description="Cases the mode does not apply to (image cases, in keyword mode).")
+    mean: ScoresOut | None = Field(description="Means over the scored cases (MRR for reciprocal_rank).")
+    cases: list[CaseOut]
+
+
+class PairsOut(BaseModel):
+    precision: float
+    recall: float
+    predicted: int
+    expected: int
+    correct: int
+
+
+class EvalResponse(BaseModel):
+    k: int | None = None
+    unindexed: list[str] = Field([], description="Relevant paths the library holds no image at: misses for a "
+                                 "reason that is not the model's (a typo, or photos not indexed).")
+    modes: list[ModeOut] = []
+    tags: PairsOut | None = Field(None, description="(image, tag) pairs: the library's tags against the cases'.")
+    duplicates: PairsOut | None = Field(None, description="Pairs of photos the duplicate groups put together.")
+
+
+@router.post("/eval", response_model=EvalResponse, response_model_by_alias=True,
+             responses=responses(401, 403, 409, 422), summary="Score search, tags and duplicates on labelled cases")
+async def evaluate(request: EvalRequest, service: Service = Depends(get_service)) -> dict:
+    """Every case searched in each mode and scored (recall@1/5/10, reciprocal rank, nDCG@10), the library's tags and
+    duplicate groups scored against the tag and duplicate cases: the numbers `vlsearch eval` prints."""
+    base = await in_thread(photos_folder, service, request.photos)
+    try:
+        cases = parse_cases(request.cases, "cases", base)
+    except EvalFileError as exc:
+        raise ApiError(422, f"cases[{exc.line - 1}]: {exc.problem}" if exc.line else f"cases: {exc.problem}") from None
+    await in_thread(require_held_images, service, cases)
+    try:
+        report = await in_thread(run, service, cases, request.modes, request.k)
+    except LibraryError as exc:
+        raise ApiError(409, explain(exc)) from None
+    except (DecodeError, ValueError) as exc:
+        raise ApiError(422, explain(exc)) from None
+    return report.as_dict()
+
+
+def run(service: Service, cases: EvalSet, modes: list[str] | None, k: int) -> QualityReport:
+    engine = service.engine()
+    if engine is None:
+        raise ApiError(409, "the library holds no vectors yet: index photos into it first")
+    return quality_report(service.library, service.encoder.name, cases, lambda: engine, modes or MODES, k,
+                          groups_of=lambda _library, _model: CACHE.get(service, None, None))
+
+
+def photos_folder(service: Service, photos: str | None) -> Path | None:
+    """The folder relative paths resolve against: `photos` when it is one of the library's folders (or inside
+    one); by default the library's only folder; else none (paths must be absolute)."""
+    roots = [root.resolve() for root in service.roots()]
+    if photos is None:
+        return roots[0] if len(roots) == 1 else None
+    folder = Path(photos).resolve()
+    if not any(folder == root or root in folder.parents for root in roots):
+        raise ApiError(422, f"photos: {photos} is not one of the library's folders: use one of "
+                       f"{', '.join(map(str, roots)) or '(none yet: index photos first)'}")
+    return folder
+
+
+def require_held_images(service: Service, cases: EvalSet) -> None:
+    """Example images must be images the library holds: the server reads no other file for a caller."""
+    queries = [str(case.image) for case in cases.search if case.image is not None]
+    if missing := unindexed(service.library, queries):
+        raise ApiError(422, f"an example image must be one the library holds; it has none at {missing[0]}")
