@@ -62,7 +62,8 @@ TAG_HELP = "Only images tagged this (all of them; any case). Tags come from `vls
 
 class TagOut(BaseModel):
     label: str
-    score: float = Field(description="The label's share of its vocabulary for this image (softmax over its labels).")
+    score: float = Field(description="The label's share of its vocabulary for this image (softmax over its labels); "
+                         "for the offline preset's default vocabulary, its ImageNet classifier's probability.")
     similarity: float = Field(description="The cosine of the image's and the label's vectors.")
     vocabulary: str
 

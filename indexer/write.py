@@ -6,7 +6,8 @@ import os
 from collections.abc import Callable
 
 import torch
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from vlsearch.encoders.base import ImageEmbeddings
 from vlsearch.indexer.items import Batch, Decoded
@@ -14,7 +15,7 @@ from vlsearch.indexer.report import Changes, IndexReport
 from vlsearch.library import Embedding, ImageRecord, Library
 from vlsearch.library.embeddings import decode_vectors
 from vlsearch.library.records import drop_replaced_content, set_vector
-from vlsearch.library.schema import utcnow
+from vlsearch.library.schema import ImageTag, ImageTagging, utcnow
 from vlsearch.library.spaces import companion
 from vlsearch.library.thumbs import store_thumbnail, thumbnail_relpath
 
@@ -55,22 +56,29 @@ class LibraryWriter:
             if to_embed:
                 assert batch.pixels is not None
                 slots = torch.tensor([decoded.slot for decoded, _ in to_embed])
-                self._store(self.embed(batch.pixels.index_select(0, slots)), [row for _, row in to_embed], changed)
+                self._store(s, self.embed(batch.pixels.index_select(0, slots)), [row for _, row in to_embed], changed)
                 report.embedded += len(to_embed)
             if changed:
                 for space in self.dims:
                     Library.bump_generation(s, space)
                 changes.upserts.extend(changed)
 
-    def _store(self, embedded: ImageEmbeddings, rows: list[ImageRecord], changed: list[int]) -> None:
+    def _store(self, s: Session, embedded: ImageEmbeddings, rows: list[ImageRecord], changed: list[int]) -> None:
+        """Set each row's vectors. Tags may come from companions (a classifier's probabilities): a row whose
+        companions changed while its search vector did not (filled in for an image indexed before) is tagged again;
+        a changed search vector has its tags dropped by the database itself (migration 0004's triggers)."""
         spaces = {self.model: embedded.vectors} | {companion(self.model, r): v for r, v in embedded.companions.items()}
         if spaces.keys() != self.dims.keys():
             raise ValueError(f"the model gave vectors of {sorted(spaces)}, not of {sorted(self.dims)}")
+        retag = []
         for i, row in enumerate(rows):
-            for space, vectors in spaces.items():
-                set_vector(row, space, vectors[i])
+            moved = {space for space, vectors in spaces.items() if set_vector(row, space, vectors[i])}
+            if moved and self.model not in moved:
+                retag.append(row.id)
             if row.id not in changed:  # a row whose vectors are filled in: its file had not changed
                 changed.append(row.id)
+        for table in (ImageTag, ImageTagging) if retag else ():
+            s.execute(delete(table).where(table.model == self.model, table.image_id.in_(retag)))
 
     def _has_vector(self, row: ImageRecord) -> bool:
         """The row holds the search vector and every companion: else the model runs on it again."""

@@ -191,7 +191,8 @@ class LabelVector(Base):
 
 class ImageTag(Base):
     """A tag: a label of a vocabulary that an image's vector under `model` scored at least the vocabulary's
-    threshold for. `score` is the label's share of the vocabulary (a softmax), `similarity` the cosine it came from.
+    threshold for. `score` is the label's share of the vocabulary (a softmax; for a model with its own classifier, the
+    default vocabulary's labels score its probability), `similarity` the cosine of the image's and label's vectors.
     Dropped by a trigger when the image's vector changes (migrations/versions/0004)."""
 
     __tablename__ = "image_tags"

@@ -19,7 +19,7 @@ __all__ = ["Tag", "image_tags", "resolve_image", "tagged", "tags_by_path", "tags
 @dataclass(frozen=True)
 class Tag:
     label: str
-    score: float  # the label's share of its vocabulary for this image (indexer/tagging.py)
+    score: float  # the label's share of its vocabulary, or a classifier's probability (indexer/tagging.py)
     similarity: float  # the cosine of the image's and the label's vectors
     vocabulary: str
 

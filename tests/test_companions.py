@@ -112,11 +112,18 @@ def test_a_changed_file_gets_new_companions_and_a_forgotten_one_loses_them(index
 
 
 def test_the_default_vocabulary_is_scored_by_the_models_own_classifier(indexed):
-    lib, encoder, _ = indexed
+    """Images with stored probabilities are tagged by them; one indexed before they were stored is tagged
+    zero-shot, then by its probabilities once the next index run has filled them in."""
+    lib, encoder, folder = indexed
     ensure_default(lib)
+    with lib.session() as s:
+        s.execute(delete(Embedding).where(Embedding.model == "companioned#classes", Embedding.image_id == 1))
     Tagger(lib, encoder).run()
+    assert image_tags(lib, 1) == []  # zero-shot: this encoder's texts are all one vector, so no label stands out
+    Indexer(lib, encoder, workers=0).run([folder])  # fills image 1's in, and tags it again
     ids, roots = lib.load_vectors(companion(encoder.name, CLASSES))
     for image_id, root in zip(ids.tolist(), roots, strict=True):
         tags = [t for t in image_tags(lib, image_id) if t.vocabulary == "default"]
         expected = {name: float(p) for name, p in zip(CLASS_NAMES, np.square(root), strict=True) if p >= 0.1}
+        assert expected  # three classes: the likeliest has at least a third
         assert {t.label: pytest.approx(t.score, abs=1e-6) for t in tags} == expected
