@@ -54,8 +54,9 @@ from bench.record import recorded_command
 from vlsearch.images import limit_aspect
 from vlsearch.images.samples import sample_photos
 from vlsearch.indexer import Indexer
+from vlsearch.indexer.decoders import draft_size
 from vlsearch.indexer.items import Batch, WorkItem
-from vlsearch.indexer.local import DecodeDataset, decode_workers, draft_size, model_threads
+from vlsearch.indexer.local import DecodeDataset, decode_workers, model_threads
 from vlsearch.indexer.stages import DecodeStage
 from vlsearch.library import Library
 from vlsearch.library.schema import ImageRecord

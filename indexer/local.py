@@ -4,7 +4,7 @@ before. Each batch commits on its own, so a run killed at any point keeps what i
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,24 +12,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vlsearch.encoders import Encoder
-from vlsearch.images import THUMB_LONG_SIDE
+from vlsearch.indexer.decoders import CpuDecoder, DecoderFactory
 from vlsearch.indexer.items import Batch, Decoded, WorkItem
 from vlsearch.indexer.report import Changes, IndexReport, ProgressHook
 from vlsearch.indexer.runner import Prepared
-from vlsearch.indexer.stages import DecodeStage
 from vlsearch.indexer.write import LibraryWriter
 from vlsearch.library import Library
-from vlsearch.library.thumbs import thumbnail_relpath
-
-# A JPEG is decoded at reduced scale down to this many times the largest size the indexer needs (the model's input
-# short side, the thumbnail's long side): the margin keeps the final resize a real low-pass filter, so the vectors
-# match those of a full-size decode (cosine >= 0.995 on average; tests/test_fast_path.py, bench indexing).
-DRAFT_MARGIN = 2
-
-
-def draft_size(encoder: Encoder) -> int:
-    """The short side, in pixels, a JPEG may be decoded down to for this encoder and the thumbnail."""
-    return DRAFT_MARGIN * max(encoder.input_size, THUMB_LONG_SIDE)
 
 
 def decode_workers(workers: int | None = None, device: str = "cpu", cores: int | None = None,
@@ -77,7 +65,7 @@ def worker_init(_worker_id: int) -> None:
 class DecodeDataset(Dataset):
     """The decode stage over a list of work items, for DataLoader workers."""
 
-    def __init__(self, items: list[WorkItem], stage: DecodeStage) -> None:
+    def __init__(self, items: list[WorkItem], stage: Callable[[WorkItem], Decoded]) -> None:
         self.items = items
         self.stage = stage
 
@@ -86,16 +74,6 @@ class DecodeDataset(Dataset):
 
     def __getitem__(self, i: int) -> Decoded:
         return self.stage(self.items[i])
-
-
-class HasThumbnail:
-    """Whether the library holds a content hash's thumbnail (picklable, for the decoding workers)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def __call__(self, sha256: str) -> bool:
-        return (self.root / thumbnail_relpath(sha256)).exists()
 
 
 class LocalRunner:
@@ -108,13 +86,14 @@ class LocalRunner:
     report_type = IndexReport
 
     def __init__(self, *, batch_size: int = 32, workers: int | None = None, mp_context: str | None = None,
-                 reduced_decode: bool = True) -> None:
+                 reduced_decode: bool = True, decoder: DecoderFactory = CpuDecoder) -> None:
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         self.batch_size = batch_size
         self.workers = workers
         self.mp_context = mp_context
         self.reduced_decode = reduced_decode
+        self.decoder = decoder
 
     def prepare(self, library: Library, encoder: Encoder, report: IndexReport, changes: Changes) -> Prepared:
         """Nothing is left over from an earlier local run (each batch committed, or never happened)."""
@@ -124,11 +103,11 @@ class LocalRunner:
             confine_to: list[Path] | None, report: IndexReport, changes: Changes,
             progress: ProgressHook | None) -> None:
         workers = decode_workers(self.workers, encoder.device, precision=encoder.precision)
-        stage = DecodeStage(encoder.preprocess, max_pixels=max_pixels, confine_to=confine_to,
-                            draft=draft_size(encoder) if self.reduced_decode else None,
-                            has_thumbnail=HasThumbnail(library.root))
+        decoder = self.decoder(library, encoder, max_pixels=max_pixels, confine_to=confine_to,
+                               reduced_decode=self.reduced_decode)
         loader = DataLoader(
-            DecodeDataset(work, stage), batch_size=self.batch_size, num_workers=workers, collate_fn=Batch.collate,
+            DecodeDataset(work, decoder.item()), batch_size=self.batch_size, num_workers=workers,
+            collate_fn=Batch.collate,
             worker_init_fn=worker_init if workers else None,
             multiprocessing_context=self.mp_context if workers else None,
             prefetch_factor=4 if workers else None, pin_memory=encoder.device.startswith("cuda"),
@@ -136,7 +115,7 @@ class LocalRunner:
         )
         writer = LibraryWriter(library, encoder.name, encoder.dim, encoder.embed_image_tensors, encoder.companions)
         with torch_threads(model_threads(workers, encoder.device, encoder.precision)):
-            for batch in loader:
+            for batch in map(decoder.finish, loader):
                 errors_before = report.errors
                 writer.write(batch, report, changes)
                 if progress:

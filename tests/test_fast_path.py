@@ -17,7 +17,7 @@ from tests.photos import exif_bytes, picture, write_photo
 from vlsearch.encoders.clip import ClipEncoder
 from vlsearch.images import decode_bytes, limit_aspect
 from vlsearch.indexer import Indexer
-from vlsearch.indexer.local import draft_size
+from vlsearch.indexer.decoders import draft_size
 from vlsearch.library import ImageRecord, Library
 
 SIZES = [(1600, 1200), (1200, 1600), (4000, 1000), (2048, 2048), (3000, 2000), (1100, 1100)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select, text
 
-import vlsearch.indexer.local
+import vlsearch.indexer.decoders
 from tests.photos import broken_corpus, odd_but_valid, write_photo, write_photos
 from vlsearch.indexer import Indexer
 from vlsearch.indexer.items import Decoded, WorkItem
@@ -63,7 +63,8 @@ def test_uses_worker_processes_for_decoding(library, tiny_encoder, tmp_path, mon
     photos = write_photos(tmp_path / "photos", 10)
     decoded_by = tmp_path / "decoded_by"
     decoded_by.mkdir()
-    monkeypatch.setattr(vlsearch.indexer.local, "DecodeStage", functools.partial(RecordingDecode, record_to=decoded_by))
+    monkeypatch.setattr(vlsearch.indexer.decoders, "DecodeStage", functools.partial(RecordingDecode,
+                                                                                 record_to=decoded_by))
     report = run(library, tiny_encoder, tmp_path / "photos", workers=2, batch_size=3)
     assert report.embedded == 10
     assert_index_matches_sqlite(library, tiny_encoder.name)

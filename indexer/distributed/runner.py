@@ -25,10 +25,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vlsearch.encoders import Encoder
+from vlsearch.indexer.decoders import draft_size
 from vlsearch.indexer.distributed.cluster import DistributedError, cause, connect
 from vlsearch.indexer.distributed.stages import DescribeActor, EmbedActor, ModelSpecs, decode_batch
 from vlsearch.indexer.items import WorkItem
-from vlsearch.indexer.local import draft_size
 from vlsearch.indexer.report import Changes, IndexReport, ProgressHook
 from vlsearch.indexer.runner import Prepared
 from vlsearch.indexer.stages import DecodeStage
