@@ -11,6 +11,7 @@ result file whose command no longer parses is found by the tests, not by whoever
     products      grouped product search with conditions at 100k products x 3 images; catalogue import rows/s
     tags          tagging 1M images from their stored vectors with the default vocabulary: images/s
     duplicates    duplicate groups over 1M images: images/s, probe depth; the thresholds on copies of real photos
+    writer        the SQLite writer alone: rows/s of new images (rows, vectors, thumbnails) per batch size
     api           HTTP requests/s and p50/p99 at 1/8/32 clients, micro-batching on and off
     soak          32 clients searching while index jobs add and deletes remove images: errors, torn reads, RSS
     index-choice  the FAISS study behind the Flat/IVF choice (recall, latency, memory)
@@ -40,11 +41,13 @@ BENCHES = {"indexing": "bench.indexing", "captioning": "bench.captioning", "quer
            "api": "bench.api", "soak": "bench.soak", "index-choice": "bench.index_choice", "scale": "bench.scale",
            "quantizer": "bench.quantizer", "distributed": "bench.distributed", "gpu-serve": "bench.gpu_serve",
            "peer": "bench.peer", "precision": "bench.precision",
-           "products": "bench.products", "tags": "bench.tags", "duplicates": "bench.duplicates"}
+           "products": "bench.products", "tags": "bench.tags", "duplicates": "bench.duplicates",
+           "writer": "bench.writer"}
 # index-choice, scale (hours at 10M), quantizer, peer (installs clip-retrieval) and gpu-serve (a GPU machine's) run on
 # their own
 GPU_ONLY = ("gpu-serve",)  # published only from a GPU machine
-ALL = ("indexing", "captioning", "query", "products", "tags", "duplicates", "api", "soak", "distributed", "precision")
+ALL = ("indexing", "captioning", "query", "products", "tags", "duplicates", "writer", "api", "soak", "distributed",
+       "precision")
 RESULTS = Path("bench/results")
 
 

@@ -28,7 +28,7 @@ def normalise(vectors: torch.Tensor) -> np.ndarray:
     return torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy()
 
 
-# The roles of companion vectors (stored as MODEL#ROLE, library/spaces.py):
+# The roles of companion vectors (stored as MODEL::ROLE, library/spaces.py):
 VISUAL = "visual"  # unit vectors of what an image looks like: what copies of one picture share (duplicates)
 CLASSES = "classes"  # sqrt of a classifier's class probabilities: unit vectors, p = v**2 (tags)
 

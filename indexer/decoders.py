@@ -16,7 +16,7 @@ from vlsearch.images import THUMB_LONG_SIDE
 from vlsearch.indexer.items import Batch, Decoded, WorkItem
 from vlsearch.indexer.stages import DecodeStage
 from vlsearch.library import Library
-from vlsearch.library.thumbs import thumbnail_relpath
+from vlsearch.library.thumbs import store_thumbnail, thumbnail_relpath
 
 # A JPEG is decoded at reduced scale down to this many times the largest size the indexer needs (the model's input
 # short side, the thumbnail's long side): the margin keeps the final resize a real low-pass filter, so the vectors
@@ -43,20 +43,32 @@ DecoderFactory = Callable[..., Decoder]  # (library, encoder, *, max_pixels, con
 
 
 class CpuDecoder:
-    """Everything in the worker processes: read, sha256, decode (large JPEGs at reduced scale), thumbnail and the
-    encoder's preprocess (indexer/stages.py's DecodeStage)."""
+    """Everything in the worker processes: read, sha256, decode (large JPEGs at reduced scale), thumbnail (written
+    there too: the committing process wrote 850 a second, bench writer) and the encoder's preprocess
+    (indexer/stages.py's DecodeStage)."""
 
     def __init__(self, library: Library, encoder: Encoder, *, max_pixels: int, confine_to: list[Path] | None,
                  reduced_decode: bool = True) -> None:
         self.stage = DecodeStage(encoder.preprocess, max_pixels=max_pixels, confine_to=confine_to,
                                  draft=draft_size(encoder) if reduced_decode else None,
-                                 has_thumbnail=HasThumbnail(library.root))
+                                 has_thumbnail=HasThumbnail(library.root),
+                                 store_thumbnail=StoreThumbnail(library.root))
 
     def item(self) -> Callable[[WorkItem], Decoded]:
         return self.stage
 
     def finish(self, batch: Batch) -> Batch:
         return batch
+
+
+class StoreThumbnail:
+    """Writes a content hash's thumbnail into the library (picklable, for the decoding workers)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __call__(self, sha256: str, jpeg: bytes) -> None:
+        store_thumbnail(self.root, sha256, jpeg)
 
 
 class HasThumbnail:

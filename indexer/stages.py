@@ -24,18 +24,22 @@ DESCRIBE_MAX_SIDE = 1600
 
 class DecodeStage:
     """read → sha256 → decode (large JPEGs at reduced scale, down to `draft` pixels) → thumbnail → the encoder's
-    preprocess, for one work item. `has_thumbnail(sha256)` says a thumbnail need not be made again; `keep_bytes`
-    keeps the file's bytes for a describe stage later in the same stream."""
+    preprocess, for one work item. `has_thumbnail(sha256)` says a thumbnail need not be made again;
+    `store_thumbnail(sha256, jpeg)` writes one where it is made (a decoding worker), so the process that commits
+    does not (`Decoded.thumbnail` stays None); `keep_bytes` keeps the file's bytes for a describe stage later in the
+    same stream."""
 
     def __init__(self, preprocess: Callable[[Image.Image], torch.Tensor], *, max_pixels: int,
                  draft: int | None = None, confine_to: list[Path] | None = None, keep_bytes: bool = False,
-                 has_thumbnail: Callable[[str], bool] | None = None) -> None:
+                 has_thumbnail: Callable[[str], bool] | None = None,
+                 store_thumbnail: Callable[[str, bytes], object] | None = None) -> None:
         self.preprocess = preprocess
         self.max_pixels = max_pixels
         self.draft = draft
         self.confine_to = confine_to
         self.keep_bytes = keep_bytes
         self.has_thumbnail = has_thumbnail
+        self.store_thumbnail = store_thumbnail
 
     def __call__(self, item: WorkItem) -> Decoded:
         try:
@@ -56,6 +60,12 @@ class DecodeStage:
             return Decoded(item, sha256=sha, error=str(exc))
         except Exception as exc:  # a decoder bug on one file must not end the run
             return Decoded(item, sha256=sha, error=f"decoding failed: {type(exc).__name__}: {exc}")
+        if thumbnail is not None and self.store_thumbnail is not None:
+            try:
+                self.store_thumbnail(sha, thumbnail)
+                thumbnail = None
+            except OSError:
+                pass  # the committing process writes it, and says why if it cannot either
         return Decoded(item, sha256=sha, meta=meta, thumbnail=thumbnail, pixels=pixels,
                        data=data if self.keep_bytes else None)
 

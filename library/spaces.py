@@ -1,11 +1,12 @@
 """Companion vector spaces: vectors a model computes beside its search vector in the same forward pass (the offline
 preset's visual descriptor, its classifier's probabilities; the roles are named in encoders/base.py), stored as
-vectors of a model named `MODEL#ROLE`, so they share the search vectors' storage, FAISS indexes and bookkeeping, but
+vectors of a model named `MODEL::ROLE`, so they share the search vectors' storage, FAISS indexes and bookkeeping, but
 are never searched by text or listed as models."""
 
 from __future__ import annotations
 
-SEPARATOR = "#"
+# Not "#": a model loaded from a weights file is named ARCH/FILE#HASH (encoders/registry.py).
+SEPARATOR = "::"
 
 
 def companion(model: str, role: str) -> str:
@@ -14,4 +15,7 @@ def companion(model: str, role: str) -> str:
 
 
 def is_companion(name: str) -> bool:
-    return SEPARATOR in name
+    """Whether `name` is a companion space's: MODEL::ROLE, a role being a plain word (a weights file's name that
+    holds "::" still ends in #HASH)."""
+    _, separator, role = name.rpartition(SEPARATOR)
+    return bool(separator) and role.isalpha()

@@ -180,6 +180,16 @@ def test_products_benchmark_reports_grouped_search_per_condition_and_the_import_
     assert again["index"]["loaded_from_file"]
 
 
+def test_writer_benchmark_times_new_rows_with_and_without_thumbnails(tmp_path):
+    assert bench(["writer", "--rows", "300", "--batch-sizes", "32,128", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "writer.json").read_text())
+    check_command(report["command"].replace(str(tmp_path), "bench/results"))
+    assert [(r["thumbnails"], r["batch_size"], r["rows"]) for r in report["runs"]] == [
+        ("workers", 32, 300), ("workers", 128, 300), ("writer", 32, 300), ("writer", 128, 300)]
+    assert all(r["rows_per_s"] > 0 for r in report["runs"]) and report["thumbnail_bytes"] > 1000
+    assert "| workers | 128 | 300 |" in (tmp_path / "writer.md").read_text()
+
+
 def written_names(command: str) -> set[str]:
     """The file stems the last command of a (checked) record may write into bench/results: api and captioning
     write WHICH-gpu on a GPU, which --device auto finds only when they run."""

@@ -71,7 +71,7 @@ def counts(lib: Library) -> dict[str, int]:
 
 def test_indexing_stores_companions_and_offers_only_the_model(indexed):
     lib, encoder, _ = indexed
-    assert counts(lib) == {"companioned": 5, "companioned#visual": 5, "companioned#classes": 5}
+    assert counts(lib) == {"companioned": 5, "companioned::visual": 5, "companioned::classes": 5}
     assert [m.name for m in lib.models()] == ["companioned"] and lib.default_model() == "companioned"
     _, roots = lib.load_vectors(companion(encoder.name, CLASSES))
     assert np.allclose(np.square(roots).sum(axis=1), 1, atol=2e-3)  # probabilities, stored as their square roots
@@ -79,17 +79,17 @@ def test_indexing_stores_companions_and_offers_only_the_model(indexed):
 
 def test_duplicates_compare_visual_descriptors_when_every_image_has_one(indexed, caplog):
     lib, encoder, folder = indexed
-    assert comparison_space(lib, encoder.name) == ("companioned#visual", VISUAL_THRESHOLDS)
+    assert comparison_space(lib, encoder.name) == ("companioned::visual", VISUAL_THRESHOLDS)
     groups = find_duplicates(lib, encoder.name)
     assert [sorted(m.path.rsplit("/", 1)[1] for m in g.members) for g in groups] == [["p0-half.png", "p0.png"]]
     with lib.session() as s:  # as if indexed before the model stored them
-        s.execute(delete(Embedding).where(Embedding.model == "companioned#visual", Embedding.image_id <= 2))
+        s.execute(delete(Embedding).where(Embedding.model == "companioned::visual", Embedding.image_id <= 2))
     with caplog.at_level(logging.WARNING):
         assert comparison_space(lib, encoder.name) == ("companioned", SEARCH_THRESHOLDS)
     assert "2 of 5 images lack" in caplog.text and "vlsearch index" in caplog.text
     report = Indexer(lib, encoder, workers=0).run([folder])
     assert (report.embedded, report.unchanged) == (2, 3)  # only the two lacking one ran through the model again
-    assert comparison_space(lib, encoder.name)[0] == "companioned#visual"
+    assert comparison_space(lib, encoder.name)[0] == "companioned::visual"
 
 
 def test_a_changed_file_gets_new_companions_and_a_forgotten_one_loses_them(indexed):
@@ -107,7 +107,7 @@ def test_a_changed_file_gets_new_companions_and_a_forgotten_one_loses_them(index
         assert s.get(ModelRecord, space).generation > generation  # its FAISS index is rebuilt when next used
     assert p1 in lib.vector_index(space).search(after[None], 1)[1][0]
     lib.forget_images([p1])
-    assert counts(lib) == {"companioned": 4, "companioned#visual": 4, "companioned#classes": 4}
+    assert counts(lib) == {"companioned": 4, "companioned::visual": 4, "companioned::classes": 4}
     assert p1 not in lib.vector_index(space).search(after[None], 4)[1][0]
 
 
@@ -117,7 +117,7 @@ def test_the_default_vocabulary_is_scored_by_the_models_own_classifier(indexed):
     lib, encoder, folder = indexed
     ensure_default(lib)
     with lib.session() as s:
-        s.execute(delete(Embedding).where(Embedding.model == "companioned#classes", Embedding.image_id == 1))
+        s.execute(delete(Embedding).where(Embedding.model == "companioned::classes", Embedding.image_id == 1))
     Tagger(lib, encoder).run()
     assert image_tags(lib, 1) == []  # zero-shot: this encoder's texts are all one vector, so no label stands out
     Indexer(lib, encoder, workers=0).run([folder])  # fills image 1's in, and tags it again
@@ -127,3 +127,11 @@ def test_the_default_vocabulary_is_scored_by_the_models_own_classifier(indexed):
         expected = {name: float(p) for name, p in zip(CLASS_NAMES, np.square(root), strict=True) if p >= 0.1}
         assert expected  # three classes: the likeliest has at least a third
         assert {t.label: pytest.approx(t.score, abs=1e-6) for t in tags} == expected
+
+
+def test_only_model_role_names_are_companions():
+    from vlsearch.library.spaces import is_companion
+
+    assert is_companion(companion("offline", VISUAL)) and is_companion("ViT-B-32/laion2b_s34b_b79k::classes")
+    assert not is_companion("ViT-B-32/open_clip_model.safetensors#0123456789ab")  # a weights file's model
+    assert not is_companion("ViT-B-32/odd::name.pt#0123456789ab") and not is_companion("offline")

@@ -262,7 +262,7 @@ def test_copies_of_real_photos_group_with_their_original_with_real_weights(tmp_p
     lib = Library.open(tmp_path / "lib")
     Indexer(lib, encoder, workers=0).run([folder])
 
-    assert comparison_space(lib, encoder.name) == (f"{encoder.name}#visual", VISUAL_THRESHOLDS)
+    assert comparison_space(lib, encoder.name) == (f"{encoder.name}::visual", VISUAL_THRESHOLDS)
     groups = find_duplicates(lib, encoder.name)
     named = sorted(sorted(m.path.rsplit("/", 1)[1] for m in g.members) for g in groups)
     assert named == [sorted(f"{name}{suffix}" for suffix in (".png", "-half.jpg", "-q40.jpg", "-crop.jpg",
