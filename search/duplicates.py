@@ -64,13 +64,14 @@ VISUAL_THRESHOLDS = Thresholds(copy=0.80, near=0.70)
 # photos at most 0.59 there but 0.88 among the textures and scans (brick/text).
 SEARCH_THRESHOLDS = Thresholds(copy=0.92, near=0.90)
 # Links per image: a larger group is still found whole through its members' links. kNN rather than a range search:
-# within a fifth of its speed through IVF (1.44 against 1.22 s per 4,096 queries at 1M, bench/results/duplicates.md),
+# about as fast through IVF (1.26 against 1.22 s per 4,096 queries at 1M, bench/results/duplicates.md; 1.44 against
+# 1.22 in another run),
 # and every index kind answers it (HNSW, IVF-PQ's rescoring and the GPU copies have no range search).
 NEIGHBOURS = 16
 QUERY_BATCH = 4_096  # query vectors per FAISS search
 # An IVF index probes as many lists as its recall guard set for text queries, more than duplicates need: they lie in
 # the nearest lists. 1M synthetic vectors, IVF4000, 4,096 stored vectors as queries (bench/results/duplicates.md):
-# nprobe 8 finds 0.989 of their >= 0.90 neighbours in 1.19 s, the guard's 32 finds 0.993 in 5.61 s, 4 finds 0.956.
+# nprobe 8 finds 0.989 of their >= 0.90 neighbours in 1.18 s, the guard's 32 finds 0.993 in 5.27 s, 4 finds 0.956.
 DUPLICATE_NPROBE = 8
 
 
