@@ -29,7 +29,7 @@ class Job:
     id: int
     paths: list[str]
     state: str = "running"  # running, succeeded, failed
-    phase: str = "embedding"  # embedding, then describing (captions and OCR), then done
+    phase: str = "embedding"  # embedding, tagging (when the library has vocabularies), describing, then done
     done: int = 0
     total: int = 0
     errors: int = 0

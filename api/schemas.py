@@ -286,7 +286,7 @@ class IndexRequest(BaseModel):
 class JobOut(BaseModel):
     id: int
     state: Literal["running", "succeeded", "failed"]
-    phase: Literal["embedding", "describing", "done"]
+    phase: Literal["embedding", "tagging", "describing", "done"]
     paths: list[str]
     done: int = Field(description="Items done in this phase.")
     total: int = Field(description="Items in this phase.")

@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 from tests.api_helpers import free_port, wait_until_serving
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGED = ("api", "captioner", "encoders", "images", "indexer", "library", "migrations", "search", "web")
+PACKAGED = ("api", "captioner", "client", "encoders", "images", "indexer", "library", "migrations", "search", "web")
 
 
 def build_wheel(out: Path) -> Path:

@@ -5,46 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
 
 from vlsearch.api.deps import get_service
 from vlsearch.api.errors import ApiError, responses
+from vlsearch.api.review_schemas import DuplicateGroupOut, DuplicateMemberOut, DuplicatesOut, Kind
 from vlsearch.api.security import require_read
 from vlsearch.api.service import Service
 from vlsearch.library import ModelRecord
 from vlsearch.search.duplicates import DuplicateGroup, ThresholdOrderError, comparison_space, find_duplicates
 
 router = APIRouter(tags=["duplicates"])
-Kind = Literal["exact", "copy", "near"]
 MAX_GROUPS = 1000
-
-
-class DuplicateMemberOut(BaseModel):
-    id: int
-    path: str
-    similarity: float = Field(description="Cosine similarity to the group's keeper (1 for the keeper, and for files "
-                              "with the same bytes).")
-    width: int | None
-    height: int | None
-    size: int
-    format: str | None
-    thumbnail_url: str
-
-
-class DuplicateGroupOut(BaseModel):
-    kind: Kind = Field(description="exact: the same bytes; copy: the same picture resized, recompressed, cropped or "
-                       "bordered; near: near-identical shots.")
-    keeper: int = Field(description="The image suggested to keep: the most pixels, then the earliest taken, then "
-                        "the more original format.")
-    members: list[DuplicateMemberOut] = Field(description="The keeper first, then the others, most similar first.")
-
-
-class DuplicatesOut(BaseModel):
-    total: int = Field(description="Groups found with these settings (of all kinds asked for).")
-    groups: list[DuplicateGroupOut]
 
 
 class GroupCache:

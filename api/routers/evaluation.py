@@ -4,15 +4,13 @@ pair scores out, as `vlsearch eval` reports them (search/quality.py)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
 
 from vlsearch.api.deps import get_service
 from vlsearch.api.errors import ApiError, responses
+from vlsearch.api.review_schemas import EvalRequest, EvalResponse
 from vlsearch.api.routers.duplicates import CACHE
-from vlsearch.api.schemas import Mode, Text
 from vlsearch.api.security import require_read
 from vlsearch.api.service import Service, in_thread
 from vlsearch.api.wording import explain
@@ -24,57 +22,6 @@ from vlsearch.search.quality import QualityReport, quality_report
 from vlsearch.search.query import MODES
 
 router = APIRouter(tags=["quality"], dependencies=[Depends(require_read)])
-MAX_CASES = 1000
-
-
-class EvalRequest(BaseModel):
-    cases: list[dict[str, Any]] = Field(
-        min_length=1, max_length=MAX_CASES, description='One object a case, as a line of an eval file: {"text": "a '
-        'cat", "relevant": ["cats/tom.jpg"]}, {"image": PATH, "relevant": [...]} (an image the library holds), '
-        '{"path": PATH, "tags": [...]}, or {"duplicates": [[PATH, PATH], ...]}.')
-    photos: Text | None = Field(None, max_length=4096, description="The folder relative paths are relative to: "
-                                "one of the library's folders. Default: its only folder, when it has one.")
-    modes: list[Mode] | None = Field(None, min_length=1, max_length=3, description="Search modes to score "
-                                     "(default: all three); keyword mode scores text cases only.")
-    k: int = Field(10, ge=1, le=100, description="How deep reciprocal rank looks (MRR@k).")
-
-
-class ScoresOut(BaseModel):
-    recall_at_1: float = Field(alias="recall@1")
-    recall_at_5: float = Field(alias="recall@5")
-    recall_at_10: float = Field(alias="recall@10")
-    reciprocal_rank: float
-    ndcg_at_10: float = Field(alias="ndcg@10")
-
-
-class CaseOut(ScoresOut):
-    line: int = Field(description="The case's place in `cases`, from 1.")
-    query: str
-
-
-class ModeOut(BaseModel):
-    mode: Mode
-    scored: int
-    skipped: int = Field(description="Cases the mode does not apply to (image cases, in keyword mode).")
-    mean: ScoresOut | None = Field(description="Means over the scored cases (MRR for reciprocal_rank).")
-    cases: list[CaseOut]
-
-
-class PairsOut(BaseModel):
-    precision: float
-    recall: float
-    predicted: int
-    expected: int
-    correct: int
-
-
-class EvalResponse(BaseModel):
-    k: int | None = None
-    unindexed: list[str] = Field([], description="Relevant paths the library holds no image at: misses for a "
-                                 "reason that is not the model's (a typo, or photos not indexed).")
-    modes: list[ModeOut] = []
-    tags: PairsOut | None = Field(None, description="(image, tag) pairs: the library's tags against the cases'.")
-    duplicates: PairsOut | None = Field(None, description="Pairs of photos the duplicate groups put together.")
 
 
 @router.post("/eval", response_model=EvalResponse, response_model_by_alias=True,
