@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Path as PathParam
 from fastapi import Request, UploadFile
 from PIL import Image
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 from vlsearch.api.errors import ApiError
 from vlsearch.api.schemas import MAX_ID, Hit, ProductOut
@@ -34,9 +34,11 @@ def _decimal(value: object) -> object:
     return value
 
 
-ImageId = Annotated[int, BeforeValidator(_decimal),
-                    PathParam(ge=1, le=MAX_ID, description="An image's id (from search results).")]
-JobId = Annotated[int, BeforeValidator(_decimal), PathParam(ge=1, le=MAX_ID)]
+# The bounds as a Field before the validator: on the Path() after it they reached the schema as `ge`/`le`, which JSON
+# Schema does not know, so the schema admitted ids of 0 and below.
+ImageId = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_decimal),
+                    PathParam(description="An image's id (from search results).")]
+JobId = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_decimal), PathParam()]
 
 
 def get_service(request: Request) -> Service:

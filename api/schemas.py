@@ -44,6 +44,9 @@ def no_surrogates(text: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(no_surrogates)]
+# An absolute path. The pattern sits before the validator: after it, or on a Query of `Text | None`, pydantic leaves
+# it out of the schema, which then admitted relative paths the server refused.
+FolderPath = Annotated[str, Field(pattern="^/", max_length=4096), AfterValidator(no_surrogates)]
 Weight = Annotated[float, Field(ge=-10, le=10, allow_inf_nan=False)]
 Condition = Annotated[Text, Field(min_length=3, max_length=1000, examples=["category=shoes", "price<100"])]
 Facet = Annotated[Text, Field(min_length=1, max_length=200, examples=["brand", "category", "colour"])]
@@ -71,7 +74,7 @@ class TagOut(BaseModel):
 class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: Text | None = Field(None, max_length=4096, pattern="^/", description="Only files under this folder "
+    path: FolderPath | None = Field(None, description="Only files under this folder "
                               "(absolute path).",
                               examples=["/photos/2024"])
     after: datetime | None = Field(None, description="Taken on or after this date/time.", examples=["2024-05-01"])
@@ -275,7 +278,7 @@ class AskResponse(BaseModel):
 class IndexRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"paths": ["/srv/photos/2024"]}]})
 
-    paths: list[Annotated[Text, Field(min_length=1, max_length=4096)]] = Field(
+    paths: list[FolderPath] = Field(
         min_length=1, max_length=100, description="Folders or files on the server, each under a root the operator "
         "allowed (index_roots).")
     captions: bool = Field(True, description="Caption new images (when the server has a caption model).")

@@ -66,3 +66,28 @@ def test_with_a_key_no_server_errors_and_answers_match_the_schema(api_schema):
 def test_without_a_key_no_server_errors_and_answers_match_the_schema(api_schema):
     failures = run_every_operation(api_schema, {}, examples=10)
     assert not failures, "\n\n".join(failures)
+
+
+def test_the_schema_states_the_bounds_the_server_enforces(tmp_path, tiny_encoder):
+    """Constraints in JSON Schema's own words (pydantic's ge/le reached it verbatim, so ids of 0 and below looked
+    valid), and absolute paths where the server wants them."""
+    lib = Library.open(tmp_path / "lib")
+    schema = make_app(lib, tiny_encoder).openapi()
+    lib.close()
+
+    def keys(node):
+        if isinstance(node, dict):
+            yield from node
+            for value in node.values():
+                yield from keys(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from keys(value)
+
+    assert not {"ge", "le", "gt", "lt"} & set(keys(schema))
+    image = schema["paths"]["/api/v1/images/{image_id}"]["get"]["parameters"][0]["schema"]
+    assert (image["minimum"], image["maximum"]) == (1, 2**63 - 1)
+    similar = {p["name"]: p["schema"] for p in schema["paths"]["/api/v1/images/{image_id}/similar"]["get"]
+               ["parameters"]}
+    assert similar["path"]["anyOf"][0]["pattern"] == "^/"
+    assert schema["components"]["schemas"]["IndexRequest"]["properties"]["paths"]["items"]["pattern"] == "^/"

@@ -32,6 +32,7 @@ from vlsearch.api.schemas import (
     Condition,
     Facet,
     Filters,
+    FolderPath,
     Group,
     Mode,
     SearchRequest,
@@ -115,7 +116,7 @@ async def search_get(
     offset: Annotated[int, Query(ge=0, le=MAX_WINDOW)] = 0,
     not_: Annotated[list[Annotated[Text, Query(min_length=1, max_length=200)]] | None,
                     Query(alias="not", max_length=20, description="Push results away from this (repeatable).")] = None,
-    path: Annotated[Text | None, Query(max_length=4096, pattern="^/", description="Only files under this folder.")]
+    path: Annotated[FolderPath | None, Query(description="Only files under this folder.")]
     = None,
     after: Annotated[datetime | None, Query(description="Taken on or after (YYYY-MM-DD).")] = None,
     before: Annotated[datetime | None, Query(description="Taken before (YYYY-MM-DD).")] = None,
@@ -171,7 +172,7 @@ async def search_image(
     offset: Annotated[int, Form(ge=0, le=MAX_WINDOW)] = 0,
     text_weight: Annotated[Weight, Form()] = 1.0,
     image_weight: Annotated[Weight, Form()] = 1.0,
-    path: Annotated[Text | None, Form(max_length=4096, pattern="^/", description="Only files under this folder.")]
+    path: Annotated[FolderPath | None, Form(description="Only files under this folder.")]
     = None,
     min_score: Annotated[float | None, Form(ge=-1, le=1, allow_inf_nan=False)] = None,
     where: Annotated[list[Condition] | None, Form(max_length=20, description=WHERE_HELP + " Repeatable.")] = None,
@@ -197,7 +198,7 @@ async def similar(
     image_id: ImageId,
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_WINDOW)] = 0,
-    path: Annotated[Text | None, Query(max_length=4096, pattern="^/", description="Only files under this folder.")]
+    path: Annotated[FolderPath | None, Query(description="Only files under this folder.")]
     = None,
     min_score: Annotated[float | None, Query(ge=-1, le=1, allow_inf_nan=False)] = None,
     service: Service = Depends(get_service),
