@@ -38,6 +38,7 @@ from vlsearch.api.cli.options import (
 )
 from vlsearch.api.cli.output import fail, parse_box, parse_date, print_hits
 from vlsearch.api.cli.products import parse_where
+from vlsearch.api.cli.remote import KeyOpt, ServerOpt, ask_server, search_request
 
 
 def search(
@@ -66,6 +67,8 @@ def search(
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """Find images by text, by an example image, or both; --not terms push results away."""
     from vlsearch.images import DecodeError, decode_file
@@ -73,6 +76,14 @@ def search(
 
     if not text and image is None:
         raise fail("give words to search for, --image PATH, or both")
+    if server:
+        request = search_request(text, image, {
+            "path": path, "after": after, "before": before, "camera": camera, "min_score": min_score,
+            "where": where, "tags": tag, "negatives": list(negatives or ()) or None, "k": k, "sort": sort,
+            "mode": mode, "rerank": rerank, "text_weight": text_weight, "image_weight": image_weight,
+            "negative_weight": not_weight, "group": group, "box": list(parse_box(box) or ()) or None})
+        print_hits(ask_server(server, key, lambda client: client.search_combined(request)), as_json)
+        return
     lib = open_library(library)
     engine = engine_for(lib, model, weights, model_dir)
     try:
@@ -102,11 +113,16 @@ def similar(
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """Find images that look like an indexed image or an image file (reverse image search)."""
     from vlsearch.images import DecodeError
     from vlsearch.search import Filters
 
+    if server:
+        print_hits(similar_on_server(server, key, target, k, path), as_json)
+        return
     lib = open_library(library)
     engine = engine_for(lib, model, weights, model_dir)
     ref: int | Path = int(target) if target.isdigit() and not Path(target).exists() else Path(target)
@@ -117,3 +133,16 @@ def similar(
     except (DecodeError, LookupError, ValueError) as exc:
         raise fail(exc) from None
     print_hits(hits, as_json)
+
+
+def similar_on_server(server: str, key: str | None, target: str, k: int, path: str | None) -> list:
+    """`similar` through a server: an id as GET /images/{id}/similar, a file as an image search that leaves the
+    file itself out, as the local command does with an indexed file."""
+    folder = str(Path(path).absolute()) if path else None
+    if target.isdigit() and not Path(target).exists():
+        return ask_server(server, key, lambda client: client.similar(int(target), k=k, path=folder))
+    request = search_request(None, Path(target), {"path": folder, "after": None, "before": None, "camera": None,
+                                                  "min_score": None, "where": None, "tags": None, "k": k + 1})
+    itself = str(Path(target).resolve())
+    return [h for h in ask_server(server, key, lambda client: client.search_combined(request))
+            if h.path != itself][:k]

@@ -1,0 +1,81 @@
+"""The CLI against a server instead of a library (`--server URL`): the same questions asked through
+vlsearch.client, answers shown as the local commands show them, the server's errors worded as CLI errors."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vlsearch.api.cli.output import fail
+
+ServerOpt = Annotated[str | None, typer.Option(
+    "--server", envvar="VLSEARCH_SERVER", help="Ask a running `vlsearch serve` (its URL) instead of opening a "
+    "library: the server's library and models answer.", show_default="$VLSEARCH_SERVER, else the local library")]
+KeyOpt = Annotated[str | None, typer.Option(
+    "--key", envvar="VLSEARCH_API_KEY", help="The server's API key, where it needs one (reads, if it closes them).",
+    show_default="$VLSEARCH_API_KEY")]
+
+
+class RemoteHit:
+    """An API hit with the local hit's attributes and JSON, so print_hits shows both alike (`thumbnail` is the
+    server's thumbnail URL)."""
+
+    def __init__(self, hit: Any) -> None:
+        self.hit = hit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.hit, name)
+
+    def as_dict(self) -> dict:
+        h = self.hit
+        out = {"id": h.id, "path": h.path, "score": round(h.score, 6), "width": h.width, "height": h.height,
+               "taken_at": h.taken_at.isoformat() if h.taken_at else None, "camera": h.camera,
+               "thumbnail": h.thumbnail_url, "caption": h.caption, "ocr_text": h.ocr_text,
+               "match_score": None if h.match_score is None else round(h.match_score, 6)}
+        if h.product is not None:
+            out["product"] = h.product.model_dump(mode="json")
+        return out
+
+
+def ask_server(url: str, key: str | None, question: Any) -> list[RemoteHit]:
+    """`question(client)` against the server, its hits adapted; connection and API errors become CLI errors."""
+    from vlsearch.client import ApiError, Client, ConnectionFailed
+
+    try:
+        with Client(url, key) as client:
+            return [RemoteHit(h) for h in question(client).hits]
+    except ConnectionFailed as exc:
+        raise fail(f"cannot reach the server at {url}: {exc} (is `vlsearch serve` running there?)") from None
+    except ApiError as exc:
+        hint = " (give its key with --key or $VLSEARCH_API_KEY)" if exc.status in (401, 403) else ""
+        raise fail(f"the server says: {exc.detail}{hint}") from None
+
+
+def image_base64(path: Path) -> str:
+    try:
+        return base64.b64encode(path.read_bytes()).decode()
+    except OSError as exc:
+        raise fail(f"{path}: {exc.strerror or exc}") from None
+
+
+def search_request(text: str | None, image: Path | None, options: dict[str, Any]) -> Any:
+    """The POST /search body of a local search's options, or a CLI error naming the option the server refuses."""
+    from pydantic import ValidationError
+
+    from vlsearch.api.schemas import SearchRequest
+
+    filters = {"path": options.pop("path"), "after": options.pop("after"), "before": options.pop("before"),
+               "camera": options.pop("camera"), "min_score": options.pop("min_score"),
+               "where": list(options.pop("where") or ()), "tags": list(options.pop("tags") or ())}
+    if filters["path"] is not None:
+        filters["path"] = os.path.abspath(filters["path"])
+    body = {"text": text, "image": image_base64(image) if image else None, "filters": filters, **options}
+    try:
+        return SearchRequest.model_validate({k: v for k, v in body.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
