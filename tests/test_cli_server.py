@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from tests.api_helpers import make_app, serving
 from tests.photos import write_photos
 from vlsearch.api.cli import app
+from vlsearch.captioner import load_image_text_model
 from vlsearch.encoders import load_encoder
 from vlsearch.library import Library
 
@@ -33,7 +34,9 @@ def served(tmp_path, monkeypatch):
                     "--no-ocr")
     assert code == 0, out
     lib = Library.open(tmp_path / "lib")
-    with serving(make_app(lib, load_encoder("tiny-random", device="cpu"), api_keys=[KEY], auth_reads=True)) as url:
+    captioner = load_image_text_model("tiny-random", "caption", device="cpu")
+    with serving(make_app(lib, load_encoder("tiny-random", device="cpu"), api_keys=[KEY], auth_reads=True,
+                          captioner=captioner)) as url:
         yield url, photos
     lib.close()
 
@@ -72,3 +75,15 @@ def test_the_servers_refusals_are_cli_errors(served):
     assert code != 0 and "cannot reach the server" in out
     code, out = cli("similar", "999999", "--server", url, "--key", KEY)
     assert code != 0 and "999999" in out
+
+
+def test_status_and_captions_through_the_server(served, tmp_path):
+    url, photos = served
+    code, local = cli("status", "--json")
+    code2, remote = cli("status", "--json", "--server", url, "--key", KEY)
+    assert code == code2 == 0 and json.loads(remote) == json.loads(local)
+    code, out = cli("caption", str(photos[0]), str(tmp_path / "missing.jpg"), "--json", "--server", url, "--key", KEY)
+    assert out.lstrip().startswith("["), out
+    results = json.loads(out)
+    assert code == 1 and [r["path"] for r in results] == [str(photos[0]), str(tmp_path / "missing.jpg")]
+    assert results[0]["caption"] and results[0]["model"] == "tiny-random" and results[1]["error"] == "no such file"

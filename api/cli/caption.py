@@ -24,6 +24,7 @@ from vlsearch.api.cli.options import (
     PromptOpt,
 )
 from vlsearch.api.cli.output import RichProgress, console, err, fail, print_described, progress_bar, writer_lock
+from vlsearch.api.cli.remote import KeyOpt, ServerOpt, caption_on_server
 
 if TYPE_CHECKING:
     from vlsearch.captioner import GenerationSettings, ImageTextModel
@@ -44,22 +45,35 @@ def caption(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """Alt text for image files, or captions and OCR text for a library's images.
 
     With IMAGES: a caption for each file (it need not be indexed). Without: every image of the library that lacks a
     caption from the model, or OCR text, gets it (incremental and resumable: run it again after an interruption)."""
+    if server:  # the server's caption model writes them; OCR and generation options are its own
+        if not images:
+            raise fail("with --server, name image files to caption (the server's library is captioned by its index "
+                       "jobs)")
+        results = caption_on_server(server, key, images, prompt)
+        show_captions(results, as_json, next((r["model"] for r in results if "model" in r), "?"))
+        return
     settings = generation(beams, max_length, batch_size)
     if not images:
         describe_library(library, caption_model, model_dir, device, settings, prompt, ocr, workers, precision)
         return
     captioner = load_text_model(caption_model or "auto", "caption", model_dir, device, settings, precision)
     reader = load_ocr() if ocr else None
-    results = caption_files(images, captioner, reader, prompt)
+    show_captions(caption_files(images, captioner, reader, prompt), as_json, captioner.name)
+
+
+def show_captions(results: list[dict[str, Any]], as_json: bool, model: str) -> None:
+    """The results as JSON or lines; exit status 1 when any file has no caption."""
     if as_json:
         print(json.dumps(results, indent=2, ensure_ascii=False))
     else:
-        print_captions(results, captioner)
+        print_captions(results, model)
     if any("error" in r for r in results):
         raise typer.Exit(1)
 
@@ -113,7 +127,7 @@ def caption_files(images: list[Path], captioner: ImageTextModel, reader: OcrRead
     return sorted(results, key=lambda r: order[r["path"]])
 
 
-def print_captions(results: list[dict[str, Any]], captioner: ImageTextModel) -> None:
+def print_captions(results: list[dict[str, Any]], model: str) -> None:
     for r in results:
         if "error" in r:
             err.print(f"[red]✗[/] {escape(r['path'])}: {escape(r['error'])}", highlight=False)
@@ -121,4 +135,4 @@ def print_captions(results: list[dict[str, Any]], captioner: ImageTextModel) -> 
             console.print(f"[bold]{escape(r['path'])}[/]: {escape(r['caption'])}", highlight=False)
             if r.get("ocr_text"):
                 console.print(f"  text: {escape(' '.join(r['ocr_text'].split()))}", highlight=False)
-    console.print(f"[dim]model: {escape(captioner.name)}[/]")
+    console.print(f"[dim]model: {escape(model)}[/]")

@@ -12,39 +12,51 @@ from rich.markup import escape
 from vlsearch.api.cli.loading import open_library
 from vlsearch.api.cli.options import IndexKindOpt, JsonOpt, LatencyOpt, LibraryOpt, MemoryOpt, OpqOpt, QuantizerOpt
 from vlsearch.api.cli.output import console, fail
+from vlsearch.api.cli.remote import KeyOpt, ServerOpt, call_server
 
 if TYPE_CHECKING:
     from vlsearch.library import VectorIndex
 
 
-def status(library: LibraryOpt, as_json: JsonOpt = False) -> None:
+def status(library: LibraryOpt, as_json: JsonOpt = False, server: ServerOpt = None, key: KeyOpt = None) -> None:
     """Counts of images, errors and vectors per model, and the library's size on disk."""
     from sqlalchemy import select
 
     from vlsearch.library import ImageRecord
 
+    if server:
+        st = call_server(server, key, lambda client: client.stats())
+        summary = {"library": st.library, "images": st.images, "errors": st.errors, "disk_bytes": st.disk_bytes,
+                   "schema_revision": st.schema_revision, "models": [m.model_dump() for m in st.models],
+                   "captions": st.captions, "ocr": st.ocr}
+        show_status(summary, [], as_json)
+        return
     lib = open_library(library)
     st = lib.stats()
     with lib.session() as s:
         errors = s.execute(
             select(ImageRecord.path, ImageRecord.error).where(ImageRecord.status == "error").limit(10)
         ).all()
+    summary = {"library": str(st.root), "images": st.images, "errors": st.errors, "disk_bytes": st.disk_bytes,
+               "schema_revision": st.schema_revision,
+               "models": [{"name": m.name, "dim": m.dim, "vectors": m.vectors} for m in st.models],
+               "captions": st.captions, "ocr": st.ocr}
+    show_status(summary, errors, as_json)
+
+
+def show_status(st: dict, errors: list, as_json: bool) -> None:
+    """`status`'s JSON, or its lines: the library, its counts, the first errors (path, reason)."""
     if as_json:
-        print(json.dumps({
-            "library": str(st.root), "images": st.images, "errors": st.errors, "disk_bytes": st.disk_bytes,
-            "schema_revision": st.schema_revision,
-            "models": [{"name": m.name, "dim": m.dim, "vectors": m.vectors} for m in st.models],
-            "captions": st.captions, "ocr": st.ocr,
-        }, indent=2))
+        print(json.dumps(st, indent=2))
         return
-    console.print(f"library   {escape(str(st.root))}  (schema {st.schema_revision})")
-    console.print(f"images    {st.images} indexed, {st.errors} could not be read")
-    for m in st.models:
-        console.print(f"model     {escape(m.name)}: {m.vectors} vectors of dimension {m.dim}")
-    for name, count in st.captions.items():
+    console.print(f"library   {escape(st['library'])}  (schema {st['schema_revision']})")
+    console.print(f"images    {st['images']} indexed, {st['errors']} could not be read")
+    for m in st["models"]:
+        console.print(f"model     {escape(m['name'])}: {m['vectors']} vectors of dimension {m['dim']}")
+    for name, count in st["captions"].items():
         console.print(f"captions  {escape(name)}: {count} images")
-    console.print(f"ocr       {st.ocr} images read")
-    console.print(f"disk      {st.disk_bytes / 1e6:.1f} MB")
+    console.print(f"ocr       {st['ocr']} images read")
+    console.print(f"disk      {st['disk_bytes'] / 1e6:.1f} MB")
     for p, reason in errors:
         console.print(f"  [red]✗[/] {escape(p)}: {escape(reason or '')}", highlight=False)
 

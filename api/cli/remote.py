@@ -42,17 +42,8 @@ class RemoteHit:
 
 
 def ask_server(url: str, key: str | None, question: Any) -> list[RemoteHit]:
-    """`question(client)` against the server, its hits adapted; connection and API errors become CLI errors."""
-    from vlsearch.client import ApiError, Client, ConnectionFailed
-
-    try:
-        with Client(url, key) as client:
-            return [RemoteHit(h) for h in question(client).hits]
-    except ConnectionFailed as exc:
-        raise fail(f"cannot reach the server at {url}: {exc} (is `vlsearch serve` running there?)") from None
-    except ApiError as exc:
-        hint = " (give its key with --key or $VLSEARCH_API_KEY)" if exc.status in (401, 403) else ""
-        raise fail(f"the server says: {exc.detail}{hint}") from None
+    """`question(client)`'s hits from the server, adapted for print_hits."""
+    return [RemoteHit(h) for h in call_server(url, key, question).hits]
 
 
 def image_base64(path: Path) -> str:
@@ -79,3 +70,41 @@ def search_request(text: str | None, image: Path | None, options: dict[str, Any]
     except ValidationError as exc:
         first = exc.errors()[0]
         raise fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def call_server(url: str, key: str | None, question: Any) -> Any:
+    """`question(client)` against the server; connection and API errors become CLI errors."""
+    from vlsearch.client import ApiError, Client, ConnectionFailed
+
+    try:
+        with Client(url, key) as client:
+            return question(client)
+    except ConnectionFailed as exc:
+        raise fail(f"cannot reach the server at {url}: {exc} (is `vlsearch serve` running there?)") from None
+    except ApiError as exc:
+        hint = " (give its key with --key or $VLSEARCH_API_KEY)" if exc.status in (401, 403) else ""
+        raise fail(f"the server says: {exc.detail}{hint}") from None
+
+
+CAPTION_BATCH = 16  # files a request: under the server's max_batch default (32), a few MB of photos
+
+
+def caption_on_server(url: str, key: str | None, images: list[Path], prompt: str | None) -> list[dict[str, Any]]:
+    """The local `caption FILES` results, the captions written by the server (POST /caption/batch)."""
+    results, sendable = [], []
+    for path in images:
+        if path.is_dir():
+            results.append({"path": str(path), "error": "is a folder: name image files"})
+        elif not path.exists():
+            results.append({"path": str(path), "error": "no such file"})
+        else:
+            sendable.append(path)
+    for start in range(0, len(sendable), CAPTION_BATCH):
+        chunk = sendable[start:start + CAPTION_BATCH]
+        answer = call_server(url, key, lambda client, chunk=chunk: client.caption_batch(chunk, prompt=prompt))
+        for item in answer.results:
+            path = str(chunk[item.index])
+            results.append({"path": path, "caption": item.caption, "model": item.model} if item.error is None
+                           else {"path": path, "error": item.detail or item.error})
+    order = {str(p): i for i, p in enumerate(images)}
+    return sorted(results, key=lambda r: order[r["path"]])
