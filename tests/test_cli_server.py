@@ -34,9 +34,10 @@ def served(tmp_path, monkeypatch):
                     "--no-ocr")
     assert code == 0, out
     lib = Library.open(tmp_path / "lib")
-    captioner = load_image_text_model("tiny-random", "caption", device="cpu")
+    models = {"captioner": load_image_text_model("tiny-random", "caption", device="cpu"),
+              "answerer": load_image_text_model("tiny-random", "answer", device="cpu")}
     with serving(make_app(lib, load_encoder("tiny-random", device="cpu"), api_keys=[KEY], auth_reads=True,
-                          captioner=captioner)) as url:
+                          index_roots=[tmp_path / "photos"], **models)) as url:
         yield url, photos
     lib.close()
 
@@ -87,3 +88,27 @@ def test_status_and_captions_through_the_server(served, tmp_path):
     results = json.loads(out)
     assert code == 1 and [r["path"] for r in results] == [str(photos[0]), str(tmp_path / "missing.jpg")]
     assert results[0]["caption"] and results[0]["model"] == "tiny-random" and results[1]["error"] == "no such file"
+
+
+def test_asking_the_collection_through_the_server(served):
+    url, _ = served
+    args = ("ask", "which photos show a red square?", "--vqa-model", "tiny-random", "--threshold", "0", "--k", "3",
+            "--json")
+    code, local = cli(*args)
+    code2, remote = cli(*args, "--server", url, "--key", KEY)
+    assert code == code2 == 0, remote
+    local, remote = json.loads(local), json.loads(remote)
+    assert [(r["id"], r["answer"]) for r in remote["results"]] == [(r["id"], r["answer"]) for r in local["results"]]
+    assert len(remote["results"]) == 3 and remote["check"] == local["check"] and remote["method"] == "vqa"
+
+
+def test_indexing_folders_on_the_server(served, tmp_path):
+    url, photos = served
+    write_photos(photos[0].parent / "more", 2, start=20)
+    code, out = cli("index", str(photos[0].parent), "--server", url, "--key", KEY, "--no-captions", "--no-ocr")
+    assert code == 0, out
+    assert "server job 1" in out and "2 embedded" in " ".join(out.split()) and "0 errors" in out
+    code, out = cli("status", "--json", "--server", url, "--key", KEY)
+    assert json.loads(out)["images"] == 8
+    code, out = cli("index", "/nowhere", "--server", url, "--key", KEY)
+    assert code != 0 and "the server says" in out

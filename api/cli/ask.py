@@ -29,6 +29,7 @@ from vlsearch.api.cli.options import (
     WeightsOpt,
 )
 from vlsearch.api.cli.output import console, fail
+from vlsearch.api.cli.remote import KeyOpt, RemoteAnswer, ServerOpt, call_server
 
 
 def ask(
@@ -46,6 +47,8 @@ def ask(
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """Ask a question about one image, or about the whole library.
 
@@ -58,6 +61,14 @@ def ask(
     if not re.search(r"\w", question):
         raise fail(f"{question!r} is not a question: ask e.g. \"what does the sign say?\" with --image, or "
                    "\"which photos show a dog on a beach?\"")
+    if server and image is not None:
+        raise fail("with --server, ask about the whole library; --image asks this machine's models")
+    if server:
+        folder = str(Path(path).absolute()) if path else None
+        answer = call_server(server, key, lambda client: client.ask(
+            question, k=k, candidates=candidates, threshold=threshold, filters={"path": folder}))
+        print_findings(RemoteAnswer(answer), as_json)
+        return
     if image is not None:
         ask_image(question, image_to_ask(image, library), vqa_model, model_dir, device, as_json)
         return

@@ -46,6 +46,7 @@ from vlsearch.api.cli.output import (
     progress_bar,
     writer_lock,
 )
+from vlsearch.api.cli.remote import KeyOpt, ServerOpt, index_on_server
 
 if TYPE_CHECKING:
     from vlsearch.indexer import Indexer
@@ -75,6 +76,8 @@ def index(
     shards: ShardsOpt = None,
     actors: ActorsOpt = None,
     ray_cpus: RayCpusOpt = None,
+    server: ServerOpt = None,
+    key: KeyOpt = None,
 ) -> None:
     """Index images: embed new and changed files, then caption them and read their text.
 
@@ -83,10 +86,20 @@ def index(
     and `vlsearch caption` does it later).
 
     With --ray the work runs on a Ray cluster, e.g. `vlsearch index --ray auto /mnt/photos` or
-    `vlsearch index --ray ray://head:10001 --list urls.csv`."""
+    `vlsearch index --ray ray://head:10001 --list urls.csv`.
+
+    With --server, the server indexes PATHS on its own disk (under its index_roots), as an index job."""
     from vlsearch.indexer import Indexer
 
     paths, lists = paths or [], lists or []
+    if server:
+        if not paths or lists or ray:
+            raise fail("with --server, name folders on the server (not --list or --ray)")
+        job = index_on_server(server, key, paths, captions=captions, ocr=ocr, prune=prune)
+        done = ", ".join(f"{n} {what}" for what, n in job.summary.items())
+        console.print(f"server job {job.id}: {done or 'nothing to do'}; {job.errors} errors")
+        print_failures([(path, reason) for path, reason in job.failures])
+        return
     check_sources(paths, lists, ray, shards)
     lib = open_library(library, create=True)
     spec = model or lib.default_model() or "auto"

@@ -82,7 +82,7 @@ def call_server(url: str, key: str | None, question: Any) -> Any:
     except ConnectionFailed as exc:
         raise fail(f"cannot reach the server at {url}: {exc} (is `vlsearch serve` running there?)") from None
     except ApiError as exc:
-        hint = " (give its key with --key or $VLSEARCH_API_KEY)" if exc.status in (401, 403) else ""
+        hint = " (give its key with --key or $VLSEARCH_API_KEY)" if exc.status == 401 else ""
         raise fail(f"the server says: {exc.detail}{hint}") from None
 
 
@@ -108,3 +108,52 @@ def caption_on_server(url: str, key: str | None, images: list[Path], prompt: str
                            else {"path": path, "error": item.detail or item.error})
     order = {str(p): i for i, p in enumerate(images)}
     return sorted(results, key=lambda r: order[r["path"]])
+
+
+class RemoteFinding:
+    """An API finding with the local finding's attributes, for print_findings."""
+
+    def __init__(self, finding: Any) -> None:
+        self.hit, self.answer, self.score = RemoteHit(finding), finding.answer, finding.answer_score
+
+    def as_dict(self) -> dict:
+        return {**self.hit.as_dict(), "answer": self.answer, "answer_score": round(self.score, 6)}
+
+
+class RemoteAnswer:
+    """POST /ask's answer with the local AskResult's attributes."""
+
+    def __init__(self, answer: Any) -> None:
+        self.question, self.retrieval_query, self.check = answer.question, answer.retrieval_query, answer.check
+        self.method, self.model, self.candidates = answer.method, answer.model, answer.candidates
+        self.findings = [RemoteFinding(f) for f in answer.results]
+
+
+POLL_S = 1.0  # how often a server's index job is asked for its progress
+
+
+def index_on_server(url: str, key: str | None, paths: list[Path], *, captions: bool, ocr: bool,
+                    prune: bool) -> Any:
+    """Start an index job on the server for its `paths` and follow it to its end with a progress bar per phase;
+    the finished job. A failed job is a CLI error."""
+    import time
+
+    from vlsearch.api.cli.output import progress_bar
+
+    folders = [str(p.absolute()) for p in paths]
+    job = call_server(url, key, lambda client: client.index(folders, captions=captions, ocr=ocr, prune=prune))
+    tasks: dict[str, Any] = {}
+    with progress_bar() as bar:
+        while True:
+            if job.phase in ("embedding", "tagging", "describing"):
+                task = tasks.get(job.phase)
+                if task is None:
+                    task = tasks[job.phase] = bar.add_task(job.phase, total=job.total or None)
+                bar.update(task, completed=job.done, total=job.total or None)
+            if job.state != "running":
+                break
+            time.sleep(POLL_S)
+            job = call_server(url, key, lambda client, job_id=job.id: client.job(job_id))
+    if job.state == "failed":
+        raise fail(f"the server's index job {job.id} failed: {job.error}")
+    return job
