@@ -38,6 +38,10 @@ Every error is JSON `{"error": CODE, "detail": WHAT TO CHANGE}`. Reads are open 
 `auth_reads`; indexing and deleting need `Authorization: Bearer KEY` with a key from the server's settings."""
 
 
+MALFORMED = {"description": "malformed request",
+             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+
+
 def create_app(service: Service) -> FastAPI:
     settings = service.settings
 
@@ -63,6 +67,8 @@ def create_app(service: Service) -> FastAPI:
                 for method, operation in operations.items():
                     if operation.get("security") and not settings.auth_reads and (method, path) not in WRITES:
                         operation["security"] = [{}, *operation["security"]]
+                    if "requestBody" in operation:  # a body that cannot be parsed (a multipart without its
+                        operation["responses"].setdefault("400", MALFORMED)  # boundary): 400 before the route runs
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -56,18 +57,39 @@ def _field(loc: tuple) -> str:
     return ".".join(parts) or "request"
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method the schema documents at `path`. Starlette's 405 names only the first route that matched the
+    path: /images/{image_id} (GET) for /images/delete, which takes POST."""
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        if re.fullmatch(_path_pattern(template, operations), path):
+            methods |= {method.upper() for method in operations}
+    return sorted(methods)
+
+
+def _path_pattern(template: str, operations: dict) -> str:
+    """A path template as a regex: an integer parameter (an id) matches digits only, any other a segment."""
+    integers = {p["name"] for op in operations.values() for p in op.get("parameters", [])
+                if p.get("in") == "path" and p.get("schema", {}).get("type") == "integer"}
+    return "".join(("[0-9]+" if part[1:-1] in integers else "[^/]+") if part.startswith("{") else re.escape(part)
+                   for part in re.split(r"(\{[^/]+?\})", template))
+
+
 def install(app: FastAPI) -> None:
     """Replace FastAPI's error bodies with ours."""
 
     @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        headers = exc.headers
         if exc.status_code == 405:
-            detail = "this path does not take that HTTP method; see /docs"
+            allowed = allowed_methods(app, request.url.path)
+            detail = f"this path does not take {request.method}, only {', '.join(allowed)} (see /docs)"
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
         elif exc.status_code == 404 and detail == "Not Found":
             detail = "no such endpoint; the API lives under /api/v1 (see /docs)"
         return JSONResponse(_body(exc.status_code, detail, getattr(exc, "code", None)), exc.status_code,
-                            headers=exc.headers)
+                            headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

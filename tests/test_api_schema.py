@@ -12,7 +12,7 @@ import os
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import positive_data_acceptance
+from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
 from tests.api_helpers import make_app
 from tests.photos import write_photos
@@ -39,9 +39,23 @@ def api_schema(tmp_path_factory, tiny_encoder):
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
-def run_every_operation(schema, headers: dict[str, str], examples: int) -> list[str]:
-    """Generated requests against every operation; returns the failures, each with the request that caused it."""
+UNAVAILABLE: list[str] = []  # the operations that answered a documented 503
+
+
+def documented_unavailable(ctx, response, case):
+    """not_a_server_error, where a 503 the operation documents is the answer of a server without that model."""
+    if response.status_code == 503 and "503" in case.operation.definition.raw.get("responses", {}):
+        UNAVAILABLE.append(case.operation.label)
+        return None
+    return not_a_server_error(ctx, response, case)
+
+
+def run_every_operation(schema, headers: dict[str, str], examples: int, bare: bool = False) -> list[str]:
+    """Generated requests against every operation; returns the failures, each with the request that caused it.
+    `bare`: the server lacks the optional models, so their documented 503 is expected."""
     failures = []
+    excluded = [positive_data_acceptance, *([not_a_server_error] if bare else [])]
+    extra = [documented_unavailable] if bare else []
     for result in schema.get_all_operations():
         operation = result.ok()
 
@@ -49,7 +63,7 @@ def run_every_operation(schema, headers: dict[str, str], examples: int) -> list[
         @settings(max_examples=FUZZ or examples, derandomize=not FUZZ, deadline=None,
                   suppress_health_check=list(HealthCheck), database=None)
         def check(case):
-            case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
+            case.call_and_validate(headers=headers, excluded_checks=excluded, additional_checks=extra)
 
         try:
             check()
@@ -61,6 +75,22 @@ def run_every_operation(schema, headers: dict[str, str], examples: int) -> list[
 def test_with_a_key_no_server_errors_and_answers_match_the_schema(api_schema):
     failures = run_every_operation(api_schema, {"Authorization": f"Bearer {KEY}"}, examples=25)
     assert not failures, "\n\n".join(failures)
+
+
+@pytest.fixture(scope="module")
+def bare_schema(tmp_path_factory, tiny_encoder):
+    """A server with only its embedding model: no caption, VQA or matching model."""
+    root = tmp_path_factory.mktemp("bare")
+    write_photos(root / "photos", 3)
+    lib = Library.open(root / "lib")
+    Indexer(lib, tiny_encoder, workers=0).run([root / "photos"])
+    return schemathesis.openapi.from_asgi("/openapi.json", make_app(lib, tiny_encoder, api_keys=[KEY]))
+
+
+def test_a_server_without_the_optional_models_answers_their_documented_503(bare_schema):
+    failures = run_every_operation(bare_schema, {"Authorization": f"Bearer {KEY}"}, examples=10, bare=True)
+    assert not failures, "\n\n".join(failures)
+    assert {"POST /api/v1/caption", "POST /api/v1/ask"} <= set(UNAVAILABLE)  # what this server cannot answer
 
 
 def test_without_a_key_no_server_errors_and_answers_match_the_schema(api_schema):
@@ -91,3 +121,30 @@ def test_the_schema_states_the_bounds_the_server_enforces(tmp_path, tiny_encoder
                ["parameters"]}
     assert similar["path"]["anyOf"][0]["pattern"] == "^/"
     assert schema["components"]["schemas"]["IndexRequest"]["properties"]["paths"]["items"]["pattern"] == "^/"
+
+
+def test_a_wrong_method_is_told_the_methods_the_path_takes(tmp_path, tiny_encoder):
+    from fastapi.testclient import TestClient
+
+    lib = Library.open(tmp_path / "lib")
+    client = TestClient(make_app(lib, tiny_encoder))
+    # Starlette named the first route matching the path: GET, from /images/{image_id}, for /images/delete
+    for method, path, allowed in (("OPTIONS", "/api/v1/images/delete", "POST"), ("PUT", "/api/v1/search", "GET, POST"),
+                                  ("PATCH", "/api/v1/images/5", "DELETE, GET")):
+        answer = client.request(method, path)
+        assert answer.status_code == 405 and answer.headers["allow"] == allowed
+        assert answer.json()["detail"] == f"this path does not take {method}, only {allowed} (see /docs)"
+    lib.close()
+
+
+def test_a_body_that_cannot_be_parsed_is_a_documented_400(tmp_path, tiny_encoder):
+    from fastapi.testclient import TestClient
+
+    lib = Library.open(tmp_path / "lib")
+    app = make_app(lib, tiny_encoder)
+    answer = TestClient(app).post("/api/v1/caption", content=b"xx", headers={"content-type": "multipart/form-data"})
+    assert answer.status_code == 400 and answer.json()["error"] == "bad_request"
+    for path, operations in app.openapi()["paths"].items():
+        for method, operation in operations.items():
+            assert ("400" in operation["responses"]) == ("requestBody" in operation), (method, path)
+    lib.close()
