@@ -64,7 +64,7 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
     for template, operations in app.openapi()["paths"].items():
         if re.fullmatch(_path_pattern(template, operations), path):
             methods |= {method.upper() for method in operations}
-    return sorted(methods)
+    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))  # Starlette answers HEAD wherever GET
 
 
 def _path_pattern(template: str, operations: dict) -> str:
@@ -82,10 +82,11 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         headers = exc.headers
-        if exc.status_code == 405:
-            allowed = allowed_methods(app, request.url.path)
+        if exc.status_code == 405 and (allowed := allowed_methods(app, request.url.path)):
             detail = f"this path does not take {request.method}, only {', '.join(allowed)} (see /docs)"
             headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        elif exc.status_code == 405:  # the page and its files: Starlette's own Allow stands
+            detail = "this path does not take that HTTP method; see /docs"
         elif exc.status_code == 404 and detail == "Not Found":
             detail = "no such endpoint; the API lives under /api/v1 (see /docs)"
         return JSONResponse(_body(exc.status_code, detail, getattr(exc, "code", None)), exc.status_code,

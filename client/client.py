@@ -1,5 +1,6 @@
-"""The clients: `Client` (sync) and `AsyncClient`, over httpx, with the API key, retries with backoff on 429, 503
-and connection errors, errors raised typed (errors.py), and paging that follows `next_offset`."""
+"""The clients: `Client` (sync) and `AsyncClient`, over httpx, with the API key, retries with backoff (reads on 429,
+503 and lost connections; writes only when surely unsent, or on 429), errors raised typed (errors.py), and paging
+that follows `next_offset`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,17 @@ from vlsearch.client.errors import ConnectionFailed, error_for
 from vlsearch.client.operations import Operations
 
 RETRY_STATUS = (429, 503)
+# A call that changes or costs something (POST, DELETE) is sent again only when it surely did not reach the server
+# (the connection was refused) or was refused unread (429): a timeout after an index job started must not start
+# another, nor a repeated delete report nothing deleted.
+SAFE_METHODS = ("GET", "HEAD")
+UNSENT = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
+def retryable(call: Call, failure: httpx.TransportError | None, status: int | None) -> bool:
+    if call.method in SAFE_METHODS:
+        return failure is not None or status in RETRY_STATUS
+    return isinstance(failure, UNSENT) or status == 429
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)  # a caption on a CPU can take seconds; a first search loads the index
 
 
@@ -66,11 +78,11 @@ class Client(Operations):
             try:
                 response = self.http.request(**_request(call))
             except httpx.TransportError as exc:
-                if last:
+                if last or not retryable(call, exc, None):
                     raise ConnectionFailed(f"{call.method} {call.url}: {exc}") from exc
                 time.sleep(self.retries.wait(attempt, None))
                 continue
-            if response.status_code in RETRY_STATUS and not last:
+            if not last and retryable(call, None, response.status_code):
                 time.sleep(self.retries.wait(attempt, response))
                 continue
             return _answer(call, response)
@@ -110,11 +122,11 @@ class AsyncClient(Operations):
             try:
                 response = await self.http.request(**_request(call))
             except httpx.TransportError as exc:
-                if last:
+                if last or not retryable(call, exc, None):
                     raise ConnectionFailed(f"{call.method} {call.url}: {exc}") from exc
                 await asyncio.sleep(self.retries.wait(attempt, None))
                 continue
-            if response.status_code in RETRY_STATUS and not last:
+            if not last and retryable(call, None, response.status_code):
                 await asyncio.sleep(self.retries.wait(attempt, response))
                 continue
             return _answer(call, response)

@@ -157,9 +157,12 @@ class Planner:
                 select(ImageRecord.id, ImageRecord.path).where(under_any(ImageRecord.path, chunk)))}
             gone = [image_id for image_id, path in rows.items()
                     if path not in files and not os.path.exists(path) and not path.startswith(spared)]
+            # every model and companion with vectors of these images, not only this run's: their indexes change too
+            spaces = {m for chunk in in_chunks(gone)
+                      for m in s.scalars(select(Embedding.model).where(Embedding.image_id.in_(chunk)).distinct())}
             for chunk in in_chunks(gone):
                 s.execute(delete(ImageRecord).where(ImageRecord.id.in_(chunk)))
-            for space in self.spaces if gone else ():
+            for space in sorted(spaces | (set(self.spaces) if gone else set())):
                 Library.bump_generation(s, space)
         report.removed = len(gone)
         return gone

@@ -145,8 +145,7 @@ class LibraryWriter:
         blobs = {e.model: e.vector for e in source.embeddings if e.model in self.dims} if source else {}
         if blobs.keys() != self.dims.keys():
             return row
-        for space, blob in blobs.items():
-            set_vector(row, space, decode_vectors([blob], self.dims[space])[0])
+        self._store(s, {space: decode_vectors([blob], self.dims[space]) for space, blob in blobs.items()}, [row])
         report.reused += 1
         return None
 

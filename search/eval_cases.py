@@ -4,6 +4,7 @@ their paths resolved as the library stores them. The file's format is in search/
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,11 +85,13 @@ def read_eval_file(path: Path, photos: Path | None = None) -> EvalSet:
 
 
 def parse_cases(cases: Sequence[object], where: str, photos: Path | None) -> EvalSet:
-    """Cases given as decoded JSON values (the API's body), numbered from 1 like lines; relative paths resolved
-    against `photos` (None: only absolute paths). Raises EvalFileError as read_eval_file does."""
+    """Cases given as decoded JSON values (the API's body), numbered from 1 like lines; relative paths joined to
+    `photos` (None: only absolute paths) and normalised as text, no link followed: a caller learns nothing of where
+    the server's links lead. Raises EvalFileError as read_eval_file does."""
     if not cases:
         raise EvalFileError(where, None, "holds no cases")
-    return _eval_set(where, [_case(case, where, number, photos) for number, case in enumerate(cases, 1)])
+    cases = [_case(case, where, number, photos, follow_links=False) for number, case in enumerate(cases, 1)]
+    return _eval_set(where, cases)
 
 
 def _eval_set(where: Path | str, cases: list[SearchCase | TagCase | DuplicateCase]) -> EvalSet:
@@ -105,7 +108,8 @@ def _json(where: Path, number: int, line: str) -> object:
         raise EvalFileError(where, number, f"not JSON: {exc.msg} (column {exc.colno})") from None
 
 
-def _case(case: object, where: Path | str, number: int, base: Path | None) -> SearchCase | TagCase | DuplicateCase:
+def _case(case: object, where: Path | str, number: int, base: Path | None,
+          follow_links: bool = True) -> SearchCase | TagCase | DuplicateCase:
     """One line's case. Raises EvalFileError."""
 
     def bad(problem: str) -> EvalFileError:
@@ -120,15 +124,17 @@ def _case(case: object, where: Path | str, number: int, base: Path | None) -> Se
         raise bad(f"unknown key {_quoted(unknown)}: this kind of case has {_quoted(sorted(CASE_KEYS[kinds[0]]))}")
     if kinds[0] == "tags":
         tags = _strings(case["tags"], '"tags"', bad, allow_empty=True)
-        return TagCase(number, _resolve(_string(case.get("path"), '"path"', bad), base, bad), frozenset(tags))
+        path = _resolve(_string(case.get("path"), '"path"', bad), base, bad, follow_links)
+        return TagCase(number, path, frozenset(tags))
     if kinds[0] == "duplicates":
-        return DuplicateCase(number, _groups(case["duplicates"], base, bad))
-    relevant = frozenset(_resolve(p, base, bad) for p in _strings(case["relevant"], '"relevant"', bad))
+        return DuplicateCase(number, _groups(case["duplicates"], base, bad, follow_links))
+    relevant = frozenset(_resolve(p, base, bad, follow_links) for p in _strings(case["relevant"], '"relevant"', bad))
     if ("text" in case) == ("image" in case):
         raise bad('a search case has "text" or "image" (one of them)')
     if "text" in case:
         return SearchCase(number, relevant, text=_string(case["text"], '"text"', bad))
-    return SearchCase(number, relevant, image=Path(_resolve(_string(case["image"], '"image"', bad), base, bad)))
+    image = _resolve(_string(case["image"], '"image"', bad), base, bad, follow_links)
+    return SearchCase(number, relevant, image=Path(image))
 
 
 def _quoted(keys: list[str]) -> str:
@@ -147,22 +153,23 @@ def _strings(value: object, what: str, bad: Bad, allow_empty: bool = False) -> l
     return [_string(item, f"each of {what}", bad) for item in value]
 
 
-def _groups(value: object, base: Path | None, bad: Bad) -> tuple[frozenset[str], ...]:
+def _groups(value: object, base: Path | None, bad: Bad, follow_links: bool) -> tuple[frozenset[str], ...]:
     if not isinstance(value, list) or not value:
         raise bad(f'"duplicates" must be a non-empty list of groups (lists of paths), not {json.dumps(value)}')
-    groups = tuple(frozenset(_resolve(p, base, bad) for p in _strings(g, "a group", bad)) for g in value)
+    groups = tuple(frozenset(_resolve(p, base, bad, follow_links) for p in _strings(g, "a group", bad)) for g in value)
     if any(len(group) < 2 for group in groups):
         raise bad("a group of duplicates names at least two different files")
     return groups
 
 
-def _resolve(value: str, base: Path | None, bad: Bad) -> str:
-    """The path as the library stores it: absolute, symlinks resolved (a relative one from `base`)."""
+def _resolve(value: str, base: Path | None, bad: Bad, follow_links: bool = True) -> str:
+    """The path as the library stores it: absolute, symlinks resolved (a relative one from `base`); without
+    `follow_links`, normalised as text only."""
     if base is None and not Path(value).is_absolute():
         raise bad(f"{value!r} is relative, and no folder was given for it to be relative to")
     base = base or Path("/")
     try:
-        return str((base / value).resolve())
+        return str((base / value).resolve()) if follow_links else os.path.normpath(base / value)
     except (OSError, RuntimeError, ValueError) as exc:  # a NUL character, a symlink loop
         raise bad(f"{value!r} is not a usable path: {exc}") from None
 

@@ -715,7 +715,7 @@ def test_stats_healthz_and_metrics(site):
 def test_unknown_paths_and_methods_get_json_errors(site):
     url, _, _ = site
     assert_error(httpx.get(url + "/api/v1/nothing"), 404, "/api/v1")
-    assert_error(httpx.put(url + "/api/v1/search"), 405, "does not take PUT, only GET, POST")
+    assert_error(httpx.put(url + "/api/v1/search"), 405, "does not take PUT, only GET, HEAD, POST")
     docs = httpx.get(url + "/openapi.json").json()
     assert "/api/v1/search/image" in docs["paths"] and "/api/v1/jobs/{job_id}" in docs["paths"]
     assert httpx.get(url + "/docs").status_code == 200

@@ -129,11 +129,13 @@ def test_a_wrong_method_is_told_the_methods_the_path_takes(tmp_path, tiny_encode
     lib = Library.open(tmp_path / "lib")
     client = TestClient(make_app(lib, tiny_encoder))
     # Starlette named the first route matching the path: GET, from /images/{image_id}, for /images/delete
-    for method, path, allowed in (("OPTIONS", "/api/v1/images/delete", "POST"), ("PUT", "/api/v1/search", "GET, POST"),
-                                  ("PATCH", "/api/v1/images/5", "DELETE, GET")):
+    for method, path, allowed in (("OPTIONS", "/api/v1/images/delete", "POST"),
+                                  ("PUT", "/api/v1/search", "GET, HEAD, POST"),
+                                  ("PATCH", "/api/v1/images/5", "DELETE, GET, HEAD")):
         answer = client.request(method, path)
         assert answer.status_code == 405 and answer.headers["allow"] == allowed
         assert answer.json()["detail"] == f"this path does not take {method}, only {allowed} (see /docs)"
+    assert client.post("/web/app.js").headers["allow"] == "GET, HEAD"  # outside the API: Starlette's own
     lib.close()
 
 

@@ -120,3 +120,20 @@ def test_busy_and_lost_servers_are_tried_again_then_reported():
     with Client("http://vlsearch.test", retries=Retries(attempts=2, backoff=0),
                 transport=httpx.MockTransport(refuse)) as api, pytest.raises(ConnectionFailed):
         api.stats()
+
+
+def test_a_write_that_may_have_reached_the_server_is_not_sent_again():
+    seen = []
+
+    def slow(request):
+        seen.append(request)
+        raise httpx.ReadTimeout("no answer in time", request=request)
+
+    with Client("http://vlsearch.test", retries=Retries(attempts=4, backoff=0),
+                transport=httpx.MockTransport(slow)) as api:
+        with pytest.raises(ConnectionFailed):
+            api.index(["/photos"])  # the job may have started: a second POST would be refused as busy
+        assert len(seen) == 1
+        with pytest.raises(ConnectionFailed):
+            api.stats()  # a read is tried again
+        assert len(seen) == 1 + 4

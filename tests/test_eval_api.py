@@ -56,3 +56,15 @@ def test_the_api_reports_what_the_command_does(tmp_path, tiny_encoder):
     assert got["modes"] == expected["modes"] and got["k"] == 10
     vector = got["modes"][0]
     assert vector["scored"] == 2 and vector["cases"][1]["query"].endswith("photo_0003.jpg")
+
+
+def test_the_api_does_not_say_where_the_servers_links_lead(tmp_path, tiny_encoder):
+    photos = write_photos(tmp_path / "photos", 2)
+    (tmp_path / "photos" / "link.jpg").symlink_to(tmp_path / "secret" / "target.jpg")
+    lib = Library.open(tmp_path / "lib")
+    Indexer(lib, tiny_encoder, workers=0).run([tmp_path / "photos"])
+    with serving(make_app(lib, tiny_encoder)) as url:
+        answer = httpx.post(url + "/api/v1/eval", json={"cases": [
+            {"text": "a photo", "relevant": ["link.jpg", photos[0].name, "/proc/self/cwd"]}]}, timeout=60).json()
+    lib.close()
+    assert answer["unindexed"] == ["/proc/self/cwd", str(tmp_path / "photos" / "link.jpg")]  # as given, joined

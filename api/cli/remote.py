@@ -84,6 +84,8 @@ def call_server(url: str, key: str | None, question: Any) -> Any:
     except ApiError as exc:
         hint = " (give its key with --key or $VLSEARCH_API_KEY)" if exc.status == 401 else ""
         raise fail(f"the server says: {exc.detail}{hint}") from None
+    except OSError as exc:  # a file to upload that cannot be read
+        raise fail(f"{exc.filename or 'a file'}: {exc.strerror or exc}") from None
 
 
 CAPTION_BATCH = 16  # files a request: under the server's max_batch default (32), a few MB of photos

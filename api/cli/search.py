@@ -138,11 +138,14 @@ def similar(
 def similar_on_server(server: str, key: str | None, target: str, k: int, path: str | None) -> list:
     """`similar` through a server: an id as GET /images/{id}/similar, a file as an image search that leaves the
     file itself out, as the local command does with an indexed file."""
+    from vlsearch.api.schemas import MAX_K
+
     folder = str(Path(path).absolute()) if path else None
     if target.isdigit() and not Path(target).exists():
         return ask_server(server, key, lambda client: client.similar(int(target), k=k, path=folder))
     request = search_request(None, Path(target), {"path": folder, "after": None, "before": None, "camera": None,
-                                                  "min_score": None, "where": None, "tags": None, "k": k + 1})
+                                                  "min_score": None, "where": None, "tags": None,
+                                                  "k": min(k + 1, MAX_K)})
     itself = str(Path(target).resolve())
     return [h for h in ask_server(server, key, lambda client: client.search_combined(request))
             if h.path != itself][:k]

@@ -31,7 +31,7 @@ async def evaluate(request: EvalRequest, service: Service = Depends(get_service)
     duplicate groups scored against the tag and duplicate cases: the numbers `vlsearch eval` prints."""
     base = await in_thread(photos_folder, service, request.photos)
     try:
-        cases = parse_cases(request.cases, "cases", base)
+        cases = await in_thread(parse_cases, request.cases, "cases", base)
     except EvalFileError as exc:
         raise ApiError(422, f"cases[{exc.line - 1}]: {exc.problem}" if exc.line else f"cases: {exc.problem}") from None
     await in_thread(require_held_images, service, cases)
