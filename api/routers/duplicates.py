@@ -14,8 +14,10 @@ from vlsearch.api.errors import ApiError, responses
 from vlsearch.api.review_schemas import DuplicateGroupOut, DuplicateMemberOut, DuplicatesOut, Kind
 from vlsearch.api.security import require_read
 from vlsearch.api.service import Service
+from vlsearch.encoders.base import VISUAL
 from vlsearch.library import ModelRecord
-from vlsearch.search.duplicates import DuplicateGroup, ThresholdOrderError, comparison_space, find_duplicates
+from vlsearch.library.spaces import companion
+from vlsearch.search.duplicates import DuplicateGroup, ThresholdOrderError, find_duplicates
 
 router = APIRouter(tags=["duplicates"])
 MAX_GROUPS = 1000
@@ -34,13 +36,14 @@ class GroupCache:
             near_threshold: float | None) -> list[DuplicateGroup]:
         model = service.encoder.name
         with self.lock:
+            # Every change to either space's vectors bumps its generation, so the key needs no count of them
+            # (comparison_space counts both, which a page request need not pay again).
             with service.library.session() as s:
-                if s.get(ModelRecord, model) is None:
-                    return []
-            space, _ = comparison_space(service.library, model)
-            with service.library.session() as s:
-                generation = s.get(ModelRecord, space).generation
-            key = (str(service.library.root), space, generation, copy_threshold, near_threshold)
+                generations = tuple(getattr(s.get(ModelRecord, name), "generation", None)
+                                    for name in (model, companion(model, VISUAL)))
+            if generations[0] is None:
+                return []
+            key = (str(service.library.root), model, generations, copy_threshold, near_threshold)
             if key != self.key:
                 self.groups = find_duplicates(service.library, model, copy_threshold=copy_threshold,
                                               near_threshold=near_threshold)
