@@ -1,6 +1,7 @@
 // vlsearch web page: plain ES2020, no framework. Talks only to the JSON API under /api/v1.
 // Server data is always written with textContent, never as markup.
 
+import { el, fileName } from './dom.js';
 import { setupDuplicates } from './duplicates.js';
 import { setupQuality } from './quality.js';
 import { boxTool, productLines, productQuery, showFacets } from './products.js';
@@ -148,14 +149,6 @@ function debounce(fn, ms) {
   return wrapped;
 }
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = text;
-  return node;
-}
-
-const fileName = (path) => (path || '').split(/[\\/]/).pop() || 'image';
 const altText = (hit) => (hit.caption && hit.caption.trim()) || fileName(hit.path);
 
 /** EXIF dates are the camera's wall clock without a zone; JS reads such ISO strings as local time, as wanted. */

@@ -2,18 +2,12 @@
 // shots), each with the image suggested to keep, and "Forget the others" (behind the API key; files stay).
 // Server data is always written with textContent, never as markup.
 
+import { el, fileName } from './dom.js';
+
 const $ = (selector) => document.querySelector(selector);
 const PAGE = 50;
 const KIND_NAMES = { exact: 'Exact copies', copy: 'Copies', near: 'Near-identical shots' };
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = text;
-  return node;
-}
-
-const fileName = (path) => (path || '').split(/[\\/]/).pop() || 'image';
 
 function memberFigure(member, keeper) {
   const figure = el('figure', member.id === keeper ? 'dup-member keeper' : 'dup-member');

@@ -2,15 +2,11 @@
 // recall@1/5/10, MRR and nDCG@10 per search mode, and tag and duplicate pair precision and recall.
 // Server data is always written with textContent, never as markup.
 
+import { el } from './dom.js';
+
 const $ = (selector) => document.querySelector(selector);
 const COLUMNS = ['recall@1', 'recall@5', 'recall@10', 'reciprocal_rank', 'ndcg@10'];
 const HEADINGS = ['Mode', 'Cases', 'R@1', 'R@5', 'R@10', 'MRR', 'nDCG@10'];
-
-function el(tag, text) {
-  const node = document.createElement(tag);
-  if (text !== undefined && text !== null) node.textContent = text;
-  return node;
-}
 
 /** The cases of the text box, one JSON object a line; throws naming the line that is not JSON. */
 function readCases(text) {
@@ -31,19 +27,19 @@ function modeTable(report) {
   const table = el('table');
   table.id = 'quality-table';
   const head = el('tr');
-  for (const name of HEADINGS) head.append(el('th', name));
+  for (const name of HEADINGS) head.append(el('th', '', name));
   table.append(head);
   for (const mode of report.modes) {
     const row = el('tr');
-    row.append(el('th', mode.mode), el('td', `${mode.scored}`));
-    for (const column of COLUMNS) row.append(el('td', mode.mean ? mode.mean[column].toFixed(3) : '–'));
+    row.append(el('th', '', mode.mode), el('td', '', `${mode.scored}`));
+    for (const column of COLUMNS) row.append(el('td', '', mode.mean ? mode.mean[column].toFixed(3) : '–'));
     table.append(row);
   }
   return table;
 }
 
 function pairLine(what, scores) {
-  return el('p', `${what}: precision ${scores.precision.toFixed(3)}, recall ${scores.recall.toFixed(3)} `
+  return el('p', '', `${what}: precision ${scores.precision.toFixed(3)}, recall ${scores.recall.toFixed(3)} `
     + `(${scores.correct} of ${scores.predicted} right, of ${scores.expected} expected)`);
 }
 
@@ -68,7 +64,7 @@ export function setupQuality(api, { setStatus, showError }) {
       if (report.tags) out.append(pairLine('Tags', report.tags));
       if (report.duplicates) out.append(pairLine('Duplicate pairs', report.duplicates));
       if (report.unindexed.length) {
-        out.append(el('p', `Not in the library (every search misses them): ${report.unindexed.join(', ')}`));
+        out.append(el('p', '', `Not in the library (every search misses them): ${report.unindexed.join(', ')}`));
       }
       setStatus(`Scored ${cases.length} case(s).`);
     } catch (err) {
