@@ -26,10 +26,7 @@ def status(library: LibraryOpt, as_json: JsonOpt = False, server: ServerOpt = No
 
     if server:
         st = call_server(server, key, lambda client: client.stats())
-        summary = {"library": st.library, "images": st.images, "errors": st.errors, "disk_bytes": st.disk_bytes,
-                   "schema_revision": st.schema_revision, "models": [m.model_dump() for m in st.models],
-                   "captions": st.captions, "ocr": st.ocr}
-        show_status(summary, [], as_json)
+        show_status(summary_of(st.library, st), [], as_json)
         return
     lib = open_library(library)
     st = lib.stats()
@@ -37,11 +34,15 @@ def status(library: LibraryOpt, as_json: JsonOpt = False, server: ServerOpt = No
         errors = s.execute(
             select(ImageRecord.path, ImageRecord.error).where(ImageRecord.status == "error").limit(10)
         ).all()
-    summary = {"library": str(st.root), "images": st.images, "errors": st.errors, "disk_bytes": st.disk_bytes,
-               "schema_revision": st.schema_revision,
-               "models": [{"name": m.name, "dim": m.dim, "vectors": m.vectors} for m in st.models],
-               "captions": st.captions, "ocr": st.ocr}
-    show_status(summary, errors, as_json)
+    show_status(summary_of(str(st.root), st), errors, as_json)
+
+
+def summary_of(library: str, st) -> dict:
+    """`status`'s summary of a library's stats, read here (LibraryStats) or from a server (the API's Stats)."""
+    return {"library": library, "images": st.images, "errors": st.errors, "disk_bytes": st.disk_bytes,
+            "schema_revision": st.schema_revision,
+            "models": [{"name": m.name, "dim": m.dim, "vectors": m.vectors} for m in st.models],
+            "captions": st.captions, "ocr": st.ocr}
 
 
 def show_status(st: dict, errors: list, as_json: bool) -> None:
