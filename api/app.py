@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Mount
 
-from vlsearch.api import errors
+from vlsearch.api import contract, errors
+from vlsearch.api.deps import one_value_each
 from vlsearch.api.limits import BodyLimit
 from vlsearch.api.metrics import MetricsMiddleware
 from vlsearch.api.routers import captions, duplicates, evaluation, images, jobs, search, system
@@ -38,10 +39,6 @@ Every error is JSON `{"error": CODE, "detail": WHAT TO CHANGE}`. Reads are open 
 `auth_reads`; indexing and deleting need `Authorization: Bearer KEY` with a key from the server's settings."""
 
 
-MALFORMED = {"description": "malformed request",
-             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
-
-
 def create_app(service: Service) -> FastAPI:
     settings = service.settings
 
@@ -50,7 +47,7 @@ def create_app(service: Service) -> FastAPI:
     app.state.service = service
     app.state.settings = settings
     errors.install(app)
-    api = APIRouter(prefix="/api/v1")
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(one_value_each)])
     routers = (search.router, images.router, captions.router, jobs.router, duplicates.router, evaluation.router,
                system.router)
     for router in routers:
@@ -58,18 +55,10 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(api)
 
     def openapi() -> dict:
-        """FastAPI lists the bearer scheme on every endpoint that checks for a key; where reads are open, the
-        schema says a key is optional there (an empty requirement), so clients and schema tests know."""
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
-                                 description=app.description, routes=app.routes)
-            for path, operations in schema.get("paths", {}).items():
-                for method, operation in operations.items():
-                    if operation.get("security") and not settings.auth_reads and (method, path) not in WRITES:
-                        operation["security"] = [{}, *operation["security"]]
-                    if "requestBody" in operation:  # a body that cannot be parsed (a multipart without its
-                        operation["responses"].setdefault("400", MALFORMED)  # boundary): 400 before the route runs
-            app.openapi_schema = schema
+            app.openapi_schema = contract.exact(
+                get_openapi(title=app.title, version=app.version, summary=app.summary, description=app.description,
+                            routes=app.routes), open_reads=not settings.auth_reads, writes=WRITES)
         return app.openapi_schema
 
     app.openapi = openapi

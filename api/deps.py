@@ -8,7 +8,8 @@ import binascii
 import math
 import os
 from pathlib import Path
-from typing import Annotated
+from types import UnionType
+from typing import Annotated, Union, get_args, get_origin
 
 from fastapi import Path as PathParam
 from fastapi import Request, UploadFile
@@ -39,6 +40,26 @@ def _decimal(value: object) -> object:
 ImageId = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_decimal),
                     PathParam(description="An image's id (from search results).")]
 JobId = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_decimal), PathParam()]
+
+
+def _repeatable(annotation: object) -> bool:
+    """A parameter a query may give more than once: a list (maybe optional, maybe annotated)."""
+    origin = get_origin(annotation)
+    if origin in (list, tuple, set):
+        return True
+    return origin in (Union, UnionType, Annotated) and any(_repeatable(arg) for arg in get_args(annotation))
+
+
+def one_value_each(request: Request) -> None:
+    """A query parameter that takes one value is given once: FastAPI kept the last of `camera=a&camera=b`, which
+    the schema (a string, not an array) does not admit."""
+    route = request.scope.get("route")
+    params = {field.alias: field for field in getattr(getattr(route, "dependant", None), "query_params", [])}
+    for name in {key for key, _ in request.query_params.multi_items()}:
+        field = params.get(name)
+        if field is not None and len(request.query_params.getlist(name)) > 1 and not _repeatable(
+                field.field_info.annotation):
+            raise ApiError(422, f"{name}: give it once; it takes one value")
 
 
 def get_service(request: Request) -> Service:

@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from vlsearch.api.combinations import WORDS
+
 log = logging.getLogger(__name__)
 
 CODES = {
@@ -20,7 +22,8 @@ CODES = {
 }
 
 
-PATTERN_WORDS = {r"\S": "is blank: type some words", "^/": "give an absolute path on the server (starting with /)"}
+PATTERN_WORDS = {WORDS["pattern"]: "is blank: type some words",
+                 "^/": "give an absolute path on the server (starting with /)"}
 
 
 class ErrorBody(BaseModel):

@@ -3,11 +3,12 @@ pydantic, like schemas.py, so the Python client (vlsearch.client) imports them w
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from vlsearch.api.schemas import Mode, Text
+from vlsearch.api.combinations import EVAL_CASE
+from vlsearch.api.schemas import Mode, Text, whole
 
 Kind = Literal["exact", "copy", "near"]
 MAX_CASES = 1000
@@ -39,9 +40,9 @@ class DuplicatesOut(BaseModel):
 
 
 class EvalRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    cases: list[dict[str, Any]] = Field(
+    cases: list[Annotated[dict[str, Any], WithJsonSchema(EVAL_CASE)]] = Field(
         min_length=1, max_length=MAX_CASES, description='One object a case, as a line of an eval file: {"text": "a '
         'cat", "relevant": ["cats/tom.jpg"]}, {"image": PATH, "relevant": [...]} (an image the library holds), '
         '{"path": PATH, "tags": [...]}, or {"duplicates": [[PATH, PATH], ...]}.')
@@ -49,7 +50,7 @@ class EvalRequest(BaseModel):
                                 "one of the library's folders. Default: its only folder, when it has one.")
     modes: list[Mode] | None = Field(None, min_length=1, max_length=3, description="Search modes to score "
                                      "(default: all three); keyword mode scores text cases only.")
-    k: int = Field(10, ge=1, le=100, description="How deep reciprocal rank looks (MRR@k).")
+    k: whole(1, 100) = Field(10, description="How deep reciprocal rank looks (MRR@k).")
 
 
 class ScoresOut(BaseModel):

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+from vlsearch.api import combinations
 
 MAX_K = 1000  # results per page
 MAX_WINDOW = 10_000  # offset + k: deeper pages than this are refused (re-query with filters instead)
@@ -43,12 +45,26 @@ def no_surrogates(text: str) -> str:
     return text
 
 
-Text = Annotated[str, AfterValidator(no_surrogates)]
+def _whole(value: object) -> object:
+    """JSON Schema counts 3.0 as an integer, so the API takes it as 3; `true` and "3" stay refused (strict)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def whole(low: int, high: int) -> type[int]:
+    """An integer in a JSON body, from `low` to `high`. The bounds sit before the validator: after it, pydantic
+    writes them into the schema as `ge`/`le`, which JSON Schema does not know."""
+    return Annotated[int, Field(ge=low, le=high), BeforeValidator(_whole)]
+
+
+ImageId = whole(1, MAX_ID)
+Text = Annotated[str, Field(json_schema_extra=combinations.NO_NUL), AfterValidator(no_surrogates)]
 # An absolute path. The pattern sits before the validator: after it, or on a Query of `Text | None`, pydantic leaves
 # it out of the schema, which then admitted relative paths the server refused.
-FolderPath = Annotated[str, Field(pattern="^/", max_length=4096), AfterValidator(no_surrogates)]
+FolderPath = Annotated[str, Field(pattern="^/", max_length=4096, json_schema_extra=combinations.NO_NUL),
+                       AfterValidator(no_surrogates)]
 Weight = Annotated[float, Field(ge=-10, le=10, allow_inf_nan=False)]
-Condition = Annotated[Text, Field(min_length=3, max_length=1000, examples=["category=shoes", "price<100"])]
+Condition = Annotated[Text, Field(min_length=3, max_length=1000, examples=["category=shoes", "price<100"],
+                                  json_schema_extra={"pattern": combinations.CONDITION})]
 Facet = Annotated[Text, Field(min_length=1, max_length=200, examples=["brand", "category", "colour"])]
 FACET_HELP = ("Count the values of these product fields or attributes (brand, category, currency, or an attribute) "
               "among the best 200 hits' products, returned in `facets`; `tags` counts the best 200 hits' tags.")
@@ -59,7 +75,10 @@ WHERE_HELP = ("Only images of products meeting each condition: name=value, name!
               "price, currency, or a catalogue attribute.")
 
 
-TagText = Annotated[Text, Field(min_length=1, max_length=200, pattern=r"\S")]
+# Text with a word in it; the pattern sits before the validator, where pydantic keeps it in the schema.
+Words = Annotated[str, Field(pattern=combinations.WORDS["pattern"], json_schema_extra=combinations.NO_NUL),
+                  AfterValidator(no_surrogates)]
+TagText = Annotated[Words, Field(min_length=1, max_length=200)]
 TAG_HELP = "Only images tagged this (all of them; any case). Tags come from `vlsearch tags`."
 
 
@@ -72,13 +91,17 @@ class TagOut(BaseModel):
 
 
 class Filters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict, as every JSON body: a number is a JSON number (lax parsing took `true` or "1" for 1), and the schema
+    # says so. Dates stay lax: JSON has no date type, so they come as strings.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     path: FolderPath | None = Field(None, description="Only files under this folder "
                               "(absolute path).",
                               examples=["/photos/2024"])
-    after: datetime | None = Field(None, description="Taken on or after this date/time.", examples=["2024-05-01"])
-    before: datetime | None = Field(None, description="Taken before this date/time.", examples=["2024-06-01"])
+    after: datetime | None = Field(None, strict=False, description="Taken on or after this date/time.",
+                                   examples=["2024-05-01"])
+    before: datetime | None = Field(None, strict=False, description="Taken before this date/time.",
+                                    examples=["2024-06-01"])
     camera: Text | None = Field(None, max_length=200, description="Camera make or model contains this.",
                                 examples=["pixel"])
     min_score: float | None = Field(None, ge=-1, le=1, allow_inf_nan=False,
@@ -90,12 +113,12 @@ class Filters(BaseModel):
 class SearchRequest(BaseModel):
     """Text, an image (an indexed one by id, or any image as base64), or both; weighted, minus the negatives."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={**combinations.SEARCH, "examples": [
         {"text": "red summer dress", "image_id": 42, "image_weight": 2.0, "negatives": ["long sleeves"], "k": 20},
     ]})
 
     text: Text | None = Field(None, max_length=1000, description="What to look for, in words.")
-    image_id: int | None = Field(None, ge=1, le=MAX_ID,
+    image_id: ImageId | None = Field(None,
                                  description="Look for images like this indexed image (left out of the hits).")
     image: str | None = Field(None, description="Look for images like this one: the image file, base64-encoded "
                               "(standard alphabet; a data: URL prefix is accepted).", max_length=40_000_000)
@@ -105,13 +128,13 @@ class SearchRequest(BaseModel):
     image_weight: Weight = 1.0
     negative_weight: Weight = 0.5
     filters: Filters = Field(default_factory=Filters)
-    k: int = Field(20, ge=1, le=MAX_K, description="Hits per page.")
-    offset: int = Field(0, ge=0, le=MAX_WINDOW, description="Skip this many hits (the next page: `next_offset`).")
+    k: whole(1, MAX_K) = Field(20, description="Hits per page.")
+    offset: whole(0, MAX_WINDOW) = Field(0, description="Skip this many hits (the next page: `next_offset`).")
     mode: Mode = Field("vector", description="vector: CLIP similarity; keyword: words in file names, captions and "
                        'OCR text ("quoted phrases" match exactly); hybrid: both, fused by reciprocal rank.')
     sort: Sort = Field("score", description="score, or date: the best 1000 matches, newest first (pages walk "
                        "through them).")
-    rerank: int = Field(0, ge=0, le=200, description="Rescore this many top hits with the image-text matching "
+    rerank: whole(0, 200) = Field(0, description="Rescore this many top hits with the image-text matching "
                         "model (needs one loaded).")
     group: Group | None = Field(None, description="product: the hits are products, each by its best-matching "
                                 "image, with `product` set; k and offset count products.")
@@ -205,10 +228,9 @@ MAX_DELETE = 1000
 
 
 class DeleteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"ids": [42, 43, 97]}]})
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"ids": [42, 43, 97]}]})
 
-    # Strict: a delete names images by JSON integers only; lax parsing would take `true` or "1" for image 1.
-    ids: list[Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]] = Field(
+    ids: list[ImageId] = Field(
         min_length=1, max_length=MAX_DELETE, description=f"Image ids to forget, at most {MAX_DELETE} per request.")
 
 
@@ -248,13 +270,13 @@ class VqaAnswer(BaseModel):
 
 
 class AskRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"question": "which photos show a dog on a beach?", "k": 10},
     ]})
 
     question: Text = Field(min_length=1, max_length=500)
-    k: int = Field(10, ge=1, le=100, description="At most this many images.")
-    candidates: int = Field(30, ge=1, le=200, description="How many CLIP search results are checked.")
+    k: whole(1, 100) = Field(10, description="At most this many images.")
+    candidates: whole(1, 200) = Field(30, description="How many CLIP search results are checked.")
     threshold: float = Field(0.5, ge=0, le=1, allow_inf_nan=False,
                              description="Keep images whose yes (or match) probability is at least this.")
     filters: Filters = Field(default_factory=Filters)
@@ -276,7 +298,8 @@ class AskResponse(BaseModel):
 
 
 class IndexRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"paths": ["/srv/photos/2024"]}]})
+    model_config = ConfigDict(extra="forbid", strict=True,
+                              json_schema_extra={"examples": [{"paths": ["/srv/photos/2024"]}]})
 
     paths: list[FolderPath] = Field(
         min_length=1, max_length=100, description="Folders or files on the server, each under a root the operator "

@@ -1,9 +1,7 @@
-"""Schemathesis against the app's own OpenAPI schema: generated requests to every operation, with and without an
-API key, must get no 5xx and answers that match the documented status codes, content types and bodies.
-
-One check is left out: `positive_data_acceptance` expects every schema-valid request to succeed, but some rules
-span fields or content and cannot be written in OpenAPI (after < before, offset + k <= 10000, weights that cancel
-out, base64 that is not an image); those get a 422 that says what to change, which the other checks verify."""
+"""Schemathesis against the app's own OpenAPI schema, every check on: generated requests to every operation, with
+and without an API key, schema-valid ones accepted (save for the rules tests/api_contract.py lists, which JSON Schema
+cannot state) and schema-violating ones refused, never a 5xx, and answers that match the documented status codes,
+content types and bodies."""
 
 from __future__ import annotations
 
@@ -12,8 +10,10 @@ import os
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error, positive_data_acceptance
+from schemathesis import GenerationMode
+from schemathesis.checks import negative_data_rejection, not_a_server_error, positive_data_acceptance
 
+from tests.api_contract import register_image_parts, schema_valid_requests_are_accepted, schema_violations_are_refused
 from tests.api_helpers import make_app
 from tests.photos import write_photos
 from vlsearch.captioner import load_image_text_model
@@ -24,6 +24,7 @@ KEY = "schema-key"
 # CI runs a fixed, repeatable sample so a red build always reproduces; VLSEARCH_FUZZ=N explores N fresh random
 # examples per operation (e.g. VLSEARCH_FUZZ=500 make test) to look for new failures.
 FUZZ = int(os.environ.get("VLSEARCH_FUZZ", "0"))
+register_image_parts()
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +51,21 @@ def documented_unavailable(ctx, response, case):
     return not_a_server_error(ctx, response, case)
 
 
-def run_every_operation(schema, headers: dict[str, str], examples: int, bare: bool = False) -> list[str]:
+def run_every_operation(schema, headers: dict[str, str], examples: int, bare: bool = False,
+                        mode: GenerationMode = GenerationMode.POSITIVE) -> list[str]:
     """Generated requests against every operation; returns the failures, each with the request that caused it.
-    `bare`: the server lacks the optional models, so their documented 503 is expected."""
+    `bare`: the server lacks the optional models, so their documented 503 is expected. Negative mode skips the
+    operations that take nothing: no request to them can break the schema."""
     failures = []
-    excluded = [positive_data_acceptance, *([not_a_server_error] if bare else [])]
-    extra = [documented_unavailable] if bare else []
+    excluded = [positive_data_acceptance, negative_data_rejection, *([not_a_server_error] if bare else [])]
+    extra = [schema_valid_requests_are_accepted, schema_violations_are_refused,
+             *([documented_unavailable] if bare else [])]
     for result in schema.get_all_operations():
         operation = result.ok()
+        if mode is GenerationMode.NEGATIVE and not (operation.path_parameters or operation.query or operation.body):
+            continue
 
-        @given(case=operation.as_strategy())
+        @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=FUZZ or examples, derandomize=not FUZZ, deadline=None,
                   suppress_health_check=list(HealthCheck), database=None)
         def check(case):
@@ -68,7 +74,7 @@ def run_every_operation(schema, headers: dict[str, str], examples: int, bare: bo
         try:
             check()
         except Exception as exc:  # noqa: BLE001 - every operation is tried; the report lists them all
-            failures.append(f"{operation.label}: {exc}")
+            failures.append(f"{operation.label}: {str(exc)[:3000]}")  # a generated upload can run to megabytes
     return failures
 
 
@@ -95,6 +101,12 @@ def test_a_server_without_the_optional_models_answers_their_documented_503(bare_
 
 def test_without_a_key_no_server_errors_and_answers_match_the_schema(api_schema):
     failures = run_every_operation(api_schema, {}, examples=10)
+    assert not failures, "\n\n".join(failures)
+
+
+@pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {KEY}"}, {}], ids=["key", "no key"])
+def test_requests_that_break_the_schema_are_refused(api_schema, headers):
+    failures = run_every_operation(api_schema, headers, examples=25, mode=GenerationMode.NEGATIVE)
     assert not failures, "\n\n".join(failures)
 
 
@@ -149,4 +161,5 @@ def test_a_body_that_cannot_be_parsed_is_a_documented_400(tmp_path, tiny_encoder
     for path, operations in app.openapi()["paths"].items():
         for method, operation in operations.items():
             assert ("400" in operation["responses"]) == ("requestBody" in operation), (method, path)
+            assert "413" in operation["responses"] or "requestBody" not in operation, (method, path)  # body limit
     lib.close()

@@ -40,14 +40,15 @@ def test_the_api_reports_what_the_command_does(tmp_path, tiny_encoder):
         answer = httpx.post(url + "/api/v1/eval", json={"cases": cases}, timeout=60)
         assert answer.status_code == 200, answer.text
         got = answer.json()
-        bad = [({"cases": [cases[0], {"text": "x"}]}, 'cases[1]: a case has exactly one of "relevant"'),
-               ({"cases": [{"image": "missing.jpg", "relevant": ["photo_0001.jpg"]}]},
+        # A case the schema refuses is a 422; one naming a file or folder the library lacks, a 404.
+        bad = [({"cases": [cases[0], {"text": "x"}]}, 422, 'cases[1]: a case has exactly one of "relevant"'),
+               ({"cases": [{"image": "missing.jpg", "relevant": ["photo_0001.jpg"]}]}, 404,
                 "an example image must be one the library holds"),
-               ({"cases": cases, "photos": str(tmp_path)}, "is not one of the library's folders"),
-               ({"cases": cases, "modes": ["fuzzy"]}, "modes")]
-        for body, words in bad:
+               ({"cases": cases, "photos": str(tmp_path)}, 404, "is not one of the library's folders"),
+               ({"cases": cases, "modes": ["fuzzy"]}, 422, "modes")]
+        for body, status, words in bad:
             refused = httpx.post(url + "/api/v1/eval", json=body, timeout=60)
-            assert refused.status_code == 422 and words in refused.json()["detail"], (body, refused.text)
+            assert refused.status_code == status and words in refused.json()["detail"], (body, refused.text)
     lib.close()
     assert got["duplicates"] == expected["duplicates"] == {"precision": 1.0, "recall": 1.0, "predicted": 1,
                                                            "expected": 1, "correct": 1}

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from PIL import Image
 from pydantic import Field
 
+from vlsearch.api.combinations import ONE_IMAGE, SOME_IMAGES, multipart
 from vlsearch.api.deps import decode_upload, finite, get_service, indexed_image, read_upload, to_filters, to_hit
 from vlsearch.api.errors import ApiError, responses
 from vlsearch.api.schemas import (
@@ -78,7 +79,7 @@ async def _caption(service: Service, images: list[Image.Image], prompt: str | No
 
 
 @router.post("/caption", response_model=CaptionResult, responses=responses(401, 403, 404, 413, 415, 422, 503),
-             summary="Alt text for an image")
+             summary="Alt text for an image", openapi_extra=multipart(ONE_IMAGE, "file"))
 async def caption(file: UploadForm = None, image_id: ImageIdForm = None, prompt: PromptForm = None,
                   service: Service = Depends(get_service)) -> CaptionResult:
     """A caption for an uploaded image (it need not be in the library) or for an indexed one (its stored caption
@@ -96,7 +97,7 @@ async def caption(file: UploadForm = None, image_id: ImageIdForm = None, prompt:
 
 
 @router.post("/caption/batch", response_model=BatchCaptions, responses=responses(401, 403, 413, 422, 503),
-             summary="Alt text for many images")
+             summary="Alt text for many images", openapi_extra=multipart(SOME_IMAGES))
 async def caption_batch(
     files: Annotated[list[UploadFile] | None, File(description="Images to caption.")] = None,
     image_ids: Annotated[list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None,
@@ -106,7 +107,7 @@ async def caption_batch(
     service: Service = Depends(get_service),
 ) -> BatchCaptions:
     """Several images in one request: one result per item, in order (files first, then image_ids). An item that
-    cannot be captioned carries its own error; the others are unaffected."""
+    cannot be captioned (a file that is no image) carries its own error; the others are unaffected."""
     files, image_ids = files or [], image_ids or []
     if not files and not image_ids:
         raise ApiError(422, "send images as `files` fields, indexed image ids as `image_ids` fields, or both")
@@ -143,7 +144,7 @@ async def caption_batch(
 
 
 @router.post("/vqa", response_model=VqaAnswer, responses=responses(401, 403, 404, 413, 415, 422, 503),
-             summary="Ask a question about one image")
+             summary="Ask a question about one image", openapi_extra=multipart(ONE_IMAGE, "file"))
 async def vqa(
     question: Annotated[Text, Form(min_length=1, max_length=500, examples=["what does the sign say?"])],
     file: UploadForm = None,

@@ -25,7 +25,8 @@ router = APIRouter(tags=["quality"], dependencies=[Depends(require_read)])
 
 
 @router.post("/eval", response_model=EvalResponse, response_model_by_alias=True,
-             responses=responses(401, 403, 409, 422), summary="Score search, tags and duplicates on labelled cases")
+             responses=responses(401, 403, 404, 409, 422),
+             summary="Score search, tags and duplicates on labelled cases")
 async def evaluate(request: EvalRequest, service: Service = Depends(get_service)) -> dict:
     """Every case searched in each mode and scored (recall@1/5/10, reciprocal rank, nDCG@10), the library's tags and
     duplicate groups scored against the tag and duplicate cases: the numbers `vlsearch eval` prints."""
@@ -60,7 +61,7 @@ def photos_folder(service: Service, photos: str | None) -> Path | None:
         return roots[0] if len(roots) == 1 else None
     folder = Path(photos).resolve()
     if not any(folder == root or root in folder.parents for root in roots):
-        raise ApiError(422, f"photos: {photos} is not one of the library's folders: use one of "
+        raise ApiError(404, f"photos: {photos} is not one of the library's folders: use one of "
                        f"{', '.join(map(str, roots)) or '(none yet: index photos first)'}")
     return folder
 
@@ -69,4 +70,4 @@ def require_held_images(service: Service, cases: EvalSet) -> None:
     """Example images must be images the library holds: the server reads no other file for a caller."""
     queries = [str(case.image) for case in cases.search if case.image is not None]
     if missing := unindexed(service.library, queries):
-        raise ApiError(422, f"an example image must be one the library holds; it has none at {missing[0]}")
+        raise ApiError(404, f"an example image must be one the library holds; it has none at {missing[0]}")

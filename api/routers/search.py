@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi import Path as PathParam
 from PIL import Image
 
+from vlsearch.api.combinations import multipart
 from vlsearch.api.deps import (
     ImageId,
     decode_base64,
@@ -41,6 +42,7 @@ from vlsearch.api.schemas import (
     TagText,
     Text,
     Weight,
+    Words,
 )
 from vlsearch.api.security import require_read
 from vlsearch.api.service import Service, in_thread
@@ -110,8 +112,8 @@ def check(facet: str) -> str:
 
 @router.get("/search", response_model=SearchResponse, responses=ERRORS, summary="Search by text")
 async def search_get(
-    q: Annotated[Text, Query(min_length=1, max_length=1000, pattern=r"\S", description="What to look for, in words.",
-                             examples=["a dog on a beach"])],
+    q: Annotated[Words, Query(min_length=1, max_length=1000, description="What to look for, in words.",
+                              examples=["a dog on a beach"])],
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_WINDOW)] = 0,
     not_: Annotated[list[Annotated[Text, Query(min_length=1, max_length=200)]] | None,
@@ -137,8 +139,6 @@ async def search_get(
 ) -> SearchResponse:
     """Images matching words, best first. The everyday search: `GET /api/v1/search?q=red+bicycle&k=20`."""
     started = time.perf_counter()
-    if not q.strip():
-        raise ApiError(422, "q is blank: type some words to search for")
     filters = to_filters(Filters(path=path, after=after, before=before, camera=camera, min_score=min_score,
                                  where=where or [], tags=tag or []))
     return await run(service, started, text=q, negatives=tuple(not_ or ()), filters=filters, k=k, offset=offset,
@@ -164,7 +164,8 @@ async def search_post(body: SearchRequest, service: Service = Depends(get_servic
                      box=tuple(body.box) if body.box is not None else None)
 
 
-@router.post("/search/image", response_model=SearchResponse, responses=ERRORS, summary="Reverse image search")
+@router.post("/search/image", response_model=SearchResponse, responses=ERRORS, summary="Reverse image search",
+             openapi_extra=multipart(None, "file"))
 async def search_image(
     file: Annotated[UploadFile, File(description="The image to look for (JPEG, PNG, WebP, GIF, BMP, TIFF).")],
     text: Annotated[Text | None, Form(max_length=1000, description="Words to combine with the image.")] = None,
