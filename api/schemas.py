@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -30,6 +31,23 @@ CameraTime = Annotated[
     WithJsonSchema({"type": "string", "examples": ["2024-05-01T14:03:22"],
                     "description": "The camera's local wall-clock time (EXIF), ISO 8601 without a time zone."}),
 ]
+# A date to filter by: a day, or a day and a time, with or without an offset (cameras keep local time, so a time
+# without one is the natural query). Numbers are refused: lax parsing read "0.0" as 1970.
+WHEN = r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})?)?$"
+
+
+def _when(value: object) -> object:
+    if isinstance(value, str) and not re.fullmatch(WHEN, value):
+        raise ValueError("give a date, 2024-05-01, or a date and time, 2024-05-01T14:03:22 (Z or an offset such as "
+                         "+02:00 may follow)")
+    if not isinstance(value, (str, datetime)):
+        raise ValueError("give a date as text, e.g. 2024-05-01")
+    return value
+
+
+When = Annotated[datetime, BeforeValidator(_when), WithJsonSchema({"anyOf": [
+    {"type": "string", "format": "date"}, {"type": "string", "format": "date-time"},
+    {"type": "string", "pattern": WHEN}], "examples": ["2024-05-01", "2024-05-01T14:03:22"]})]
 Sort = Literal["score", "date"]
 Group = Literal["product"]
 
@@ -98,9 +116,9 @@ class Filters(BaseModel):
     path: FolderPath | None = Field(None, description="Only files under this folder "
                               "(absolute path).",
                               examples=["/photos/2024"])
-    after: datetime | None = Field(None, strict=False, description="Taken on or after this date/time.",
+    after: When | None = Field(None, strict=False, description="Taken on or after this date/time.",
                                    examples=["2024-05-01"])
-    before: datetime | None = Field(None, strict=False, description="Taken before this date/time.",
+    before: When | None = Field(None, strict=False, description="Taken before this date/time.",
                                     examples=["2024-06-01"])
     camera: Text | None = Field(None, max_length=200, description="Camera make or model contains this.",
                                 examples=["pixel"])
@@ -184,6 +202,9 @@ class SearchResponse(BaseModel):
     hits: list[Hit]
     next_offset: int | None = Field(description="Offset of the next page; null when there is none.")
     took_ms: float
+    reranked: bool | None = Field(None, description="Whether the hits were reranked: null when no rerank was asked "
+                                  "for; false when it could not be done (`rerank_note` says why).")
+    rerank_note: str | None = Field(None, description="Why a rerank asked for was not done.")
     facets: dict[str, dict[str, int]] | None = Field(None, description="For each facet asked for: value -> how "
                                                      "many of the best 200 hits' products have it, most first.",
                                                      examples=[{"brand": {"ACME": 12, "Zeta": 3}}])
@@ -283,17 +304,22 @@ class AskRequest(BaseModel):
 
 
 class Finding(Hit):
-    answer: str = Field(examples=["yes"])
-    answer_score: float = Field(description="P(yes) from VQA, or the match probability from ITM.")
+    answer: str = Field(examples=["yes"], description='VQA: "yes"; ITM: "matches"; OCR: yes and the text read; '
+                        'retrieval: "found by similarity", "found by its words" or both.')
+    answer_score: float = Field(description="P(yes) from VQA, the match probability from ITM, 1 for OCR, or the "
+                                "fused rank score of retrieval (not a probability).")
 
 
 class AskResponse(BaseModel):
     question: str
     retrieval_query: str = Field(description="What CLIP searched for.", examples=["a dog on a beach"])
     check: str = Field(description="The yes/no question asked of each candidate (or the text matched).")
-    method: Literal["vqa", "itm"]
+    method: Literal["vqa", "itm", "ocr", "retrieval"] = Field(description="vqa or itm: each candidate checked by "
+        "that model; ocr: from the text OCR read at indexing; retrieval: search alone (no VQA or ITM model here).")
     model: str
     candidates: int
+    verified: bool = Field(description="False when the images were found by search and nothing checked them "
+                           "against the question (retrieval): treat them as likely, not certain.")
     results: list[Finding]
 
 

@@ -2,7 +2,7 @@
 what to change here, naming the CLI's flags and commands. The core never names them: it raises errors that keep
 what a remedy needs (the limit hit, the model wanted, the task) as data, and only this module says them.
 
-The HTTP API shows the same words for now (its clients are pointed at the operator's `vlsearch serve` flags)."""
+The HTTP API words them for its clients, who have no flags to pass, in http_wording.py."""
 
 from __future__ import annotations
 
@@ -107,11 +107,6 @@ def _(exc: WrongTask) -> str:
 
 @explain.register
 def _(exc: NotSupported) -> str:
-    if exc.task == "ask":
-        return (f"questions over the collection need a VQA model ({MODEL_FLAG['answer']} {SUGGESTED['answer']}) or "
-                f"an image-text matching model ({MODEL_FLAG['match']} {SUGGESTED['match']}); {exc.because}. The "
-                "offline model only reads text: to find images by the words in them, search with --mode keyword "
-                "'\"WORDS\"'")
     if exc.task == "ocr":
         return f"{exc}: {OCR_INSTALL}"
     return f"{exc}: {load_hint(exc.task)} (see `vlsearch models list`)"

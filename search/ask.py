@@ -2,11 +2,14 @@
 
 "which photos show a dog on a beach?" becomes the retrieval query "a dog on a beach" and, for each candidate,
 the yes/no question "does the picture show a dog on a beach?". BLIP VQA's probability of "yes" is the score;
-without a VQA model, BLIP ITM's probability that the query describes the image is."""
+without a VQA model, BLIP ITM's probability that the query describes the image is. Without either, the question
+is still answered: from the OCR text the library stored, or by retrieval alone, marked unverified
+(search/ask_unchecked.py)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from vlsearch.captioner import ImageTextModel, NotSupported
@@ -51,10 +54,11 @@ class AskResult:
     question: str
     retrieval_query: str  # what CLIP searched for
     check: str  # the yes/no question asked of each candidate (VQA), or the text matched (ITM)
-    method: str  # "vqa" or "itm"
+    method: str  # "vqa", "itm", "ocr" (the library's OCR text) or "retrieval" (search alone)
     model: str
     candidates: int
     findings: list[Finding]
+    verified: bool = True  # False: found by search, not checked image by image
 
 
 def retrieval_query(question: str) -> str:
@@ -72,7 +76,7 @@ def check_question(query: str) -> str:
 
 def ask_collection(
     engine: SearchEngine,
-    model: ImageTextModel,
+    model: ImageTextModel | None,
     question: str,
     *,
     k: int = 10,
@@ -87,6 +91,12 @@ def ask_collection(
     if candidates < 1 or k < 1:
         raise ValueError("k and the number of candidates must each be at least 1")
     query = retrieval_query(question)
+    check = _checker(model)
+    if check is None:
+        from vlsearch.search.ask_unchecked import ask_unchecked
+
+        return ask_unchecked(engine, question, query, k=k, candidates=candidates, filters=filters or Filters())
+    method, score_of = check
     hits = engine.search(SearchQuery(text=query, k=candidates, filters=filters or Filters()))
     images, kept = [], []
     roots = engine.indexed_roots()
@@ -96,23 +106,26 @@ def ask_collection(
             kept.append(hit)
         except DecodeError:
             continue  # changed, gone or linked out of the indexed folders since indexing
-    check = check_question(query)
-    try:
-        scores = model.yes_probability(images, [check] * len(images))  # even with no images: can it answer?
-        method, answer = "vqa", "yes"
-    except NotSupported as vqa_missing:
-        try:
-            scores = model.match(images, [query] * len(images))
-            method, answer, check = "itm", "matches", query
-        except NotSupported:
-            raise NotSupported(
-                f"questions over the collection need a VQA model or an image-text matching model; {vqa_missing}. "
-                "The offline model only reads text: to find images by the words in them, search in keyword mode",
-                "ask", because=str(vqa_missing)) from None
+    asked = check_question(query) if method == "vqa" else query
+    scores = score_of(images, [asked] * len(images))
     findings = [
-        Finding(replace(hit, match_score=float(score)), answer, float(score))
+        Finding(replace(hit, match_score=float(score)), "yes" if method == "vqa" else "matches", float(score))
         for hit, score in zip(kept, scores, strict=True)
         if score >= threshold
     ]
     findings.sort(key=lambda f: -f.score)
-    return AskResult(question, query, check, method, model.name, len(kept), findings[:k])
+    return AskResult(question, query, asked, method, model.name, len(kept), findings[:k])
+
+
+def _checker(model: ImageTextModel | None) -> tuple[str, Callable] | None:
+    """How `model` checks a candidate: VQA's P(yes), else ITM's P(match); None when it can do neither (asked
+    with no images, which costs nothing)."""
+    for method, score_of in (("vqa", getattr(model, "yes_probability", None)), ("itm", getattr(model, "match", None))):
+        if score_of is None:
+            continue
+        try:
+            score_of([], [])
+        except NotSupported:
+            continue
+        return method, score_of
+    return None

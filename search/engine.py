@@ -262,6 +262,10 @@ class SearchEngine:
             pairs = [(i, sc) for i, sc in pairs if sc >= filters.min_score]
         return self._hydrate(pairs, filters)
 
+    def hits(self, pairs: list[tuple[int, float]], filters: Filters) -> list[SearchHit]:
+        """Hits for (image id, score) pairs found some other way, in their order, that pass the filters."""
+        return self._hydrate(pairs, filters)
+
     def _hydrate(self, pairs: list[tuple[int, float]], filters: Filters, limit: int | None = None
                  ) -> list[SearchHit]:
         """Hits for the (id, score) pairs, best first as given, that pass the filters: the first `limit` of them.

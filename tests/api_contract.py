@@ -39,6 +39,7 @@ SEARCH = (
     r"^where: ", r"^facets: .* cannot be a facet",  # grammar past the shape (names, numbers after <)
     r"names the home folder of an unknown user",  # ~user paths, resolved on the server
     r"^image: not valid base64|^image: .*Pillow|^image is empty",  # base64 that is no image
+    r"(after|before): Input should be a valid datetime",  # a day the calendar lacks (2024-02-30T10:00)
     r"must be left,top,right,bottom",  # box: left < right, top < bottom
 )
 # Query parameters are separate schemas: OpenAPI cannot say one depends on another.
@@ -55,6 +56,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "POST /api/v1/ask": SEARCH + (r"has no words to search for|asks for photos but not what",),  # words, by meaning
     "POST /api/v1/vqa": (r"^question has no words",),
     "GET /api/v1/duplicates": (r"near_threshold \(.*\) must be at most copy_threshold",),
+    "POST /api/v1/caption/batch": (r"images in one request; send at most",),  # files + image_ids, summed
     "POST /api/v1/eval": (r"is already in a group on line", r"is not a usable path",  # one case against another
                           r"a group of duplicates names at least two different files"),  # "a" and "./a" are one
 }
@@ -62,7 +64,7 @@ RULES: dict[str, tuple[str, ...]] = {
 
 def refusal_named(case, response) -> bool:
     """The response refuses the request for one of its operation's rules the schema cannot state."""
-    if response.status_code not in (415, 422):
+    if response.status_code not in (413, 415, 422):
         return False
     detail = str(response.json().get("detail", ""))
     return any(re.search(rule, detail) for rule in RULES.get(case.operation.label, ()))

@@ -497,19 +497,6 @@ def test_vqa_and_ask(site):
     assert_error(httpx.post(url + "/api/v1/ask", json={"question": "x", "k": 0}), 422, "k")
 
 
-def test_endpoints_whose_model_is_missing_say_how_to_load_it(tmp_path, tiny_encoder):
-    write_photos(tmp_path / "photos", 1)
-    lib = Library.open(tmp_path / "lib")
-    Indexer(lib, tiny_encoder, workers=0).run([tmp_path / "photos"])
-    with serving(make_app(lib, tiny_encoder)) as url:
-        assert_error(httpx.post(url + "/api/v1/caption", data={"image_id": "1"}), 503, "--caption-model")
-        assert_error(httpx.post(url + "/api/v1/vqa", data={"image_id": "1", "question": "what?"}), 503,
-                     "--vqa-model")
-        assert_error(httpx.post(url + "/api/v1/ask", json={"question": "which photos show cats?"}), 503,
-                     "VQA model")
-        assert_error(httpx.get(url + "/api/v1/search", params={"q": "x", "rerank": 5}), 503, "--itm-model")
-
-
 def test_offline_vqa_refuses_questions_it_cannot_ground(tmp_path, tiny_encoder):
     from vlsearch.captioner.offline import OfflineCaptioner
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from vlsearch.api.http_wording import SETTING, say
 from vlsearch.api.wording import explain
 from vlsearch.captioner.errors import ModelMissing, NotSupported, WrongTask
 from vlsearch.captioner.ocr import OcrUnavailable
@@ -46,8 +47,6 @@ CASES = [
      "pass it as --itm-model"),
     (NotSupported("yes/no checks need a VQA model, and offline is not one", "answer"),
      "pass --vqa-model blip-vqa-base"),
-    (NotSupported("questions over the collection need ...", "ask", because="offline is not one"),
-     "--mode keyword"),
     (NotSupported("answering 'x' needs OCR, which is not installed", "ocr"), "pip install --no-deps rapidocr"),
     (ModelMissing("a rerank needs an image-text matching model", "match"), "pass --itm-model blip-itm-base"),
     (OcrUnavailable("No module named 'rapidocr_onnxruntime'"), "or pass --no-ocr"),
@@ -74,3 +73,12 @@ def test_typed_errors_cross_process_boundaries_whole(error):
     again = pickle.loads(pickle.dumps(error))
     assert type(again) is type(error) and str(again) == str(error) and explain(again) == explain(error)
     assert vars(again) == vars(error)
+
+
+@pytest.mark.parametrize(("error", "remedy"), CASES, ids=[type(e).__name__ for e, _ in CASES])
+def test_an_http_client_is_told_what_to_change_without_a_flag(error, remedy):
+    """The API (and the page showing its errors) names the server's settings, never a command-line flag."""
+    words = say(error)
+    assert "--" not in words and words.strip()
+    if isinstance(error, (NotSupported, ModelMissing)) and error.task in SETTING:
+        assert f"set {SETTING[error.task]} = " in words and f"VLSEARCH_{SETTING[error.task].upper()}" in words

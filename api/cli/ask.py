@@ -53,8 +53,10 @@ def ask(
     """Ask a question about one image, or about the whole library.
 
     With --image: visual question answering on that image. Without: CLIP finds candidates, a VQA model (or an
-    image-text matching model) checks each, and the images it says yes to are listed best first."""
-    from vlsearch.captioner import ModelSuite, NotSupported
+    image-text matching model) checks each, and the images it says yes to are listed best first. Without either
+    model, questions about text are answered from the text OCR read, and the rest by search alone, marked as not
+    verified."""
+    from vlsearch.captioner import ModelSuite
     from vlsearch.search import Filters
     from vlsearch.search.ask import ask_collection
 
@@ -67,7 +69,7 @@ def ask(
         folder = str(Path(path).absolute()) if path else None
         answer = call_server(server, key, lambda client: client.ask(
             question, k=k, candidates=candidates, threshold=threshold, filters={"path": folder}))
-        print_findings(RemoteAnswer(answer), as_json)
+        print_findings(RemoteAnswer(answer), as_json, where="server")
         return
     if image is not None:
         ask_image(question, image_to_ask(image, library), vqa_model, model_dir, device, as_json)
@@ -81,7 +83,7 @@ def ask(
     try:
         result = ask_collection(engine, ModelSuite(answerer=answerer, matcher=matcher), question, k=k,
                                 candidates=candidates, threshold=threshold, filters=Filters(path_prefix=path))
-    except (NotSupported, ValueError) as exc:
+    except ValueError as exc:
         raise fail(exc) from None
     print_findings(result, as_json)
 
@@ -120,23 +122,32 @@ def ask_image(question: str, target: Path, vqa_model: str, model_dir: Path, devi
                       highlight=False)
 
 
-def print_findings(result: Any, as_json: bool) -> None:
+# What the CLI says when nothing checked the images: how to load a model that would (here, or on the server).
+UNCHECKED = {"local": "pass --vqa-model blip-vqa-base (or --itm-model blip-itm-base) to check each image",
+             "server": "the server has no VQA or image-text matching model to check each image"}
+
+
+def print_findings(result: Any, as_json: bool, where: str = "local") -> None:
     if as_json:
         print(json.dumps({
             "question": result.question, "retrieval_query": result.retrieval_query, "check": result.check,
             "method": result.method, "model": result.model, "candidates": result.candidates,
-            "results": [f.as_dict() for f in result.findings],
+            "verified": result.verified, "results": [f.as_dict() for f in result.findings],
         }, indent=2, ensure_ascii=False))
         return
-    how = f"asked {result.model} \"{result.check}\"" if result.method == "vqa" else \
-        f"matched \"{result.check}\" with {result.model}"
+    how = {"vqa": f"asked {result.model} \"{result.check}\"", "itm": f"matched \"{result.check}\" with {result.model}",
+           "ocr": f"read the text OCR found at indexing (\"{result.check}\")",
+           "retrieval": f"kept the closest by similarity ({result.model}) and by words"}[result.method]
     console.print(f"searched for \"{escape(result.retrieval_query)}\", {escape(how)} of {result.candidates} candidates",
                   highlight=False)
+    if not result.verified:
+        console.print(f"[yellow]found by search, not verified:[/] {escape(UNCHECKED[where])}", highlight=False)
     if not result.findings:
-        console.print("no image passed the check")
+        console.print("no image passed the check" if result.verified else "nothing close enough was found")
         return
     table = Table(box=None, header_style="bold")
-    for column in ("#", "p(yes)" if result.method == "vqa" else "match", "id"):
+    score = {"vqa": "p(yes)", "itm": "match", "ocr": "read", "retrieval": "rank score"}[result.method]
+    for column in ("#", score, "id"):
         table.add_column(column, justify="right")
     table.add_column("path", overflow="fold")
     table.add_column("answer")

@@ -128,6 +128,7 @@ class RemoteAnswer:
     def __init__(self, answer: Any) -> None:
         self.question, self.retrieval_query, self.check = answer.question, answer.retrieval_query, answer.check
         self.method, self.model, self.candidates = answer.method, answer.model, answer.candidates
+        self.verified = answer.verified
         self.findings = [RemoteFinding(f) for f in answer.results]
 
 

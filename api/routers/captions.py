@@ -12,6 +12,7 @@ from pydantic import Field
 from vlsearch.api.combinations import ONE_IMAGE, SOME_IMAGES, multipart
 from vlsearch.api.deps import decode_upload, finite, get_service, indexed_image, read_upload, to_filters, to_hit
 from vlsearch.api.errors import ApiError, responses
+from vlsearch.api.http_wording import operator_hint, say
 from vlsearch.api.schemas import (
     MAX_ID,
     AskRequest,
@@ -25,7 +26,6 @@ from vlsearch.api.schemas import (
 )
 from vlsearch.api.security import require_read
 from vlsearch.api.service import Service, in_thread
-from vlsearch.api.wording import explain
 from vlsearch.captioner import ImageTextModel, ModelSuite, NotSupported
 from vlsearch.library import LibraryError
 from vlsearch.search.ask import ask_collection
@@ -37,9 +37,9 @@ UploadForm = Annotated[UploadFile | None, File(description="The image (JPEG, PNG
 PromptForm = Annotated[Text | None, Form(max_length=200, description='Start of the caption, e.g. "a photo of".')]
 
 
-def _need(model: ImageTextModel | None, what: str, option: str) -> ImageTextModel:
+def _need(model: ImageTextModel | None, what: str, task: str) -> ImageTextModel:
     if model is None:
-        raise ApiError(503, f"this server was started without {what}; restart it with {option}")
+        raise ApiError(503, f"this server has no {what}; {operator_hint(task)}")
     return model
 
 
@@ -71,11 +71,11 @@ def _stored_caption(service: Service, image_id: int) -> tuple[str, str] | None:
 
 
 async def _caption(service: Service, images: list[Image.Image], prompt: str | None) -> list[str]:
-    model = _need(service.models.captioner, "a caption model", "--caption-model (e.g. blip-base or offline)")
+    model = _need(service.models.captioner, "caption model", "caption")
     try:
         return await service.run_model(model.caption, images, prompt)
     except NotSupported as exc:
-        raise ApiError(503, explain(exc)) from None
+        raise ApiError(503, say(exc)) from None
 
 
 @router.post("/caption", response_model=CaptionResult, responses=responses(401, 403, 404, 413, 415, 422, 503),
@@ -90,7 +90,7 @@ async def caption(file: UploadForm = None, image_id: ImageIdForm = None, prompt:
         stored = await asyncio.to_thread(_stored_caption, service, image_id)
         if stored is not None:
             return CaptionResult(caption=stored[0], model=stored[1], image_id=image_id, stored=True)
-    _need(service.models.captioner, "a caption model", "--caption-model (e.g. blip-base or offline)")
+    _need(service.models.captioner, "caption model", "caption")
     image, image_id = await _image(service, file, image_id)
     text = (await _caption(service, [image], prompt))[0]
     return CaptionResult(caption=text, model=service.models.captioner.name, image_id=image_id)
@@ -114,7 +114,7 @@ async def caption_batch(
     if len(files) + len(image_ids) > service.settings.max_batch:
         raise ApiError(413, f"{len(files) + len(image_ids)} images in one request; send at most "
                        f"{service.settings.max_batch} per batch")
-    _need(service.models.captioner, "a caption model", "--caption-model (e.g. blip-base or offline)")
+    _need(service.models.captioner, "caption model", "caption")
     results: list[BatchItem] = []
     todo: list[tuple[BatchItem, Image.Image]] = []
     for i, f in enumerate(files):
@@ -155,27 +155,25 @@ async def vqa(
     only questions about text in the image; others get a 422 that names the model to install."""
     if not any(c.isalnum() for c in question):
         raise ApiError(422, "question has no words; ask e.g. \"what colour is the car?\"")
-    model = _need(service.models.answerer, "a VQA model", "--vqa-model blip-vqa-base")
+    model = _need(service.models.answerer, "VQA model", "answer")
     image, image_id = await _image(service, file, image_id)
     try:
         answer = (await service.run_model(model.answer, [image], [question]))[0]
     except NotSupported as exc:
-        raise ApiError(422, explain(exc), code="unanswerable") from None
+        raise ApiError(422, say(exc), code="unanswerable") from None
     return VqaAnswer(question=question, answer=answer, model=model.name, image_id=image_id)
 
 
-@router.post("/ask", response_model=AskResponse, responses=responses(401, 403, 409, 422, 503),
+@router.post("/ask", response_model=AskResponse, responses=responses(401, 403, 409, 422),
              summary="Ask the whole collection")
 async def ask(body: AskRequest, service: Service = Depends(get_service)) -> AskResponse:
     """"which photos show a dog on a beach?": CLIP finds candidates, a VQA model (or image-text matching model)
-    checks each, and the images it says yes to come back best first, with the answer and its probability."""
-    if service.models.answerer is None and service.models.matcher is None:
-        raise ApiError(503, "questions over the collection need a VQA model (--vqa-model blip-vqa-base) or an "
-                       "image-text matching model (--itm-model blip-itm-base); this server has neither")
+    checks each, and the images it says yes to come back best first, with the answer and its probability. Without
+    either model, questions about text are answered from OCR, and the rest by search alone (`verified: false`)."""
     try:
         engine = await in_thread(service.engine)
     except LibraryError as exc:
-        raise ApiError(409, explain(exc)) from None
+        raise ApiError(409, say(exc)) from None
     if engine is None:
         raise ApiError(409, "the library holds no images yet; index some first (POST /api/v1/index)")
     suite = ModelSuite(answerer=service.models.answerer, matcher=service.models.matcher)
@@ -183,13 +181,11 @@ async def ask(body: AskRequest, service: Service = Depends(get_service)) -> AskR
         result = await service.run_model(
             lambda: ask_collection(engine, suite, body.question, k=body.k, candidates=body.candidates,
                                    threshold=body.threshold, filters=to_filters(body.filters)))
-    except NotSupported as exc:
-        raise ApiError(503, explain(exc)) from None
     except ValueError as exc:
-        raise ApiError(422, explain(exc)) from None
+        raise ApiError(422, say(exc)) from None
     findings = [f for f in result.findings if f.hit in finite([f.hit])]
     return AskResponse(
         question=result.question, retrieval_query=result.retrieval_query, check=result.check, method=result.method,
-        model=result.model, candidates=result.candidates,
+        model=result.model, candidates=result.candidates, verified=result.verified,
         results=[Finding(**to_hit(f.hit).model_dump(), answer=f.answer, answer_score=f.score) for f in findings],
     )

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends
 
 from vlsearch.api.deps import get_service
 from vlsearch.api.errors import ApiError, responses
+from vlsearch.api.http_wording import say
 from vlsearch.api.review_schemas import EvalRequest, EvalResponse
 from vlsearch.api.routers.duplicates import CACHE
 from vlsearch.api.security import require_read
 from vlsearch.api.service import Service, in_thread
-from vlsearch.api.wording import explain
 from vlsearch.images import DecodeError
 from vlsearch.library import LibraryError
 from vlsearch.search.eval_cases import EvalFileError, EvalSet, parse_cases
@@ -39,9 +39,9 @@ async def evaluate(request: EvalRequest, service: Service = Depends(get_service)
     try:
         report = await in_thread(run, service, cases, request.modes, request.k)
     except LibraryError as exc:
-        raise ApiError(409, explain(exc)) from None
+        raise ApiError(409, say(exc)) from None
     except (DecodeError, ValueError) as exc:
-        raise ApiError(422, explain(exc)) from None
+        raise ApiError(422, say(exc)) from None
     return report.as_dict()
 
 

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends
 
 from vlsearch.api.deps import JobId, get_service
 from vlsearch.api.errors import ApiError, responses
+from vlsearch.api.http_wording import say
 from vlsearch.api.jobs import Job
 from vlsearch.api.schemas import IndexRequest, JobOut
 from vlsearch.api.security import require_read, require_write
 from vlsearch.api.service import Service
-from vlsearch.api.wording import explain
 from vlsearch.library import LibraryBusy, LibraryError
 
 router = APIRouter(tags=["indexing"])
@@ -57,9 +57,9 @@ async def start_index(body: IndexRequest, service: Service = Depends(get_service
     try:
         job = await asyncio.to_thread(service.jobs.start, paths, body.captions, body.ocr, body.prune)
     except LibraryBusy as exc:
-        raise ApiError(409, explain(exc), code="busy") from None
+        raise ApiError(409, say(exc), code="busy") from None
     except LibraryError as exc:
-        raise ApiError(409, explain(exc)) from None
+        raise ApiError(409, say(exc)) from None
     return job_out(job)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
@@ -23,6 +23,7 @@ from vlsearch.api.deps import (
     to_hit,
 )
 from vlsearch.api.errors import ApiError, responses
+from vlsearch.api.http_wording import operator_hint, say
 from vlsearch.api.schemas import (
     BOX_HELP,
     FACET_HELP,
@@ -42,11 +43,11 @@ from vlsearch.api.schemas import (
     TagText,
     Text,
     Weight,
+    When,
     Words,
 )
 from vlsearch.api.security import require_read
 from vlsearch.api.service import Service, in_thread
-from vlsearch.api.wording import explain
 from vlsearch.captioner import NotSupported
 from vlsearch.library import LibraryError
 from vlsearch.search import SearchQuery
@@ -72,14 +73,15 @@ async def run(service: Service, started: float, **fields) -> SearchResponse:
     try:
         query = SearchQuery(k=fetch, **fields)
     except ValueError as exc:
-        raise ApiError(422, explain(exc)) from None
-    if query.rerank and service.models.matcher is None:
-        raise ApiError(503, "rerank needs an image-text matching model, and this server has none: start it with "
-                       "--itm-model blip-itm-base (its weights must be in the model folder)")
+        raise ApiError(422, say(exc)) from None
+    skipped = None
+    if query.rerank and service.models.matcher is None:  # the search is still worth answering, unreranked
+        skipped = f"not reranked: this server has no image-text matching model; {operator_hint('match')}"
+        query = replace(query, rerank=0)
     try:
         engine = await in_thread(service.engine)  # the first call opens the library's vectors
     except LibraryError as exc:
-        raise ApiError(409, explain(exc)) from None
+        raise ApiError(409, say(exc)) from None
     if engine is None:
         hits = []
     else:
@@ -88,16 +90,17 @@ async def run(service: Service, started: float, **fields) -> SearchResponse:
         try:
             hits = await runner(engine.search, query)
         except LookupError as exc:
-            raise ApiError(404, explain(exc).strip("'\"")) from None
+            raise ApiError(404, say(exc).strip("'\"")) from None
         except NotSupported as exc:
-            raise ApiError(503, explain(exc)) from None
+            raise ApiError(503, say(exc)) from None
         except ValueError as exc:
-            raise ApiError(422, explain(exc)) from None
+            raise ApiError(422, say(exc)) from None
     page = finite(hits[offset : offset + k])
     more = len(hits) > offset + k
     counted = await in_thread(facet_counts, service.library, hits, facets) if facets and hits else None
     return SearchResponse(
         model=service.models.encoder.name, mode=query.mode, k=k, offset=offset, hits=[to_hit(h) for h in page],
+        reranked=bool(query.rerank) if fields.get("rerank") else None, rerank_note=skipped,
         next_offset=offset + k if more else None, took_ms=round((time.perf_counter() - started) * 1000, 3),
         facets=counted,
     )
@@ -120,8 +123,8 @@ async def search_get(
                     Query(alias="not", max_length=20, description="Push results away from this (repeatable).")] = None,
     path: Annotated[FolderPath | None, Query(description="Only files under this folder.")]
     = None,
-    after: Annotated[datetime | None, Query(description="Taken on or after (YYYY-MM-DD).")] = None,
-    before: Annotated[datetime | None, Query(description="Taken before (YYYY-MM-DD).")] = None,
+    after: Annotated[When | None, Query(description="Taken on or after (YYYY-MM-DD).")] = None,
+    before: Annotated[When | None, Query(description="Taken before (YYYY-MM-DD).")] = None,
     camera: Annotated[Text | None, Query(max_length=200, description="Camera make or model contains this.")] = None,
     min_score: Annotated[float | None, Query(ge=-1, le=1, allow_inf_nan=False)] = None,
     sort: Annotated[Sort, Query(description="score, or date: the best 1000 matches, newest first (pages walk "

@@ -1,0 +1,99 @@
+"""Questions over a collection when no model can check each image (no VQA or image-text matching model).
+
+Questions about text ("which photos have text?", "which photos say EXIT?") are answered from the OCR text the
+library stored at indexing: grounded, so verified. Any other question is answered by search alone: the images
+most like the question's query by similarity, fused with those whose words (file name, captions, OCR text, tags)
+match it; these are marked unverified, since nothing looked at them with the question in mind."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from sqlalchemy import func, select
+
+from vlsearch.library.schema import OcrText
+from vlsearch.search.ask import AskResult, Finding
+from vlsearch.search.engine import SearchEngine
+from vlsearch.search.keywords import KeywordQuery, reciprocal_rank_fusion
+from vlsearch.search.query import Filters, SearchHit, SearchQuery
+
+# Similar enough: within 90% of the best match's similarity (relative, as every model's cosines sit on their own
+# scale). On the demo's eval set (search/eval/samples.jsonl) with the offline preset it keeps 2.2 images a question
+# at precision 0.43 / recall 0.77; the best absolute cut (0.3) kept precision 0.17 / recall 0.70.
+RELATIVE = 0.9
+_TEXT = r"(?:any\s+|some\s+|visible\s+)?(?:text|writing|words|letters|numbers|lettering|captions?)"
+# The retrieval query of a question about whether there is text: "which photos have text?" -> "text".
+_HAS_TEXT = re.compile(rf"^{_TEXT}(?:\s+(?:on|in)\s+(?:it|them|the\s+\w+))?$", re.I)
+# ... and of one about what it says: "which photos say EXIT?" -> "say EXIT"; "with the word 'sale'" -> ...
+_SAYS = re.compile(r"^(?:that\s+)?(?:says?|reads?|spells?|(?:the\s+)?(?:words?|text))\s+(?P<words>\S.*)$", re.I)
+SIMILAR, WORDS = "found by similarity", "found by its words"
+QUOTE = 120  # characters of OCR text an answer quotes
+
+
+def ask_unchecked(engine: SearchEngine, question: str, query: str, *, k: int, candidates: int,
+                  filters: Filters) -> AskResult:
+    """The answer without a checking model: from OCR for questions about text, else by search (unverified)."""
+    if _has_ocr(engine):
+        if _HAS_TEXT.match(query):
+            return _from_ocr(engine, question, query, None, k, filters)
+        if says := _SAYS.match(query):
+            return _from_ocr(engine, question, query, says["words"].strip("\"'“”‘’ "), k, filters)
+    return _by_search(engine, question, query, k, candidates, filters)
+
+
+def _has_ocr(engine: SearchEngine) -> bool:
+    with engine.library.session() as s:
+        return s.scalar(select(func.count()).select_from(OcrText)) > 0
+
+
+def _from_ocr(engine: SearchEngine, question: str, query: str, words: str | None, k: int,
+              filters: Filters) -> AskResult:
+    """Images whose stored OCR text is not empty (`words` None), or holds `words` as whole words; most text first."""
+    if words is None:
+        with engine.library.session() as s:
+            read = s.execute(select(OcrText.image_id, func.length(OcrText.text)).where(OcrText.text != "")).all()
+        hits = engine.hits(sorted(((i, float(n)) for i, n in read), key=lambda p: -p[1]), filters)
+        check = "is there text?"
+    else:
+        hits = engine.search(SearchQuery(text=f'"{words}"', mode="keyword", k=10_000,
+                                         filters=replace(filters, min_score=None)))
+        hits = [h for h in hits if _holds(h.ocr_text or "", words)]
+        check = f'does it say "{words}"?'
+    findings = [Finding(replace(h, score=1.0), f'yes: "{_quote(h.ocr_text or "")}"', 1.0) for h in hits[:k]]
+    return AskResult(question, query, check, "ocr", "ocr", len(hits), findings)
+
+
+def _quote(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= QUOTE else flat[:QUOTE].rsplit(" ", 1)[0] + " …"
+
+
+def _holds(text: str, words: str) -> bool:
+    """`words` appear in `text` as whole words, case and punctuation aside ("TO" is not in "STOP")."""
+    def norm(value: str) -> str:
+        return " ".join(re.findall(r"\w+", value.lower()))
+    return f" {norm(words)} " in f" {norm(text)} "
+
+
+def _by_search(engine: SearchEngine, question: str, query: str, k: int, candidates: int,
+               filters: Filters) -> AskResult:
+    """The images most like `query` (within RELATIVE of the best) fused with those whose words match it."""
+    similar = engine.search(SearchQuery(text=query, k=candidates, filters=filters))
+    floor = RELATIVE * similar[0].score if similar and similar[0].score > 0 else float("inf")
+    close = [h for h in similar if h.score >= floor]
+    worded: list[SearchHit] = []
+    if not KeywordQuery.parse(query).empty:
+        worded = engine.search(SearchQuery(text=query, mode="keyword", k=candidates,
+                                           filters=replace(filters, min_score=None)))
+    fused = reciprocal_rank_fusion([h.id for h in close], [h.id for h in worded])[:k]
+    by_id = {h.id: h for h in worded} | {h.id: h for h in close}
+    close_ids, worded_ids = {h.id for h in close}, {h.id for h in worded}
+    findings = [Finding(replace(by_id[i], score=score), _how(i in close_ids, i in worded_ids), score)
+                for i, score in fused]
+    considered = len({h.id for h in similar} | worded_ids)
+    return AskResult(question, query, query, "retrieval", engine.encoder.name, considered, findings, verified=False)
+
+
+def _how(similar: bool, worded: bool) -> str:
+    return f"{SIMILAR} and {WORDS.removeprefix('found by ')}" if similar and worded else SIMILAR if similar else WORDS
