@@ -7,8 +7,8 @@
   server's limit (api/limits.py refuses it before any route runs).
 - Links say which answer feeds which request (a job started, then read; a hit, then its image, then deleted), so
   clients and stateful tests can follow them.
-- A multipart form has no null: a field is sent or left out (FastAPI offered null for every optional field, and a
-  generator sent the text "null" for it)."""
+- A multipart form or a query string has no null: a field is sent or left out (FastAPI offered null for every
+  optional one, and a generator sent the text "null" for it)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ def exact(schema: dict, *, open_reads: bool, writes: set[tuple[str, str]]) -> di
         for method, operation in operations.items():
             if operation.get("security") and open_reads and (method, path) not in writes:
                 operation["security"] = [{}, *operation["security"]]
+            for parameter in operation.get("parameters", []):
+                parameter["schema"] = _without_null(parameter["schema"])
             if "requestBody" in operation:  # a multipart without its boundary: 400 before the route runs
                 operation["responses"].setdefault("400", MALFORMED)
                 operation["responses"].setdefault("413", TOO_LARGE)
@@ -90,7 +92,13 @@ def _form(schema: dict, media: dict) -> None:
     else:
         form = media["schema"]
     for name, field in form.get("properties", {}).items():
-        if "anyOf" in field:
-            kept = [branch for branch in field["anyOf"] if branch != {"type": "null"}]
-            rest = {key: value for key, value in field.items() if key != "anyOf"}
-            form["properties"][name] = {**rest, **kept[0]} if len(kept) == 1 else {**rest, "anyOf": kept}
+        form["properties"][name] = _without_null(field)
+
+
+def _without_null(field: dict) -> dict:
+    """`field` with its null branch taken out: what a form field or a query parameter can be, being text."""
+    if "anyOf" not in field:
+        return field
+    kept = [branch for branch in field["anyOf"] if branch != {"type": "null"}]
+    rest = {key: value for key, value in field.items() if key != "anyOf"}
+    return {**rest, **kept[0]} if len(kept) == 1 else {**rest, "anyOf": kept}

@@ -239,8 +239,13 @@ def test_ask_one_image_and_the_collection(env):
     code, out = cli("ask", "which photos show a red ball?", "--vqa-model", "offline", "--itm-model", "none-such")
     assert code == 2 and "unknown model 'none-such' for --itm-model" in out
     code, out = cli("ask", "which photos show a red ball?", "--vqa-model", "offline",
+                    "--model-dir", str(env / "empty-model-dir"))  # no VQA or ITM model: answered by search alone
+    assert code == 0 and "found by search, not verified: pass --vqa-model blip-vqa-base" in out
+    assert "found by similarity" in out
+    code, out = cli("ask", "which photos show a red ball?", "--vqa-model", "offline", "--json",
                     "--model-dir", str(env / "empty-model-dir"))
-    assert code == 2 and "need a VQA model" in out
+    result = json.loads(out)
+    assert (result["method"], result["verified"]) == ("retrieval", False) and result["results"]
 
 
 def test_models_list_names_the_caption_models():

@@ -2,6 +2,7 @@
 // Server data is always written with textContent, never as markup.
 
 import { el, fileName } from './dom.js';
+import { setupAsk } from './ask.js';
 import { setupDuplicates } from './duplicates.js';
 import { setupQuality } from './quality.js';
 import { boxTool, productLines, productQuery, showFacets } from './products.js';
@@ -560,33 +561,6 @@ async function askImage(event) {
   }
 }
 
-// ---------------------------------------------------------------- ask the collection
-
-async function askCollection(event) {
-  event.preventDefault();
-  const question = value('#ask-question');
-  const grid = $('#ask-results');
-  if (!question) { setStatus('Type a question to ask the collection'); return; }
-  grid.replaceChildren();
-  $('#ask-summary').textContent = '';
-  setStatus('Looking through the collection…');
-  grid.setAttribute('aria-busy', 'true');
-  try {
-    const data = await api('/ask', { method: 'POST', json: { question, k: PAGE_SIZE } });
-    clearError();
-    grid.append(...data.results.map((f) => resultCard(f, [`Answer: ${f.answer} (${Math.round(f.answer_score * 100)}%)`])));
-    $('#ask-summary').textContent = `Searched for “${data.retrieval_query}”, then checked ${data.candidates} `
-      + `candidates with ${data.model}: “${data.check}”.`;
-    setStatus(data.results.length ? `${data.results.length} matching images`
-      : 'No image matched — try asking in other words');
-  } catch (err) {
-    showError(err);
-    setStatus('');
-  } finally {
-    grid.removeAttribute('aria-busy');
-  }
-}
-
 // ---------------------------------------------------------------- caption tool
 
 async function captionFile(file) {
@@ -804,7 +778,7 @@ function start() {
   setupTabs();
   setupSearch();
   setupDetail();
-  $('#ask-form').addEventListener('submit', askCollection);
+  setupAsk(api, { setStatus, showError, clearError, resultCard, pageSize: PAGE_SIZE });
   setupCaption();
   setupDuplicates(api, { setStatus, showError });
   setupQuality(api, { setStatus, showError });
