@@ -11,7 +11,10 @@ from __future__ import annotations
 # Python's str.isspace(), spelled out: ECMA's and Rust's \s differ from it (\x1c-\x1f, \x85), and the server
 # tests text for words with str.strip().
 SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-WORDS = {"type": "string", "pattern": f"[^{SPACE}]"}  # text with something besides white space
+# Both spelled anchored at each end: schemathesis merges a pattern with maxLength as if it were (it read "^/" with
+# a maxLength as 1 to 4096 slashes, and "[^ ]" as no space at all), and its generator then fuzzed the wrong rule.
+WORDS = {"type": "string", "pattern": f"^[\\s\\S]*[^{SPACE}][\\s\\S]*$"}  # something besides white space
+ABSOLUTE = "^/[\\s\\S]*$"  # an absolute path
 NO_NUL = {"not": {"pattern": "\\x00"}}  # no text the server stores or searches may hold a NUL
 # A `where` condition's shape: no NUL, and an operator with something before it and after it.
 CONDITION = "^[^\\x00]*[^\\x00=<>!][^\\x00]*(=|<|>)[^\\x00]*[^\\x00\\s][^\\x00]*$"

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from vlsearch.api.combinations import WORDS
+from vlsearch.api.combinations import ABSOLUTE, WORDS
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ CODES = {
 
 
 PATTERN_WORDS = {WORDS["pattern"]: "is blank: type some words",
-                 "^/": "give an absolute path on the server (starting with /)"}
+                 ABSOLUTE: "give an absolute path on the server (starting with /)"}
 
 
 class ErrorBody(BaseModel):

@@ -6,12 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from vlsearch.api.answer_schemas import AskRequest, AskResponse, BatchCaptions, CaptionResult, VqaAnswer
 from vlsearch.api.review_schemas import DuplicatesOut, EvalRequest, EvalResponse
 from vlsearch.api.schemas import (
-    AskRequest,
-    AskResponse,
-    BatchCaptions,
-    CaptionResult,
     Deleted,
     DeletedMany,
     DeleteRequest,
@@ -22,7 +19,6 @@ from vlsearch.api.schemas import (
     SearchRequest,
     SearchResponse,
     Stats,
-    VqaAnswer,
 )
 from vlsearch.client.calls import Call, ImageInput, clean, upload
 

@@ -4,6 +4,9 @@ server's settings, never a command-line flag."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import httpx
 import pytest
 from sqlalchemy import select
@@ -96,3 +99,12 @@ def test_a_rerank_with_the_model_says_so(library, tiny_encoder):
         asked = httpx.get(url + "/api/v1/search", params={"q": "red", "k": 3, "rerank": 5}).json()
         assert asked["reranked"] is True and asked["rerank_note"] is None
         assert all(h["match_score"] is not None for h in asked["hits"])
+
+
+def test_a_server_told_to_load_an_itm_model_it_cannot_find_fails_at_start_up(library, tmp_path):
+    """Answering unreranked is for servers without the model; one asked for it by name must not start without it."""
+    lib, _ = library
+    run = subprocess.run([sys.executable, "-m", "vlsearch.api.cli", "serve", "--library", str(lib.root), "--port",
+                          "1", "--itm-model", "blip-itm-base", "--model-dir", str(tmp_path / "empty")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "weights of blip-itm-base" in run.stdout + run.stderr

@@ -1,7 +1,6 @@
 """The caption/OCR stage and what it feeds: stored captions and OCR text, the FTS5 keyword index kept in step
 by triggers, keyword and hybrid search, rerank, and questions over the collection."""
 
-import re
 import shutil
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from sqlalchemy import select, text
 from tests.photos import picture, write_photo, write_photos
 from tests.served import serving
 from vlsearch.api.wording import explain
-from vlsearch.captioner import ModelSuite, NotSupported, load_image_text_model
+from vlsearch.captioner import ModelSuite, load_image_text_model
 from vlsearch.captioner.ocr import OcrFailed, ocr_reader
 from vlsearch.indexer import Indexer
 from vlsearch.indexer.describe import Describer
@@ -324,12 +323,10 @@ def test_ask_over_the_collection_returns_the_yeses_best_first(library, tiny_enco
     assert set(result.findings[0].as_dict()) >= {"id", "path", "answer", "answer_score"}
     itm = ask_collection(engine, ModelSuite(matcher=tiny_text["match"]), "which photos show a dog?", threshold=0.0)
     assert itm.method == "itm" and len(itm.findings) == 10 and all(f.answer == "matches" for f in itm.findings)
-    with pytest.raises(NotSupported, match="VQA model.*keyword mode") as refused:
-        ask_collection(engine, ModelSuite(), "which photos show a dog?")
-    assert re.search("VQA model.*--vqa-model blip-vqa-base.*--mode keyword", explain(refused.value))
-    nowhere = Filters(path_prefix=str(tmp_path / "no-such-folder"))  # no candidates: still no VQA model
-    with pytest.raises(NotSupported, match="VQA model"):
-        ask_collection(engine, ModelSuite(), "which photos show a dog?", filters=nowhere)
+    unchecked = ask_collection(engine, ModelSuite(), "which photos show a dog?")  # no model: search alone
+    assert (unchecked.method, unchecked.verified) == ("retrieval", False) and unchecked.findings
+    nowhere = Filters(path_prefix=str(tmp_path / "no-such-folder"))  # no candidates: an empty answer, unchecked
+    assert ask_collection(engine, ModelSuite(), "which photos show a dog?", filters=nowhere).findings == []
     assert ask_collection(engine, vqa, "which photos show a dog?", filters=nowhere).findings == []
     with pytest.raises(ValueError, match="no words to search for"):
         ask_collection(engine, vqa, "???")

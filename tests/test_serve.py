@@ -38,7 +38,7 @@ def test_bad_requests_get_4xx_with_a_reason(server):
 
 def test_caption_endpoint_without_a_model_says_how_to_start_one(server):
     r = httpx.post(f"{server}/api/v1/caption", files={"file": ("p.jpg", b"x", "image/jpeg")})
-    assert r.status_code == 503 and "--caption-model" in r.json()["detail"]
+    assert r.status_code == 503 and "set caption_model = " in r.json()["detail"]
 
 
 def test_page_and_its_files_are_served_under_a_strict_content_security_policy(server):

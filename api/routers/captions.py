@@ -9,21 +9,20 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from PIL import Image
 from pydantic import Field
 
-from vlsearch.api.combinations import ONE_IMAGE, SOME_IMAGES, multipart
-from vlsearch.api.deps import decode_upload, finite, get_service, indexed_image, read_upload, to_filters, to_hit
-from vlsearch.api.errors import ApiError, responses
-from vlsearch.api.http_wording import operator_hint, say
-from vlsearch.api.schemas import (
-    MAX_ID,
+from vlsearch.api.answer_schemas import (
     AskRequest,
     AskResponse,
     BatchCaptions,
     BatchItem,
     CaptionResult,
     Finding,
-    Text,
     VqaAnswer,
 )
+from vlsearch.api.combinations import ONE_IMAGE, SOME_IMAGES, multipart
+from vlsearch.api.deps import decode_upload, finite, get_service, indexed_image, read_upload, to_filters, to_hit
+from vlsearch.api.errors import ApiError, responses
+from vlsearch.api.http_wording import operator_hint, say
+from vlsearch.api.schemas import MAX_ID, Text
 from vlsearch.api.security import require_read
 from vlsearch.api.service import Service, in_thread
 from vlsearch.captioner import ImageTextModel, ModelSuite, NotSupported
