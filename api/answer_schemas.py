@@ -48,7 +48,8 @@ class AskRequest(BaseModel):
     k: whole(1, 100) = Field(10, description="At most this many images.")
     candidates: whole(1, 200) = Field(30, description="How many CLIP search results are checked.")
     threshold: float = Field(0.5, ge=0, le=1, allow_inf_nan=False,
-                             description="Keep images whose yes (or match) probability is at least this.")
+                             description="Keep images whose yes (or match) probability is at least this (VQA and ITM; "
+                             "OCR and retrieval answers have no probability to compare).")
     filters: Filters = Field(default_factory=Filters)
 
 
@@ -67,6 +68,6 @@ class AskResponse(BaseModel):
         "that model; ocr: from the text OCR read at indexing; retrieval: search alone (no VQA or ITM model here).")
     model: str
     candidates: int
-    verified: bool = Field(description="False when the images were found by search and nothing checked them "
+    verified: bool = Field(True, description="False when the images were found by search and nothing checked them "
                            "against the question (retrieval): treat them as likely, not certain.")
     results: list[Finding]

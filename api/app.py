@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
@@ -12,7 +12,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.routing import Mount
 
 from vlsearch.api import contract, errors
-from vlsearch.api.deps import one_value_each
 from vlsearch.api.limits import BodyLimit
 from vlsearch.api.metrics import MetricsMiddleware
 from vlsearch.api.routers import captions, duplicates, evaluation, images, jobs, search, system
@@ -47,7 +46,7 @@ def create_app(service: Service) -> FastAPI:
     app.state.service = service
     app.state.settings = settings
     errors.install(app)
-    api = APIRouter(prefix="/api/v1", dependencies=[Depends(one_value_each)])
+    api = APIRouter(prefix="/api/v1")
     routers = (search.router, images.router, captions.router, jobs.router, duplicates.router, evaluation.router,
                system.router)
     for router in routers:

@@ -2,9 +2,8 @@
 server refuses what these refuse (search/query.py and the routes hold the checks and their messages), and a client
 or a generator that reads the schema can build only requests the server takes.
 
-What JSON Schema cannot say stays in the operation's text and a 422 that names the rule: one value against another
-(after before before, near_threshold <= copy_threshold, offset + k <= 10000, box left < right), and content (base64
-or bytes that are no image, a `where` condition's grammar past its shape, weights that cancel out)."""
+What JSON Schema cannot say (one value against another, content such as base64 that is no image) is a 422 that
+names the rule; tests/api_contract.py lists those rules, operation by operation."""
 
 from __future__ import annotations
 

@@ -50,16 +50,19 @@ def _repeatable(annotation: object) -> bool:
     return origin in (Union, UnionType, Annotated) and any(_repeatable(arg) for arg in get_args(annotation))
 
 
-def one_value_each(request: Request) -> None:
-    """A query parameter that takes one value is given once: FastAPI kept the last of `camera=a&camera=b`, which
-    the schema (a string, not an array) does not admit."""
-    route = request.scope.get("route")
-    params = {field.alias: field for field in getattr(getattr(route, "dependant", None), "query_params", [])}
-    for name in {key for key, _ in request.query_params.multi_items()}:
-        field = params.get(name)
-        if field is not None and len(request.query_params.getlist(name)) > 1 and not _repeatable(
-                field.field_info.annotation):
-            raise ApiError(422, f"{name}: give it once; it takes one value")
+async def one_value_each(request: Request) -> None:
+    """A query parameter or form field that takes one value is given once: FastAPI kept the last of
+    `camera=a&camera=b` (or of two `image_id` parts), which the schema (one value, not an array) does not admit.
+    A dependency after the route's key check, so a caller without a key hears that first."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    given = [(request.query_params, getattr(dependant, "query_params", []))]
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        given.append((await request.form(), getattr(dependant, "body_params", [])))  # parsed once, kept by Starlette
+    for values, fields in given:
+        single = {field.alias for field in fields if not _repeatable(field.field_info.annotation)}
+        for name in single & {key for key, _ in values.multi_items()}:
+            if len(values.getlist(name)) > 1:
+                raise ApiError(422, f"{name}: give it once; it takes one value")
 
 
 def get_service(request: Request) -> Service:

@@ -33,7 +33,10 @@ CameraTime = Annotated[
 ]
 # A date to filter by: a day, or a day and a time, with or without an offset (cameras keep local time, so a time
 # without one is the natural query). Numbers are refused: lax parsing read "0.0" as 1970.
-WHEN = r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})?)?$"
+# Digits spelled [0-9]: Python's \d also takes other scripts' digits, ECMA's (the schema's) does not.
+_DAY = r"(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+_TIME = r"([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]+)?)?"
+WHEN = rf"^{_DAY}([Tt ]{_TIME}([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?$"
 
 
 def _when(value: object) -> object:
@@ -45,9 +48,11 @@ def _when(value: object) -> object:
     return value
 
 
-When = Annotated[datetime, BeforeValidator(_when), WithJsonSchema({"anyOf": [
-    {"type": "string", "format": "date"}, {"type": "string", "format": "date-time"},
-    {"type": "string", "pattern": WHEN}], "examples": ["2024-05-01", "2024-05-01T14:03:22"]})]
+# The pattern, not format date/date-time: RFC 3339 wants an offset (a camera's local time has none) and admits
+# leap seconds, which Python's datetime does not.
+When = Annotated[datetime, BeforeValidator(_when), WithJsonSchema({
+    "type": "string", "pattern": WHEN, "examples": ["2024-05-01", "2024-05-01T14:03:22"],
+    "description": "A day, or a day and a time, with or without an offset (Z, +02:00)."})]
 Sort = Literal["score", "date"]
 Group = Literal["product"]
 
@@ -74,7 +79,7 @@ def whole(low: int, high: int) -> type[int]:
     return Annotated[int, Field(ge=low, le=high), BeforeValidator(_whole)]
 
 
-ImageId = whole(1, MAX_ID)
+JsonImageId = whole(1, MAX_ID)  # in a JSON body (deps.ImageId: in a URL path)
 Text = Annotated[str, Field(json_schema_extra=combinations.NO_NUL), AfterValidator(no_surrogates)]
 # An absolute path. The pattern sits before the validator: after it, or on a Query of `Text | None`, pydantic leaves
 # it out of the schema, which then admitted relative paths the server refused.
@@ -136,7 +141,7 @@ class SearchRequest(BaseModel):
     ]})
 
     text: Text | None = Field(None, max_length=1000, description="What to look for, in words.")
-    image_id: ImageId | None = Field(None,
+    image_id: JsonImageId | None = Field(None,
                                  description="Look for images like this indexed image (left out of the hits).")
     image: str | None = Field(None, description="Look for images like this one: the image file, base64-encoded "
                               "(standard alphabet; a data: URL prefix is accepted).", max_length=40_000_000)
@@ -251,7 +256,7 @@ MAX_DELETE = 1000
 class DeleteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"ids": [42, 43, 97]}]})
 
-    ids: list[ImageId] = Field(
+    ids: list[JsonImageId] = Field(
         min_length=1, max_length=MAX_DELETE, description=f"Image ids to forget, at most {MAX_DELETE} per request.")
 
 

@@ -12,6 +12,7 @@ result file whose command no longer parses is found by the tests, not by whoever
     tags          tagging 1M images from their stored vectors with the default vocabulary: images/s
     duplicates    duplicate groups over 1M images: images/s, probe depth; the thresholds on copies of real photos
     writer        the SQLite writer alone: rows/s of new images (rows, vectors, thumbnails) per batch size
+    ask           "ask" without a VQA/ITM model on the sample photos: precision and recall of its similarity cut
     api           HTTP requests/s and p50/p99 at 1/8/32 clients, micro-batching on and off
     soak          32 clients searching while index jobs add and deletes remove images: errors, torn reads, RSS
     index-choice  the FAISS study behind the Flat/IVF choice (recall, latency, memory)
@@ -42,12 +43,12 @@ BENCHES = {"indexing": "bench.indexing", "captioning": "bench.captioning", "quer
            "quantizer": "bench.quantizer", "distributed": "bench.distributed", "gpu-serve": "bench.gpu_serve",
            "peer": "bench.peer", "precision": "bench.precision",
            "products": "bench.products", "tags": "bench.tags", "duplicates": "bench.duplicates",
-           "writer": "bench.writer"}
+           "writer": "bench.writer", "ask": "bench.ask"}
 # index-choice, scale (hours at 10M), quantizer, peer (installs clip-retrieval) and gpu-serve (a GPU machine's) run on
 # their own
 GPU_ONLY = ("gpu-serve",)  # published only from a GPU machine
-ALL = ("indexing", "captioning", "query", "products", "tags", "duplicates", "writer", "api", "soak", "distributed",
-       "precision")
+ALL = ("indexing", "captioning", "query", "products", "tags", "duplicates", "writer", "ask", "api", "soak",
+       "distributed", "precision")
 RESULTS = Path("bench/results")
 
 

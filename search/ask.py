@@ -53,7 +53,7 @@ class Finding:
 class AskResult:
     question: str
     retrieval_query: str  # what CLIP searched for
-    check: str  # the yes/no question asked of each candidate (VQA), or the text matched (ITM)
+    check: str  # the yes/no question asked (VQA, OCR), or the text matched (ITM) or searched for (retrieval)
     method: str  # "vqa", "itm", "ocr" (the library's OCR text) or "retrieval" (search alone)
     model: str
     candidates: int

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 
 from vlsearch.library.schema import OcrText
 from vlsearch.search.ask import AskResult, Finding
@@ -18,15 +18,18 @@ from vlsearch.search.engine import SearchEngine
 from vlsearch.search.keywords import KeywordQuery, reciprocal_rank_fusion
 from vlsearch.search.query import Filters, SearchHit, SearchQuery
 
-# Similar enough: within 90% of the best match's similarity (relative, as every model's cosines sit on their own
-# scale). On the demo's eval set (search/eval/samples.jsonl) with the offline preset it keeps 2.2 images a question
-# at precision 0.43 / recall 0.77; the best absolute cut (0.3) kept precision 0.17 / recall 0.70.
+# Similar enough: within 90% of the best match's similarity (relative: each model's cosines have their own scale).
+# `python -m bench ask` (bench/results/ask.md), the sample photos with the offline preset: 2.24 images a question
+# at precision 0.429 / recall 0.800; the best absolute cut, 0.3, kept 5.08 at 0.165 / 0.700.
 RELATIVE = 0.9
 _TEXT = r"(?:any\s+|some\s+|visible\s+)?(?:text|writing|words|letters|numbers|lettering|captions?)"
 # The retrieval query of a question about whether there is text: "which photos have text?" -> "text".
 _HAS_TEXT = re.compile(rf"^{_TEXT}(?:\s+(?:on|in)\s+(?:it|them|the\s+\w+))?$", re.I)
-# ... and of one about what it says: "which photos say EXIT?" -> "say EXIT"; "with the word 'sale'" -> ...
-_SAYS = re.compile(r"^(?:that\s+)?(?:says?|reads?|spells?|(?:the\s+)?(?:words?|text))\s+(?P<words>\S.*)$", re.I)
+# ... and of one about what it says: "which photos say EXIT?" -> "say EXIT"; "with the word 'sale'" -> "the word
+# 'sale'" (quoted: "text on a sign" describes text, it does not quote it).
+_QUOTE = r"[\"“'‘](?P<quoted>[^\"”'’]+)[\"”'’]"
+_SAYS = (re.compile(rf"^(?:that\s+)?(?:says?|reads?|spells?)\s+(?:{_QUOTE}|(?P<words>\S.*))$", re.I),
+         re.compile(rf"^(?:the\s+)?(?:words?|text)\s+{_QUOTE}(?:\s+(?:on|in)\s+(?:it|them))?$", re.I))
 SIMILAR, WORDS = "found by similarity", "found by its words"
 QUOTE = 120  # characters of OCR text an answer quotes
 
@@ -37,31 +40,33 @@ def ask_unchecked(engine: SearchEngine, question: str, query: str, *, k: int, ca
     if _has_ocr(engine):
         if _HAS_TEXT.match(query):
             return _from_ocr(engine, question, query, None, k, filters)
-        if says := _SAYS.match(query):
-            return _from_ocr(engine, question, query, says["words"].strip("\"'“”‘’ "), k, filters)
+        for says in filter(None, (pattern.match(query) for pattern in _SAYS)):
+            words = says["quoted"] or says.groupdict().get("words")
+            return _from_ocr(engine, question, query, words.strip(), k, filters)
     return _by_search(engine, question, query, k, candidates, filters)
 
 
 def _has_ocr(engine: SearchEngine) -> bool:
     with engine.library.session() as s:
-        return s.scalar(select(func.count()).select_from(OcrText)) > 0
+        return bool(s.scalar(select(exists().where(OcrText.image_id.is_not(None)))))
 
 
 def _from_ocr(engine: SearchEngine, question: str, query: str, words: str | None, k: int,
               filters: Filters) -> AskResult:
     """Images whose stored OCR text is not empty (`words` None), or holds `words` as whole words; most text first."""
     if words is None:
-        with engine.library.session() as s:
-            read = s.execute(select(OcrText.image_id, func.length(OcrText.text)).where(OcrText.text != "")).all()
-        hits = engine.hits(sorted(((i, float(n)) for i, n in read), key=lambda p: -p[1]), filters)
+        with engine.library.session() as s:  # ids and lengths only: the hits are read for the k that pass
+            read = s.execute(select(OcrText.image_id, func.length(OcrText.text)).where(OcrText.text != "")
+                             .order_by(func.length(OcrText.text).desc())).all()
+        hits, considered = engine.hits([(i, float(n)) for i, n in read], filters, limit=k), len(read)
         check = "is there text?"
     else:
         hits = engine.search(SearchQuery(text=f'"{words}"', mode="keyword", k=10_000,
                                          filters=replace(filters, min_score=None)))
         hits = [h for h in hits if _holds(h.ocr_text or "", words)]
-        check = f'does it say "{words}"?'
+        considered, check = len(hits), f'does it say "{words}"?'
     findings = [Finding(replace(h, score=1.0), f'yes: "{_quote(h.ocr_text or "")}"', 1.0) for h in hits[:k]]
-    return AskResult(question, query, check, "ocr", "ocr", len(hits), findings)
+    return AskResult(question, query, check, "ocr", "ocr", considered, findings)
 
 
 def _quote(text: str) -> str:

@@ -262,9 +262,12 @@ class SearchEngine:
             pairs = [(i, sc) for i, sc in pairs if sc >= filters.min_score]
         return self._hydrate(pairs, filters)
 
-    def hits(self, pairs: list[tuple[int, float]], filters: Filters) -> list[SearchHit]:
-        """Hits for (image id, score) pairs found some other way, in their order, that pass the filters."""
-        return self._hydrate(pairs, filters)
+    def hits(self, pairs: list[tuple[int, float]], filters: Filters, limit: int | None = None) -> list[SearchHit]:
+        """Hits for (image id, score) pairs found some other way, in their order, that pass the filters: the first
+        `limit` of them."""
+        if limit is not None and filters.empty:
+            pairs = pairs[:limit]  # nothing to filter out: read no more rows than will be kept
+        return self._hydrate(pairs, filters, limit)[:limit]
 
     def _hydrate(self, pairs: list[tuple[int, float]], filters: Filters, limit: int | None = None
                  ) -> list[SearchHit]:

@@ -51,6 +51,10 @@ def test_questions_about_text_are_answered_from_the_stored_ocr_text(library, tin
     assert {f.answer for f in has_text.findings} == {'yes: "EXIT this way"', 'yes: "Fire EXITS"'}
     says = ask_collection(engine, None, "which photos say 'exit'?")
     assert names(says) == ["photo_0001.jpg"] and says.check == 'does it say "exit"?'  # whole words: not EXITS
+    quoted = ask_collection(engine, None, "which photos have the word 'exit' on them?")
+    assert names(quoted) == ["photo_0001.jpg"] and quoted.method == "ocr"
+    for described in ("which photos show text on a sign?", "which photos have words written in red?"):
+        assert ask_collection(engine, None, described).method == "retrieval"  # text described, not quoted
 
 
 def test_other_questions_are_answered_by_search_and_marked_unverified(library, tiny_encoder):

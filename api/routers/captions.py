@@ -19,7 +19,16 @@ from vlsearch.api.answer_schemas import (
     VqaAnswer,
 )
 from vlsearch.api.combinations import ONE_IMAGE, SOME_IMAGES, multipart
-from vlsearch.api.deps import decode_upload, finite, get_service, indexed_image, read_upload, to_filters, to_hit
+from vlsearch.api.deps import (
+    decode_upload,
+    finite,
+    get_service,
+    indexed_image,
+    one_value_each,
+    read_upload,
+    to_filters,
+    to_hit,
+)
 from vlsearch.api.errors import ApiError, responses
 from vlsearch.api.http_wording import operator_hint, say
 from vlsearch.api.schemas import MAX_ID, Text
@@ -30,7 +39,7 @@ from vlsearch.library import LibraryError
 from vlsearch.search.ask import ask_collection
 from vlsearch.search.engine import image_texts
 
-router = APIRouter(tags=["captions and questions"], dependencies=[Depends(require_read)])
+router = APIRouter(tags=["captions and questions"], dependencies=[Depends(require_read), Depends(one_value_each)])
 ImageIdForm = Annotated[int | None, Form(ge=1, le=MAX_ID, description="An indexed image, instead of an upload.")]
 UploadForm = Annotated[UploadFile | None, File(description="The image (JPEG, PNG, WebP, GIF, BMP, TIFF).")]
 PromptForm = Annotated[Text | None, Form(max_length=200, description='Start of the caption, e.g. "a photo of".')]
@@ -42,9 +51,14 @@ def _need(model: ImageTextModel | None, what: str, task: str) -> ImageTextModel:
     return model
 
 
-async def _image(service: Service, file: UploadFile | None, image_id: int | None) -> tuple[Image.Image, int | None]:
+def _one_image(file: UploadFile | None, image_id: int | None) -> None:
+    """The request names one image: checked before anything else, a model's absence included."""
     if (file is None) == (image_id is None):
         raise ApiError(422, "send either an image file (field `file`) or the id of an indexed image (`image_id`)")
+
+
+async def _image(service: Service, file: UploadFile | None, image_id: int | None) -> tuple[Image.Image, int | None]:
+    _one_image(file, image_id)
     if file is not None:
         data = await read_upload(file, service.settings.max_upload_bytes)
         return await decode_upload(data, file.filename or "the upload", service.settings.max_pixels), None
@@ -89,6 +103,7 @@ async def caption(file: UploadForm = None, image_id: ImageIdForm = None, prompt:
         stored = await asyncio.to_thread(_stored_caption, service, image_id)
         if stored is not None:
             return CaptionResult(caption=stored[0], model=stored[1], image_id=image_id, stored=True)
+    _one_image(file, image_id)
     _need(service.models.captioner, "caption model", "caption")
     image, image_id = await _image(service, file, image_id)
     text = (await _caption(service, [image], prompt))[0]
@@ -154,6 +169,7 @@ async def vqa(
     only questions about text in the image; others get a 422 that names the model to install."""
     if not any(c.isalnum() for c in question):
         raise ApiError(422, "question has no words; ask e.g. \"what colour is the car?\"")
+    _one_image(file, image_id)
     model = _need(service.models.answerer, "VQA model", "answer")
     image, image_id = await _image(service, file, image_id)
     try:

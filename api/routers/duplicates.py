@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from vlsearch.api.deps import get_service
+from vlsearch.api.deps import get_service, one_value_each
 from vlsearch.api.errors import ApiError, responses
 from vlsearch.api.review_schemas import DuplicateGroupOut, DuplicateMemberOut, DuplicatesOut, Kind
 from vlsearch.api.security import require_read
@@ -54,7 +54,7 @@ class GroupCache:
 CACHE = GroupCache()
 
 
-@router.get("/duplicates", response_model=DuplicatesOut, dependencies=[Depends(require_read)],
+@router.get("/duplicates", response_model=DuplicatesOut, dependencies=[Depends(require_read), Depends(one_value_each)],
             responses=responses(401, 403, 422), summary="Groups of duplicate images, for review")
 async def duplicates(
     copy_threshold: Annotated[float | None, Query(gt=0, le=1, allow_inf_nan=False, description=(

@@ -17,6 +17,7 @@ from vlsearch.api.deps import (
     decode_upload,
     finite,
     get_service,
+    one_value_each,
     read_upload,
     to_box,
     to_filters,
@@ -54,7 +55,7 @@ from vlsearch.search import SearchQuery
 from vlsearch.search.engine import FUSION_DEPTH
 from vlsearch.search.facets import FACET_DEPTH, check_facet, facet_counts
 
-router = APIRouter(tags=["search"], dependencies=[Depends(require_read)])
+router = APIRouter(tags=["search"], dependencies=[Depends(require_read), Depends(one_value_each)])
 ERRORS = responses(401, 403, 404, 409, 413, 415, 422, 503)
 
 
@@ -100,7 +101,7 @@ async def run(service: Service, started: float, **fields) -> SearchResponse:
     counted = await in_thread(facet_counts, service.library, hits, facets) if facets and hits else None
     return SearchResponse(
         model=service.models.encoder.name, mode=query.mode, k=k, offset=offset, hits=[to_hit(h) for h in page],
-        reranked=bool(query.rerank) if fields.get("rerank") else None, rerank_note=skipped,
+        reranked=bool(query.rerank and engine is not None) if fields.get("rerank") else None, rerank_note=skipped,
         next_offset=offset + k if more else None, took_ms=round((time.perf_counter() - started) * 1000, 3),
         facets=counted,
     )
