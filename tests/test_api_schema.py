@@ -164,3 +164,20 @@ def test_a_body_that_cannot_be_parsed_is_a_documented_400(tmp_path, tiny_encoder
             assert ("400" in operation["responses"]) == ("requestBody" in operation), (method, path)
             assert "413" in operation["responses"] or "requestBody" not in operation, (method, path)  # body limit
     lib.close()
+
+
+def test_a_single_valued_parameter_given_twice_is_refused_after_the_key_check(tmp_path, tiny_encoder):
+    """FastAPI kept the last of repeated values; the schema admits one. A caller without a key hears 401 first."""
+    from fastapi.testclient import TestClient
+
+    lib = Library.open(tmp_path / "lib")
+    client = TestClient(make_app(lib, tiny_encoder, api_keys=[KEY], auth_reads=True))
+    key = {"Authorization": f"Bearer {KEY}"}
+    assert client.get("/api/v1/search?q=a&q=b").status_code == 401
+    twice = client.get("/api/v1/search?q=a&q=b", headers=key)
+    assert twice.status_code == 422 and twice.json()["detail"] == "q: give it once; it takes one value"
+    form = client.post("/api/v1/caption", headers=key, files=[("image_id", (None, "1")), ("image_id", (None, "2"))])
+    assert form.status_code == 422 and form.json()["detail"] == "image_id: give it once; it takes one value"
+    repeatable = client.get("/api/v1/search?q=a&not=b&not=c", headers=key)
+    assert repeatable.status_code == 200, repeatable.text  # a list parameter repeats
+    lib.close()
