@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from vlsearch.api.errors import DESCRIPTIONS
 from vlsearch.api.schemas import MAX_ID
 
 ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
-MALFORMED = {"description": "malformed request", **ERROR}
-TOO_LARGE = {"description": "too large", **ERROR}
+BODY_ERRORS = {str(status): {"description": DESCRIPTIONS[status], **ERROR} for status in (400, 413)}
 BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 IMAGE = {"image_id": "$response.body#/hits/0/id"}  # a search's best hit
 SAME_IMAGE = {"image_id": "$request.path.image_id"}
@@ -44,9 +44,9 @@ def exact(schema: dict, *, open_reads: bool, writes: set[tuple[str, str]]) -> di
                 operation["security"] = [{}, *operation["security"]]
             for parameter in operation.get("parameters", []):
                 parameter["schema"] = _without_null(parameter["schema"])
-            if "requestBody" in operation:  # a multipart without its boundary: 400 before the route runs
-                operation["responses"].setdefault("400", MALFORMED)
-                operation["responses"].setdefault("413", TOO_LARGE)
+            if "requestBody" in operation:  # unparseable or over the limit: refused before the route runs
+                for status, response in BODY_ERRORS.items():
+                    operation["responses"].setdefault(status, response)
                 if form := operation["requestBody"]["content"].get("multipart/form-data"):
                     _form(schema, form)
     integer_bounds(schema)

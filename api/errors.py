@@ -41,14 +41,16 @@ class ApiError(HTTPException):
         self.code = code or CODES.get(status, "error")
 
 
+DESCRIPTIONS = {  # what each error status means, in the schema
+    400: "malformed request", 401: "no or wrong API key", 403: "not allowed", 404: "no such image or job",
+    409: "conflicts with the library's state", 413: "too large", 415: "not a readable image",
+    422: "invalid parameters", 503: "the model this needs is not loaded",
+}
+
+
 def responses(*statuses: int) -> dict[int | str, dict]:
     """The `responses=` of an endpoint: each status documented with the error body."""
-    text = {
-        400: "malformed request", 401: "no or wrong API key", 403: "not allowed", 404: "no such image or job",
-        409: "conflicts with the library's state", 413: "too large", 415: "not a readable image",
-        422: "invalid parameters", 503: "the model this needs is not loaded",
-    }
-    return {s: {"model": ErrorBody, "description": text.get(s, "error")} for s in statuses}
+    return {s: {"model": ErrorBody, "description": DESCRIPTIONS.get(s, "error")} for s in statuses}
 
 
 def _body(status: int, detail: str, code: str | None = None) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import re
 import threading
 from collections import OrderedDict
 
@@ -17,6 +18,22 @@ MIN_CONFIDENCE = 0.5  # lines PP-OCR is less sure of than this are noise more of
 MIN_SIDE = 8  # no legible text fits in fewer pixels than this; RapidOCR would upscale such a sliver to gigabytes
 MAX_SIDE = 2000  # RapidOCR's own limit: larger images are shrunk to it, so shrink first (padding grows with it)
 MAX_ASPECT = 4  # longer/shorter side; thinner images are padded to this (RapidOCR's detector upscales the short side)
+
+
+def normalise_text(text: str) -> str:
+    """Lower case, quotes and punctuation dropped, spaces collapsed: how OCR text and asked-for words compare."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+
+
+def holds_words(text: str, words: str) -> bool:
+    """`words` appear in OCR `text` as whole words, case and punctuation aside ("TO" is not in "STOP")."""
+    return f" {normalise_text(words)} " in f" {normalise_text(text)} "
+
+
+def quote_text(text: str, limit: int) -> str:
+    """OCR text on one line, cut at a word boundary to about `limit` characters (with " …" when cut)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit].rsplit(" ", 1)[0] + " …"
 
 
 class OcrUnavailable(RuntimeError):

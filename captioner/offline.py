@@ -15,7 +15,15 @@ import torch
 from PIL import Image
 
 from vlsearch.captioner.base import ImageTextModel, NotSupported, check_pairs
-from vlsearch.captioner.ocr import OcrFailed, OcrReader, OcrUnavailable, ocr_reader
+from vlsearch.captioner.ocr import (
+    OcrFailed,
+    OcrReader,
+    OcrUnavailable,
+    holds_words,
+    normalise_text,
+    ocr_reader,
+    quote_text,
+)
 from vlsearch.encoders.offline import ImageNetClassifier
 from vlsearch.images import limit_aspect
 
@@ -85,8 +93,7 @@ class OfflineCaptioner(ImageTextModel):
                 parts.append(" or ".join(name for name, _ in labels))
             text = " ".join(self._read(image).split())
             if text:
-                quoted = text if len(text) <= MAX_QUOTE else text[:MAX_QUOTE].rsplit(" ", 1)[0] + " …"
-                parts.append(f'text: "{quoted}"')
+                parts.append(f'text: "{quote_text(text, MAX_QUOTE)}"')
             caption = "; ".join(parts) or "nothing the offline model recognises"
             out.append(f"{prompt.strip()} {caption}" if prompt and prompt.strip() else caption)
         return out
@@ -113,8 +120,7 @@ class OfflineCaptioner(ImageTextModel):
                 raise NotSupported(f"cannot answer {question!r}: {exc}", "answer") from None
             flat = " ".join(text.split())
             if kind == "says":
-                found = f" {_normalise(words)} " in f" {_normalise(flat)} "  # whole words: "TO" is not in "STOP"
-                if found:
+                if holds_words(flat, words):
                     answers.append(f'yes: "{flat}"')
                 else:
                     answers.append(f'no: it reads "{flat}"' if flat else "no: no text found")
@@ -130,8 +136,8 @@ class OfflineCaptioner(ImageTextModel):
         NotSupported when OCR cannot ground the answer."""
         if not _BEYOND_OCR.search(question):
             says = _SAYS.match(question)
-            if says and _normalise(says["words"]) not in _FILLER:
-                if _normalise(says["words"]):
+            if says and normalise_text(says["words"]) not in _FILLER:
+                if normalise_text(says["words"]):
                     return "says", says["words"]
             elif _HAS_TEXT.match(question):
                 return "has_text", ""
@@ -140,8 +146,3 @@ class OfflineCaptioner(ImageTextModel):
         raise NotSupported(
             f"the offline model can only answer questions about the text in an image (OCR: \"is there text?\", "
             f"\"what does the sign say?\", \"does it say OPEN?\"), not {question!r}: this needs a VQA model", "answer")
-
-
-def _normalise(text: str) -> str:
-    """Lower case, quotes and punctuation dropped, spaces collapsed: how OCR text and asked-for words compare."""
-    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())

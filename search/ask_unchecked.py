@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from sqlalchemy import exists, func, select
 
+from vlsearch.captioner.ocr import holds_words, quote_text
 from vlsearch.library.schema import OcrText
 from vlsearch.search.ask import AskResult, Finding
 from vlsearch.search.engine import SearchEngine
@@ -63,22 +64,11 @@ def _from_ocr(engine: SearchEngine, question: str, query: str, words: str | None
     else:
         hits = engine.search(SearchQuery(text=f'"{words}"', mode="keyword", k=10_000,
                                          filters=replace(filters, min_score=None)))
-        hits = [h for h in hits if _holds(h.ocr_text or "", words)]
+        hits = [h for h in hits if holds_words(h.ocr_text or "", words)]
         considered, check = len(hits), f'does it say "{words}"?'
-    findings = [Finding(replace(h, score=1.0), f'yes: "{_quote(h.ocr_text or "")}"', 1.0) for h in hits[:k]]
+    findings = [Finding(replace(h, score=1.0), f'yes: "{quote_text(h.ocr_text or "", QUOTE)}"', 1.0)
+                for h in hits[:k]]
     return AskResult(question, query, check, "ocr", "ocr", considered, findings)
-
-
-def _quote(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= QUOTE else flat[:QUOTE].rsplit(" ", 1)[0] + " …"
-
-
-def _holds(text: str, words: str) -> bool:
-    """`words` appear in `text` as whole words, case and punctuation aside ("TO" is not in "STOP")."""
-    def norm(value: str) -> str:
-        return " ".join(re.findall(r"\w+", value.lower()))
-    return f" {norm(words)} " in f" {norm(text)} "
 
 
 def _by_search(engine: SearchEngine, question: str, query: str, k: int, candidates: int,

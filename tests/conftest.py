@@ -8,6 +8,15 @@ from vlsearch.library import Library
 
 
 @pytest.fixture(scope="session")
+def tiny_models():
+    """The server's image-text models (caption, VQA, matching), tiny BLIPs with random weights, by Models field."""
+    from vlsearch.captioner import load_image_text_model
+
+    return {field: load_image_text_model("tiny-random", task, device="cpu")
+            for field, task in (("captioner", "caption"), ("answerer", "answer"), ("matcher", "match"))}
+
+
+@pytest.fixture(scope="session")
 def tiny_encoder():
     """A tiny open_clip model with random weights: the real loading and inference code, small shapes."""
     return load_encoder("tiny-random", device="cpu")

@@ -16,19 +16,11 @@ import pytest
 
 from tests.api_helpers import make_app, serving
 from tests.photos import png_bomb, write_photo, write_photos
-from vlsearch.captioner import load_image_text_model
 from vlsearch.indexer import Indexer
 from vlsearch.library import Library
 
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture(scope="module")
-def tiny_models():
-    return {"captioner": load_image_text_model("tiny-random", "caption", device="cpu"),
-            "answerer": load_image_text_model("tiny-random", "answer", device="cpu"),
-            "matcher": load_image_text_model("tiny-random", "match", device="cpu")}
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from tests.api_contract import register_image_parts, schema_valid_requests_are_a
 from tests.api_helpers import make_app
 from tests.photos import write_photos
 from vlsearch.api.combinations import ABSOLUTE
-from vlsearch.captioner import load_image_text_model
 from vlsearch.indexer import Indexer
 from vlsearch.library import Library
 
@@ -29,15 +28,13 @@ register_image_parts()
 
 
 @pytest.fixture(scope="module")
-def api_schema(tmp_path_factory, tiny_encoder):
+def api_schema(tmp_path_factory, tiny_encoder, tiny_models):
     root = tmp_path_factory.mktemp("schema")
     write_photos(root / "allowed", 4)
     lib = Library.open(root / "lib")
     Indexer(lib, tiny_encoder, workers=0).run([root / "allowed"])
-    models = {task_field: load_image_text_model("tiny-random", task, device="cpu")
-              for task_field, task in (("captioner", "caption"), ("answerer", "answer"), ("matcher", "match"))}
     app = make_app(lib, tiny_encoder, api_keys=[KEY], index_roots=[root / "allowed"], max_upload_bytes=200_000,
-                   max_pixels=1_000_000, max_body_bytes=400_000, **models)
+                   max_pixels=1_000_000, max_body_bytes=400_000, **tiny_models)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

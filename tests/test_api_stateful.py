@@ -13,7 +13,6 @@ from schemathesis.checks import negative_data_rejection, positive_data_acceptanc
 from tests.api_contract import register_image_parts, schema_valid_requests_are_accepted, schema_violations_are_refused
 from tests.api_helpers import make_app
 from tests.photos import write_photos
-from vlsearch.captioner import load_image_text_model
 from vlsearch.indexer import Indexer
 from vlsearch.library import Library
 
@@ -21,13 +20,11 @@ KEY = "stateful-key"
 register_image_parts()
 
 
-def test_following_the_links_every_check_holds(tmp_path, tiny_encoder):
+def test_following_the_links_every_check_holds(tmp_path, tiny_encoder, tiny_models):
     write_photos(tmp_path / "photos", 6)
     lib = Library.open(tmp_path / "lib")
     Indexer(lib, tiny_encoder, workers=0).run([tmp_path / "photos"])
-    models = {task_field: load_image_text_model("tiny-random", task, device="cpu")
-              for task_field, task in (("captioner", "caption"), ("answerer", "answer"), ("matcher", "match"))}
-    app = make_app(lib, tiny_encoder, api_keys=[KEY], index_roots=[tmp_path / "photos"], **models)
+    app = make_app(lib, tiny_encoder, api_keys=[KEY], index_roots=[tmp_path / "photos"], **tiny_models)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     links = sum(len(response.get("links", {})) for operations in app.openapi()["paths"].values()
                 for operation in operations.values() for response in operation["responses"].values())

@@ -19,7 +19,6 @@ from sqlalchemy import func, select
 
 from tests.api_helpers import make_app, serving
 from tests.photos import picture, write_photo, write_photos
-from vlsearch.captioner import load_image_text_model
 from vlsearch.indexer import Indexer
 from vlsearch.library import ImageRecord, Library
 
@@ -32,7 +31,7 @@ LINKED_OUT = ["photo_0001.jpg", "photo_0002.jpg", "photo_0003.jpg", "cam/pixel.j
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, tiny_encoder):
+def site(tmp_path_factory, tiny_encoder, tiny_models):
     """Six photos indexed under allowed/photos, and files outside it that links inside point at."""
     root = tmp_path_factory.mktemp("robust")
     photos = root / "allowed" / "photos"
@@ -57,10 +56,8 @@ def site(tmp_path_factory, tiny_encoder):
     (photos / "cam").rmdir()
     (photos / "cam").symlink_to(private)
     (private / "pixel.jpg").write_bytes(secret_jpg.read_bytes())
-    models = {field: load_image_text_model("tiny-random", task, device="cpu")
-              for field, task in (("captioner", "caption"), ("answerer", "answer"), ("matcher", "match"))}
     app = make_app(lib, tiny_encoder, api_keys=[KEY], index_roots=[root / "allowed"], max_upload_bytes=300_000,
-                   max_pixels=2_000_000, max_body_bytes=1_000_000, **models)
+                   max_pixels=2_000_000, max_body_bytes=1_000_000, **tiny_models)
     with lib.session() as s:
         count = s.scalar(select(func.count()).select_from(ImageRecord))
         rows = s.execute(select(ImageRecord.id, ImageRecord.path))

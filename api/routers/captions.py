@@ -58,7 +58,7 @@ def _one_image(file: UploadFile | None, image_id: int | None) -> None:
 
 
 async def _image(service: Service, file: UploadFile | None, image_id: int | None) -> tuple[Image.Image, int | None]:
-    _one_image(file, image_id)
+    """The one image `_one_image` let through: the upload decoded, or the indexed image read."""
     if file is not None:
         data = await read_upload(file, service.settings.max_upload_bytes)
         return await decode_upload(data, file.filename or "the upload", service.settings.max_pixels), None
